@@ -1,0 +1,26 @@
+# make test : create .venv if absent, install the package with its extras, run the test suite
+# make demo : the same set-up, then the demo on the built-in synthetic corpus
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= data/synth_small
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q hieradist_lobes tests
+
+demo: $(STAMP)
+	$(PY) -m hieradist_lobes.data.synth --output_folder $(DEMO_DATA) --size small
+
+clean:
+	rm -rf $(VENV) data results .pytest_cache

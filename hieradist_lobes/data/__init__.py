@@ -1,0 +1,57 @@
+"""Corpora and their preparation.
+
+Every preparation writes ``train.csv``, ``valid.csv`` and ``test.csv`` with the
+columns of :data:`hieradist_lobes.data.manifest.MANIFEST_FIELDS`;
+:func:`prepare_dataset` picks one by name, which is how recipes call them.
+
+Example
+-------
+>>> sorted(DATASETS)
+['aishell1', 'synth', 'timit']
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS  # noqa: F401
+
+
+def _synth(data_folder: str, save_folder: str, **options) -> Dict[str, str]:
+    from hieradist_lobes.data.synth import prepare_synth
+
+    # The synthetic corpus is made where its manifests live.
+    return prepare_synth(data_folder, **options)
+
+
+def _timit(data_folder: str, save_folder: str, **options) -> Dict[str, str]:
+    from hieradist_lobes.data.timit import prepare_timit
+
+    return prepare_timit(data_folder, save_folder, **options)
+
+
+def _aishell1(data_folder: str, save_folder: str, **options) -> Dict[str, str]:
+    from hieradist_lobes.data.aishell import prepare_aishell1
+
+    return prepare_aishell1(data_folder, save_folder, **options)
+
+
+DATASETS: Dict[str, Callable[..., Dict[str, str]]] = {"synth": _synth, "timit": _timit, "aishell1": _aishell1}
+
+
+def prepare_dataset(dataset: str, data_folder: str, save_folder: str, **options) -> Dict[str, str]:
+    """Prepare ``dataset`` and return split name -> manifest path.
+
+    Arguments
+    ---------
+    dataset : str
+        ``synth`` (the built-in corpus, made in ``data_folder``; options
+        ``size``, ``seed``, ``num_workers``), ``timit`` or ``aishell1``.
+    data_folder : str
+        Where the corpus is (or, for ``synth``, where it is made).
+    save_folder : str
+        Where the manifests of ``timit`` and ``aishell1`` go.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[dataset](data_folder, save_folder, **options)

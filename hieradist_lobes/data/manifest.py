@@ -1,0 +1,157 @@
+"""The manifest schema shared by every corpus, and its reader and writer.
+
+Every data preparation of this project (the built-in synthetic corpus,
+TIMIT, AISHELL-1) writes ``train.csv``, ``valid.csv`` and ``test.csv`` with
+the columns of :data:`MANIFEST_FIELDS`, so that a recipe runs on any corpus by
+changing ``data_folder``:
+
+``ID``        utterance identifier, unique in the corpus
+``duration``  length of the audio in seconds
+``wav``       absolute path of the audio file
+``spk_id``    speaker identifier
+``phn``       space-separated phones of :data:`~hieradist_lobes.data.phones.PHONES_39`
+              (for AISHELL-1, pinyin initials and finals)
+``wrd``       space-separated words
+``char``      space-separated characters, ``_`` between words (no ``_`` for
+              Chinese, whose word boundaries carry no meaning for scoring)
+
+Example
+-------
+>>> import tempfile, os
+>>> folder = tempfile.mkdtemp()
+>>> path = os.path.join(folder, "train.csv")
+>>> row = {"ID": "u1", "duration": 1.5, "wav": "/a.wav", "spk_id": "s1",
+...        "phn": "hh ah l ow", "wrd": "HELLO", "char": chars_of_words("HELLO")}
+>>> write_manifest(path, [row])
+>>> read_manifest(path)[0]["char"]
+'H E L L O'
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+MANIFEST_FIELDS: List[str] = ["ID", "duration", "wav", "spk_id", "phn", "wrd", "char"]
+SPLITS: List[str] = ["train", "valid", "test"]
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed, or points at bad audio."""
+
+
+def chars_of_words(words: str, word_separator: Optional[str] = "_") -> str:
+    """Space-separated characters of ``words``, ``word_separator`` between words.
+
+    Example
+    -------
+    >>> chars_of_words("THE CAT")
+    'T H E _ C A T'
+    >>> chars_of_words("今天 天气", word_separator=None)
+    '今 天 天 气'
+    """
+    pieces: List[str] = []
+    for index, word in enumerate(words.split()):
+        if index and word_separator:
+            pieces.append(word_separator)
+        pieces.extend(word)
+    return " ".join(pieces)
+
+
+def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequence[str] = MANIFEST_FIELDS) -> None:
+    """Write ``rows`` to the CSV ``path`` atomically.
+
+    The file is written under a temporary name and renamed, so an interrupted
+    preparation never leaves a truncated manifest that looks complete.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            row = dict(row)
+            if isinstance(row.get("duration"), float):
+                row["duration"] = f"{row['duration']:.4f}"
+            writer.writerow(row)
+    os.replace(temporary, path)
+
+
+def read_manifest(path: str, fields: Sequence[str] = MANIFEST_FIELDS) -> List[Dict[str, str]]:
+    """Read a manifest and check that it has the required columns.
+
+    Raises
+    ------
+    ManifestError
+        If the file does not exist, lacks a column, or repeats an ID.
+    """
+    if not os.path.isfile(path):
+        raise ManifestError(f"manifest {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [field for field in fields if field not in (reader.fieldnames or [])]
+        if missing:
+            raise ManifestError(f"manifest {path} lacks the column(s) {', '.join(missing)}")
+        rows = list(reader)
+    seen = set()
+    for line, row in enumerate(rows, start=2):
+        if row["ID"] in seen:
+            raise ManifestError(f"manifest {path}, line {line}: ID {row['ID']!r} appears twice")
+        seen.add(row["ID"])
+    return rows
+
+
+def validate_manifest(
+    path: str,
+    sample_rate: int = 16000,
+    check_audio: bool = True,
+    duration_tolerance: float = 0.01,
+    require: Sequence[str] = ("phn", "wrd"),
+) -> List[Dict[str, str]]:
+    """Check a manifest row by row and return its rows.
+
+    Arguments
+    ---------
+    path : str
+        The CSV file.
+    sample_rate : int
+        Sample rate every audio file must have.
+    check_audio : bool
+        Open every audio file and compare its duration with the manifest's.
+    duration_tolerance : float
+        Allowed difference in seconds.
+    require : sequence of str
+        Columns that must not be empty.
+
+    Raises
+    ------
+    ManifestError
+        Naming the file, the line and the utterance ID of the first problem.
+    """
+    import soundfile
+
+    rows = read_manifest(path)
+    for line, row in enumerate(rows, start=2):
+        where = f"manifest {path}, line {line}, utterance {row['ID']!r}"
+        for field in require:
+            if not row[field].strip():
+                raise ManifestError(f"{where}: empty {field}")
+        try:
+            duration = float(row["duration"])
+        except ValueError as error:
+            raise ManifestError(f"{where}: duration {row['duration']!r} is not a number") from error
+        if check_audio:
+            if not os.path.isfile(row["wav"]):
+                raise ManifestError(f"{where}: audio file {row['wav']} does not exist")
+            info = soundfile.info(row["wav"])
+            if info.samplerate != sample_rate:
+                raise ManifestError(f"{where}: {row['wav']} is {info.samplerate} Hz, expected {sample_rate} Hz")
+            if info.channels != 1:
+                raise ManifestError(f"{where}: {row['wav']} has {info.channels} channels, expected mono")
+            if abs(info.frames / info.samplerate - duration) > duration_tolerance:
+                raise ManifestError(
+                    f"{where}: duration {duration} s in the manifest, {info.frames / info.samplerate:.4f} s in {row['wav']}"
+                )
+    return rows
