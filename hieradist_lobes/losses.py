@@ -1,0 +1,283 @@
+"""Distillation losses for joint CTC/attention students, and teacher weighting.
+
+Lengths are absolute (frames or tokens, ``LongTensor`` of shape ``[batch]``),
+not SpeechBrain's relative lengths: teacher and student may have different
+frame counts (speed perturbation, other pooling), so each side brings its own.
+
+Per-utterance losses come back with shape ``[batch]``; the strategies of
+multi-teacher distillation (:func:`teacher_weights`) then combine the
+``[teachers, batch]`` losses of several teachers.
+
+Example
+-------
+>>> import torch
+>>> teacher = torch.log_softmax(torch.randn(2, 12, 5), dim=-1)
+>>> student = torch.randn(2, 12, 5, requires_grad=True)
+>>> lengths = torch.tensor([12, 9])
+>>> frame_kl_loss(student, teacher, lengths, lengths, temperature=2.0).shape
+torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+STRATEGIES = ("average", "best", "weighted")
+
+
+def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """Boolean ``[batch, max_length]`` mask, True on real positions.
+
+    Example
+    -------
+    >>> length_mask(torch.tensor([2, 3]), 3).int().tolist()
+    [[1, 1, 0], [1, 1, 1]]
+    """
+    positions = torch.arange(max_length, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def greedy_ctc_targets(
+    ctc_logprobs: torch.Tensor, lengths: torch.Tensor, blank_index: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The greedy CTC 1-best of each utterance (repeats collapsed, blanks dropped).
+
+    Vectorised over the batch: no Python loop over utterances or frames.
+
+    Arguments
+    ---------
+    ctc_logprobs : torch.Tensor
+        ``[batch, frames, classes]`` log-posteriors (or logits).
+    lengths : torch.Tensor
+        Frames per utterance.
+    blank_index : int
+        Index of the CTC blank.
+
+    Returns
+    -------
+    targets : torch.Tensor
+        ``[batch, max_label_length]`` label indices, padded with 0.
+    target_lengths : torch.Tensor
+        Labels per utterance.
+
+    Example
+    -------
+    >>> best = torch.tensor([[0, 2, 2, 0, 2, 3, 3], [1, 1, 0, 0, 4, 4, 4]])
+    >>> scores = torch.nn.functional.one_hot(best, 5).float()
+    >>> greedy_ctc_targets(scores, torch.tensor([7, 4]), blank_index=0)
+    (tensor([[2, 2, 3],
+            [1, 0, 0]]), tensor([3, 1]))
+    """
+    best = ctc_logprobs.argmax(dim=-1)
+    keep = best != blank_index
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    keep &= length_mask(lengths, best.shape[1])
+    target_lengths = keep.sum(dim=1)
+    width = int(target_lengths.max().item()) if best.numel() else 0
+    targets = torch.zeros(best.shape[0], max(width, 1), dtype=torch.long, device=best.device)
+    # Position of each kept label inside its utterance's target sequence.
+    slots = torch.cumsum(keep.long(), dim=1) - 1
+    rows = torch.arange(best.shape[0], device=best.device).unsqueeze(1).expand_as(best)
+    targets[rows[keep], slots[keep]] = best[keep]
+    return targets, target_lengths
+
+
+def ctc_pseudo_label_loss(
+    student_logprobs: torch.Tensor,
+    student_lengths: torch.Tensor,
+    teacher_ctc_logprobs: torch.Tensor,
+    teacher_lengths: torch.Tensor,
+    blank_index: int,
+) -> torch.Tensor:
+    """CTC loss of the student on the teacher's greedy 1-best (the original recipe's CTC KD).
+
+    The target is a label sequence, so it is independent of either side's
+    frame count: speed perturbation of the student cannot cut it.  It has no
+    temperature (it uses the argmax), so no T² factor applies.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]`` losses, each divided by its target length.
+    """
+    targets, target_lengths = greedy_ctc_targets(teacher_ctc_logprobs, teacher_lengths, blank_index)
+    losses = F.ctc_loss(
+        student_logprobs.transpose(0, 1).float(),
+        targets,
+        student_lengths,
+        target_lengths,
+        blank=blank_index,
+        reduction="none",
+        zero_infinity=True,
+    )
+    return losses / target_lengths.clamp(min=1)
+
+
+def align_frames(teacher: torch.Tensor, teacher_lengths: torch.Tensor, student_lengths: torch.Tensor,
+                 student_frames: int) -> torch.Tensor:
+    """Resample teacher frames onto the student's time axis (nearest frame).
+
+    Speed perturbation stretches an utterance uniformly in time, so student
+    frame ``j`` of ``M`` corresponds to teacher frame ``round(j·N/M)`` of ``N``.
+    With equal lengths this is the identity.
+
+    Example
+    -------
+    >>> teacher = torch.arange(4.0).view(1, 4, 1)
+    >>> align_frames(teacher, torch.tensor([4]), torch.tensor([8]), 8).flatten().tolist()
+    [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    """
+    positions = torch.arange(student_frames, device=teacher.device, dtype=torch.float64).unsqueeze(0)
+    scale = teacher_lengths.double().unsqueeze(1) / student_lengths.clamp(min=1).double().unsqueeze(1)
+    index = torch.floor((positions + 0.5) * scale).long()
+    index = torch.minimum(index, (teacher_lengths - 1).clamp(min=0).unsqueeze(1))
+    return torch.gather(teacher, 1, index.unsqueeze(-1).expand(-1, -1, teacher.shape[-1]))
+
+
+def frame_kl_loss(
+    student_logits: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    student_lengths: torch.Tensor,
+    teacher_lengths: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Frame-level KL(teacher ‖ student) between CTC posteriors, temperature on both.
+
+    Both distributions are softened by ``temperature``:
+    ``p_T = softmax(teacher_logprobs / T)`` (the teacher's log-posteriors are
+    its logits up to a constant) and ``q_T = log_softmax(student_logits / T)``.
+    Teacher frames are first aligned to the student's (:func:`align_frames`).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]`` mean KL per real student frame (multiply by T² yourself).
+
+    Example
+    -------
+    >>> logits = torch.randn(1, 6, 4)
+    >>> same = frame_kl_loss(logits, torch.log_softmax(logits, -1), torch.tensor([6]), torch.tensor([6]))
+    >>> bool(same.abs().max() < 1e-5)
+    True
+    """
+    frames = student_logits.shape[1]
+    teacher = align_frames(teacher_logprobs.float(), teacher_lengths, student_lengths, frames)
+    teacher_logp = torch.log_softmax(teacher / temperature, dim=-1)
+    student_logp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(dim=-1)
+    mask = length_mask(student_lengths, frames)
+    return (kl * mask).sum(dim=1) / student_lengths.clamp(min=1)
+
+
+def soft_cross_entropy(
+    student_logits: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    lengths: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Token-level soft cross-entropy ``−Σ_c p_T(c)·log q_T(c)``, temperature on both.
+
+    Arguments
+    ---------
+    student_logits : torch.Tensor
+        ``[batch, tokens, classes]`` decoder logits (teacher-forced on the reference).
+    teacher_logprobs : torch.Tensor
+        ``[batch, tokens', classes]`` the teacher's teacher-forced log-posteriors;
+        only the first ``tokens`` positions are used.
+    lengths : torch.Tensor
+        Real tokens per utterance (labels + eos).
+    temperature : float
+        Softening of both distributions.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]`` mean over real tokens (multiply by T² yourself).
+
+    Example
+    -------
+    >>> teacher = torch.log(torch.tensor([[[0.5, 0.5]]]))
+    >>> student = torch.zeros(1, 1, 2)
+    >>> round(soft_cross_entropy(student, teacher, torch.tensor([1])).item(), 4)  # log 2
+    0.6931
+    """
+    tokens = student_logits.shape[1]
+    if teacher_logprobs.shape[1] < tokens:
+        raise ValueError(
+            f"teacher has {teacher_logprobs.shape[1]} tokens, the student decoder {tokens}: "
+            "the teacher store and the student's labels disagree"
+        )
+    teacher_p = torch.softmax(teacher_logprobs[:, :tokens].float() / temperature, dim=-1)
+    student_logp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    cross_entropy = -(teacher_p * student_logp).sum(dim=-1)
+    mask = length_mask(lengths, tokens)
+    return (cross_entropy * mask).sum(dim=1) / lengths.clamp(min=1)
+
+
+def teacher_weights(strategy: str, error_rates: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Weights ``[teachers, batch]`` (summing to 1 over teachers) of a strategy.
+
+    Arguments
+    ---------
+    strategy : str
+        ``average``: equal weights.
+        ``weighted``: ``softmax_k(−mean_b error_rates[k] / temperature)``, the
+        same for every utterance of the batch; error rates are percentages,
+        and ``temperature=1`` is the original recipe's ``softmax(100 − PER)``.
+        Larger temperatures flatten the weights.
+        ``best``: per utterance, all weight on the teacher with the lowest
+        error rate (ties: the first).
+    error_rates : torch.Tensor
+        ``[teachers, batch]`` error rates in percent.
+    temperature : float
+        Softmax temperature of ``weighted``.
+
+    Example
+    -------
+    >>> rates = torch.tensor([[10.0, 30.0], [20.0, 10.0]])
+    >>> teacher_weights("best", rates).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    >>> teacher_weights("weighted", rates, temperature=1e9).tolist()
+    [[0.5, 0.5], [0.5, 0.5]]
+    """
+    teachers, batch = error_rates.shape
+    if strategy == "average":
+        return torch.full_like(error_rates, 1.0 / teachers, dtype=torch.float32)
+    if strategy == "weighted":
+        if temperature <= 0:
+            raise ValueError(f"weighted_temperature must be positive, got {temperature}")
+        weights = torch.softmax(-error_rates.float().mean(dim=1) / temperature, dim=0)
+        return weights.unsqueeze(1).expand(teachers, batch).contiguous()
+    if strategy == "best":
+        best = error_rates.argmin(dim=0)
+        return F.one_hot(best, teachers).T.float()
+    raise ValueError(f"unknown distillation strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def strategy_weights(
+    strategy: str, ctc_error_rates: torch.Tensor, att_error_rates: torch.Tensor, temperature: float = 1.0
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Teacher weights for the CTC and the attention head, as in the original recipe.
+
+    ``best`` picks the best teacher per utterance for the attention head and
+    weights the CTC head as ``weighted`` does; the other strategies treat both
+    heads alike, each with its own error rates.
+
+    Returns
+    -------
+    (ctc_weights, att_weights), each ``[teachers, batch]``.
+    """
+    if strategy == "best":
+        return teacher_weights("weighted", ctc_error_rates, temperature), teacher_weights("best", att_error_rates)
+    return (teacher_weights(strategy, ctc_error_rates, temperature),
+            teacher_weights(strategy, att_error_rates, temperature))
+
+
+def combine_teachers(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum over teachers: ``[teachers, batch]`` → ``[batch]``."""
+    if losses.shape != weights.shape:
+        raise ValueError(f"losses {tuple(losses.shape)} and weights {tuple(weights.shape)} differ in shape")
+    return (losses * weights.to(losses.dtype)).sum(dim=0)
