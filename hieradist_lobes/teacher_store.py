@@ -1,0 +1,486 @@
+"""An HDF5 store of teacher outputs, keyed by utterance ID.
+
+A store is a folder of HDF5 *parts*, ``<store>/<split>/part-r<rank>-<n>.h5``.
+Each process (rank) of ``save_teachers.py`` writes its own parts; a part is
+written under a temporary name and renamed when complete, so a killed run
+leaves only whole parts and a re-run continues with the utterances that are
+missing.  :class:`TeacherStore` reads all parts as one.
+
+Per utterance (group ``/utts/<ID>`` of a part), the teachers' rows stacked:
+
+``ctc``          CTC log-posteriors, (frames of teacher 0 + frames of
+                 teacher 1 + ...) × classes
+``att``          attention-decoder log-posteriors teacher-forced on the
+                 reference, (teachers × (tokens + eos)) × classes
+``.values`` / ``.indices`` instead, with ``top_k``: the k largest
+                 log-probabilities of each row and their classes
+attributes       ``ctc_error_rate`` and ``att_error_rate`` (per teacher, in
+                 percent: greedy CTC decoding, free attention decoding),
+                 ``ctc_lengths``, ``tokens`` (the reference label indices),
+                 ``duration`` (seconds of audio)
+
+Every part carries the store's metadata as attributes: label vocabulary,
+teacher names, sources and checkpoint hashes, CTC frame rate, dtype, top-k and
+the options it was created with; the reader refuses parts that disagree.
+
+Usage::
+
+    python -m hieradist_lobes.teacher_store info results/teachers/store
+
+Example
+-------
+>>> import tempfile, numpy as np
+>>> folder = tempfile.mkdtemp()
+>>> meta = StoreMetadata(labels=["<blank>", "a", "b", "<eos>"], teachers=[{"name": "t0"}], frame_rate=50.0)
+>>> with TeacherStoreWriter(folder, "train", meta) as writer:
+...     writer.add("utt1", TeacherRecord(
+...         ctc_logprobs=[np.log(np.full((5, 4), 0.25))], att_logprobs=[np.log(np.full((3, 4), 0.25))],
+...         ctc_error_rate=[10.0], att_error_rate=[5.0], tokens=[1, 2], duration=0.1))
+>>> store = TeacherStore(folder)
+>>> record = store.get("utt1")
+>>> record.ctc_logprobs[0].shape, round(float(np.exp(record.att_logprobs[0][0, 0])), 2)
+((5, 4), 0.25)
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
+# Log-probabilities below this are stored as this (float16 reaches -65504).
+_LOG_FLOOR = -1.0e4
+
+
+class TeacherStoreError(ValueError):
+    """The store is missing an utterance, or its parts or metadata disagree."""
+
+
+@dataclass
+class StoreMetadata:
+    """What a store says about itself; equal in every part.
+
+    Arguments
+    ---------
+    labels : list of str
+        The label vocabulary, index order (what the student must use).
+    teachers : list of dict
+        One dict per teacher: ``name``, ``source`` (model folder),
+        ``checkpoint_sha256``.
+    frame_rate : float
+        CTC frames per second of audio.
+    dtype : str
+        ``float16`` or ``float32``.
+    top_k : int
+        0 for full posteriors, else the number of classes kept per row.
+    options : dict
+        Creation options (temperature, decoding, ...), for the record.
+    """
+
+    labels: List[str]
+    teachers: List[Dict[str, str]]
+    frame_rate: float
+    dtype: str = "float16"
+    top_k: int = 0
+    options: Dict[str, object] = field(default_factory=dict)
+
+    def to_attrs(self) -> Dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "labels": json.dumps(self.labels, ensure_ascii=False),
+            "teachers": json.dumps(self.teachers, ensure_ascii=False),
+            "frame_rate": float(self.frame_rate),
+            "dtype": self.dtype,
+            "top_k": int(self.top_k),
+            "options": json.dumps(self.options, ensure_ascii=False, sort_keys=True),
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "StoreMetadata":
+        version = int(attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise TeacherStoreError(f"teacher store format {version}, this code reads {FORMAT_VERSION}")
+        return cls(
+            labels=json.loads(attrs["labels"]),
+            teachers=json.loads(attrs["teachers"]),
+            frame_rate=float(attrs["frame_rate"]),
+            dtype=str(attrs["dtype"]),
+            top_k=int(attrs["top_k"]),
+            options=json.loads(attrs["options"]),
+        )
+
+    @property
+    def num_teachers(self) -> int:
+        return len(self.teachers)
+
+
+@dataclass
+class TeacherRecord:
+    """The outputs of every teacher for one utterance (lists indexed by teacher)."""
+
+    ctc_logprobs: List[np.ndarray]
+    att_logprobs: List[np.ndarray]
+    ctc_error_rate: Sequence[float]
+    att_error_rate: Sequence[float]
+    tokens: Sequence[int]
+    duration: float = 0.0
+
+    def check(self, num_teachers: int, num_classes: int, utt_id: str) -> None:
+        """Raise :class:`TeacherStoreError` if shapes do not fit the metadata."""
+        for name in ("ctc_logprobs", "att_logprobs", "ctc_error_rate", "att_error_rate"):
+            if len(getattr(self, name)) != num_teachers:
+                raise TeacherStoreError(f"utterance {utt_id}: {name} has {len(getattr(self, name))} teachers, "
+                                        f"the store {num_teachers}")
+        for matrix in list(self.ctc_logprobs) + list(self.att_logprobs):
+            if matrix.ndim != 2 or matrix.shape[1] != num_classes:
+                raise TeacherStoreError(f"utterance {utt_id}: posteriors of shape {matrix.shape}, "
+                                        f"expected (n, {num_classes})")
+        for matrix in self.att_logprobs:
+            if matrix.shape[0] != len(self.tokens) + 1:
+                raise TeacherStoreError(f"utterance {utt_id}: {matrix.shape[0]} attention rows for "
+                                        f"{len(self.tokens)} tokens + eos")
+
+
+def _top_k(matrix: np.ndarray, k: int):
+    indices = np.argpartition(-matrix, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(matrix, indices, axis=1)
+    order = np.argsort(-values, axis=1)
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+def expand_top_k(values: np.ndarray, indices: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dense log-posteriors from top-k rows; the remaining mass is spread evenly.
+
+    Example
+    -------
+    >>> dense = expand_top_k(np.log([[0.6, 0.3]]), np.array([[2, 0]]), 4)
+    >>> np.round(np.exp(dense), 3)
+    array([[0.3 , 0.05, 0.6 , 0.05]], dtype=float32)
+    """
+    values = values.astype(np.float32)
+    k = values.shape[1]
+    rows = values.shape[0]
+    if k >= num_classes:
+        dense = np.empty((rows, num_classes), dtype=np.float32)
+        np.put_along_axis(dense, indices.astype(np.int64), values, axis=1)
+        return dense
+    kept = np.exp(values).sum(axis=1, keepdims=True)
+    rest = np.maximum(1.0 - kept, 1e-8) / (num_classes - k)
+    dense = np.repeat(np.log(rest), num_classes, axis=1).astype(np.float32)
+    np.put_along_axis(dense, indices.astype(np.int64), values, axis=1)
+    return dense
+
+
+class TeacherStoreWriter:
+    """Append utterances to a store, one part file at a time.
+
+    Arguments
+    ---------
+    path : str
+        The store folder.
+    split : str
+        The data split (``train``, ``valid``, ...).
+    metadata : StoreMetadata
+        Must equal the metadata of parts already in the store.
+    rank : int
+        This process's rank; each rank writes its own parts.
+    part_size : int
+        Utterances per part: at most this many are redone after a crash.
+    compression : str, optional
+        ``gzip`` or ``lzf`` for the HDF5 datasets (default: none).
+    """
+
+    def __init__(self, path: str, split: str, metadata: StoreMetadata, rank: int = 0, part_size: int = 256,
+                 compression: Optional[str] = None) -> None:
+        import h5py  # noqa: F401  (fail early if missing)
+
+        if metadata.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be float16 or float32, got {metadata.dtype!r}")
+        self.folder = os.path.join(path, split)
+        os.makedirs(self.folder, exist_ok=True)
+        self.split = split
+        self.metadata = metadata
+        self.rank = rank
+        self.part_size = part_size
+        self.compression = compression
+        self._handle = None
+        self._count = 0
+        self._temporary = ""
+        # Leftovers of a killed run of this rank are incomplete: discard them.
+        for leftover in glob.glob(os.path.join(self.folder, f"part-r{rank}-*.h5.tmp")):
+            os.remove(leftover)
+        existing = [_PART_PATTERN.search(os.path.basename(p)) for p in glob.glob(os.path.join(self.folder, "*.h5"))]
+        numbers = [int(m.group(2)) for m in existing if m and int(m.group(1)) == rank]
+        self._next_part = max(numbers, default=-1) + 1
+        self._check_existing_metadata(path)
+
+    def _check_existing_metadata(self, path: str) -> None:
+        if not _part_files(path):
+            return
+        existing = TeacherStore(path).metadata
+        mine, theirs = self.metadata.to_attrs(), existing.to_attrs()
+        different = [key for key in mine if mine[key] != theirs[key]]
+        if different:
+            raise TeacherStoreError(
+                f"teacher store {path} was made with other {', '.join(different)}; "
+                "delete it or choose another store path"
+            )
+
+    def done_ids(self) -> set:
+        """IDs of this split already stored by any rank (complete parts only)."""
+        path = os.path.dirname(self.folder)
+        if not _part_files(path, [self.split]):
+            return set()
+        return set(TeacherStore(path, splits=[self.split]).ids())
+
+    def _open_part(self) -> None:
+        import h5py
+
+        name = f"part-r{self.rank}-{self._next_part:05d}.h5"
+        self._next_part += 1
+        self._final = os.path.join(self.folder, name)
+        self._temporary = self._final + ".tmp"
+        self._handle = h5py.File(self._temporary, "w")
+        for key, value in self.metadata.to_attrs().items():
+            self._handle.attrs[key] = value
+        self._handle.attrs["split"] = self.split
+        self._handle.create_group("utts")
+        self._count = 0
+
+    def _close_part(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.close()
+        self._handle = None
+        os.replace(self._temporary, self._final)
+
+    def _write_matrix(self, group, name: str, matrix: np.ndarray) -> None:
+        dtype = np.float16 if self.metadata.dtype == "float16" else np.float32
+        matrix = np.maximum(np.asarray(matrix, dtype=np.float32), _LOG_FLOOR)
+        options = {"compression": self.compression} if self.compression else {}
+        if self.metadata.top_k and self.metadata.top_k < matrix.shape[1]:
+            values, indices = _top_k(matrix, self.metadata.top_k)
+            index_type = np.int16 if matrix.shape[1] < 2**15 else np.int32
+            group.create_dataset(f"{name}.values", data=values.astype(dtype), **options)
+            group.create_dataset(f"{name}.indices", data=indices.astype(index_type), **options)
+        else:
+            group.create_dataset(name, data=matrix.astype(dtype), **options)
+
+    def add(self, utt_id: str, record: TeacherRecord) -> None:
+        """Store one utterance's teacher outputs."""
+        record.check(self.metadata.num_teachers, len(self.metadata.labels), utt_id)
+        if self._handle is None:
+            self._open_part()
+        group = self._handle["utts"].create_group(utt_id)
+        # All teachers in one dataset per head: few HDF5 objects per utterance.
+        self._write_matrix(group, "ctc", np.concatenate(record.ctc_logprobs))
+        self._write_matrix(group, "att", np.concatenate(record.att_logprobs))
+        group.attrs["ctc_error_rate"] = np.asarray(record.ctc_error_rate, dtype=np.float32)
+        group.attrs["att_error_rate"] = np.asarray(record.att_error_rate, dtype=np.float32)
+        group.attrs["ctc_lengths"] = np.asarray([m.shape[0] for m in record.ctc_logprobs], dtype=np.int64)
+        group.attrs["tokens"] = np.asarray(record.tokens, dtype=np.int64)
+        group.attrs["duration"] = float(record.duration)
+        self._count += 1
+        if self._count >= self.part_size:
+            self._close_part()
+
+    def close(self) -> None:
+        """Finish the current part (call it, or use the writer as a context manager)."""
+        self._close_part()
+
+    def __enter__(self) -> "TeacherStoreWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        elif self._handle is not None:
+            # Keep what is complete; an interrupted part is dropped on resume.
+            self._handle.close()
+            self._handle = None
+
+
+def _part_files(path: str, splits: Optional[Sequence[str]] = None) -> List[str]:
+    files = sorted(glob.glob(os.path.join(path, "*", "part-r*-*.h5")))
+    if splits is not None:
+        files = [f for f in files if os.path.basename(os.path.dirname(f)) in splits]
+    return files
+
+
+class TeacherStore:
+    """Read a teacher store (all its parts) by utterance ID.
+
+    HDF5 files are opened lazily in each process, so one instance can be
+    handed to DataLoader workers: each worker opens its own handles.
+
+    Arguments
+    ---------
+    path : str
+        The store folder.
+    splits : sequence of str, optional
+        Read only these splits.
+    """
+
+    def __init__(self, path: str, splits: Optional[Sequence[str]] = None) -> None:
+        import h5py
+
+        self.path = path
+        files = _part_files(path, splits)
+        if not files:
+            raise TeacherStoreError(f"teacher store {path} has no complete part files"
+                                    + (f" for split(s) {', '.join(splits)}" if splits else ""))
+        self._index: Dict[str, int] = {}
+        self._files = files
+        self._split_of_file: List[str] = []
+        self.metadata: Optional[StoreMetadata] = None
+        for number, part in enumerate(files):
+            with h5py.File(part, "r") as handle:
+                metadata = StoreMetadata.from_attrs(handle.attrs)
+                if self.metadata is None:
+                    self.metadata = metadata
+                elif metadata.to_attrs() != self.metadata.to_attrs():
+                    raise TeacherStoreError(f"part {part} has other metadata than {files[0]}")
+                self._split_of_file.append(str(handle.attrs["split"]))
+                for utt_id in handle["utts"].keys():
+                    if utt_id in self._index:
+                        raise TeacherStoreError(f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
+                    self._index[utt_id] = number
+        self._handles: Dict[int, object] = {}
+        self._pid = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        state["_pid"] = None
+        return state
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def ids(self, split: Optional[str] = None) -> List[str]:
+        """Stored utterance IDs, optionally of one split."""
+        return [u for u, n in self._index.items() if split is None or self._split_of_file[n] == split]
+
+    def splits(self) -> List[str]:
+        return sorted(set(self._split_of_file))
+
+    def _group(self, utt_id: str):
+        import h5py
+
+        if utt_id not in self._index:
+            raise TeacherStoreError(f"utterance {utt_id} is not in the teacher store {self.path}")
+        if self._pid != os.getpid():  # a new DataLoader worker: open our own handles
+            self._handles, self._pid = {}, os.getpid()
+        number = self._index[utt_id]
+        if number not in self._handles:
+            self._handles[number] = h5py.File(self._files[number], "r")
+        return self._handles[number]["utts"][utt_id]
+
+    def _read_matrix(self, group, name: str) -> np.ndarray:
+        if name in group:
+            return group[name][()].astype(np.float32)
+        return expand_top_k(group[f"{name}.values"][()], group[f"{name}.indices"][()], len(self.metadata.labels))
+
+    def get(self, utt_id: str) -> TeacherRecord:
+        """The teachers' outputs for ``utt_id`` (dense float32 log-posteriors)."""
+        group = self._group(utt_id)
+        boundaries = np.cumsum(group.attrs["ctc_lengths"])[:-1]
+        return TeacherRecord(
+            ctc_logprobs=np.split(self._read_matrix(group, "ctc"), boundaries),
+            att_logprobs=np.split(self._read_matrix(group, "att"), self.metadata.num_teachers),
+            ctc_error_rate=group.attrs["ctc_error_rate"].tolist(),
+            att_error_rate=group.attrs["att_error_rate"].tolist(),
+            tokens=group.attrs["tokens"].tolist(),
+            duration=float(group.attrs["duration"]),
+        )
+
+    def summary(self) -> Dict[str, object]:
+        """Splits, counts, mean error rates per teacher, classes, dtype, size."""
+        import h5py
+
+        splits: Dict[str, Dict[str, object]] = {}
+        teachers = self.metadata.num_teachers
+        for number, part in enumerate(self._files):
+            split = self._split_of_file[number]
+            entry = splits.setdefault(split, {"utterances": 0, "hours": 0.0, "ctc": np.zeros(teachers),
+                                              "att": np.zeros(teachers)})
+            with h5py.File(part, "r") as handle:
+                for group in handle["utts"].values():
+                    entry["utterances"] += 1
+                    entry["hours"] += float(group.attrs["duration"]) / 3600
+                    entry["ctc"] += group.attrs["ctc_error_rate"]
+                    entry["att"] += group.attrs["att_error_rate"]
+        size = sum(os.path.getsize(f) for f in self._files)
+        hours = sum(entry["hours"] for entry in splits.values())
+        return {
+            "path": self.path,
+            "splits": {
+                split: {
+                    "utterances": entry["utterances"],
+                    "hours": round(entry["hours"], 3),
+                    "mean_ctc_error_rate": [round(x / max(entry["utterances"], 1), 2) for x in entry["ctc"]],
+                    "mean_att_error_rate": [round(x / max(entry["utterances"], 1), 2) for x in entry["att"]],
+                }
+                for split, entry in sorted(splits.items())
+            },
+            "teachers": [t.get("name", str(i)) for i, t in enumerate(self.metadata.teachers)],
+            "classes": len(self.metadata.labels),
+            "dtype": self.metadata.dtype,
+            "top_k": self.metadata.top_k,
+            "frame_rate": self.metadata.frame_rate,
+            "size_bytes": size,
+            "megabytes_per_hour_per_teacher": round(size / 2**20 / max(hours, 1e-9) / max(teachers, 1), 2),
+        }
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+
+def iter_records(store: TeacherStore, split: Optional[str] = None) -> Iterator:
+    """Yield ``(utt_id, record)`` for every stored utterance."""
+    for utt_id in store.ids(split):
+        yield utt_id, store.get(utt_id)
+
+
+def format_summary(summary: Dict[str, object]) -> str:
+    """Human-readable text of :meth:`TeacherStore.summary`."""
+    lines = [f"teacher store {summary['path']}",
+             f"  classes {summary['classes']}, dtype {summary['dtype']}, "
+             f"top-k {summary['top_k'] or 'full'}, CTC frame rate {summary['frame_rate']:g}/s",
+             f"  size {summary['size_bytes'] / 2**20:.1f} MiB "
+             f"({summary['megabytes_per_hour_per_teacher']} MiB per hour of audio per teacher)"]
+    for split, entry in summary["splits"].items():
+        lines.append(f"  {split}: {entry['utterances']} utterances, {entry['hours']} h")
+        for k, name in enumerate(summary["teachers"]):
+            lines.append(f"    {name}: CTC error rate {entry['mean_ctc_error_rate'][k]:.2f}%, "
+                         f"attention error rate {entry['mean_att_error_rate'][k]:.2f}%")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m hieradist_lobes.teacher_store info PATH``."""
+    parser = argparse.ArgumentParser(description="Inspect a teacher store.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="print a summary of a store")
+    info.add_argument("path", help="the store folder")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    summary = TeacherStore(args.path).summary()
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+if __name__ == "__main__":
+    main()
