@@ -1,0 +1,180 @@
+"""SpeechBrain datasets from the project's manifests.
+
+Each utterance provides ``sig`` (the waveform), ``tokens`` (label indices),
+``tokens_bos`` and ``tokens_eos`` (for the attention decoder) and, when a
+teacher store is given, the teachers' outputs for that utterance, read by ID
+inside the DataLoader workers (:class:`TeacherItems`).
+
+Example
+-------
+>>> from hieradist_lobes.tokens import build_label_encoder
+>>> encoder = build_label_encoder("phn", "phones39")
+>>> items = label_items(encoder, "phn")
+>>> out = items("k ae t")
+>>> [t.tolist() for t in (out["tokens"], out["tokens_bos"], out["tokens_eos"])]
+[[22, 4, 34], [1, 22, 4, 34], [22, 4, 34, 2]]
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
+from hieradist_lobes.tokens import LabelTokenizer
+
+SORTINGS = ("random", "ascending", "descending")
+
+
+def label_items(label_encoder: LabelTokenizer, unit: str) -> Callable[[str], Dict[str, torch.Tensor]]:
+    """A function from a manifest label string to the token tensors."""
+    bos, eos = label_encoder.get_bos_index(), label_encoder.get_eos_index()
+
+    def encode(text: str) -> Dict[str, torch.Tensor]:
+        tokens = torch.LongTensor(label_encoder.encode_sequence(text.split()))
+        return {
+            "tokens": tokens,
+            "tokens_bos": torch.cat([torch.LongTensor([bos]), tokens]),
+            "tokens_eos": torch.cat([tokens, torch.LongTensor([eos])]),
+        }
+
+    return encode
+
+
+class TeacherItems:
+    """Reads the teachers' outputs of one utterance from a store, by ID.
+
+    Called inside DataLoader workers; :class:`TeacherStore` opens its HDF5
+    files lazily in each worker.  The reference tokens stored with the teacher
+    outputs must equal the student's: a mismatch means different labels or
+    vocabulary, and stops with an error naming the utterance.
+
+    Returns a dict with ``teacher_ctc`` (frames × teachers × classes, padded
+    to the teacher with most frames), ``teacher_ctc_lengths`` (teachers),
+    ``teacher_att`` (tokens+eos × teachers × classes),
+    ``teacher_ctc_error_rate`` and ``teacher_att_error_rate`` (teachers).
+    Time comes first so that SpeechBrain's ``PaddedBatch`` pads it.
+    """
+
+    def __init__(self, store: TeacherStore) -> None:
+        self.store = store
+
+    def __call__(self, utt_id: str, tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
+        record = self.store.get(utt_id)
+        if list(record.tokens) != tokens.tolist():
+            raise TeacherStoreError(
+                f"utterance {utt_id}: the teacher store's reference labels {list(record.tokens)} differ from "
+                f"the student's {tokens.tolist()} (other manifest or label vocabulary?)"
+            )
+        lengths = [m.shape[0] for m in record.ctc_logprobs]
+        ctc = torch.zeros(max(lengths), len(lengths), record.ctc_logprobs[0].shape[1])
+        for k, matrix in enumerate(record.ctc_logprobs):
+            ctc[: matrix.shape[0], k] = torch.from_numpy(matrix)
+        return {
+            "teacher_ctc": ctc,
+            "teacher_ctc_lengths": torch.LongTensor(lengths),
+            "teacher_att": torch.from_numpy(np.stack(record.att_logprobs, axis=1)),
+            "teacher_ctc_error_rate": torch.tensor(record.ctc_error_rate, dtype=torch.float32),
+            "teacher_att_error_rate": torch.tensor(record.att_error_rate, dtype=torch.float32),
+        }
+
+
+TEACHER_KEYS = ("teacher_ctc", "teacher_ctc_lengths", "teacher_att", "teacher_ctc_error_rate",
+                "teacher_att_error_rate")
+
+
+def asr_dataset(
+    manifest: str,
+    label_encoder: LabelTokenizer,
+    unit: str,
+    sorting: str = "random",
+    teacher_store: Optional[TeacherStore] = None,
+    skip_missing_teacher_outputs: bool = False,
+    max_duration: Optional[float] = None,
+) -> DynamicItemDataset:
+    """A dataset over one manifest.
+
+    Arguments
+    ---------
+    manifest : str
+        CSV with the columns of :data:`~hieradist_lobes.data.manifest.MANIFEST_FIELDS`.
+    label_encoder : LabelTokenizer
+        The label vocabulary.
+    unit : str
+        Manifest column holding the labels (``phn``, ``char``, ``wrd``).
+    sorting : str
+        ``random`` (keep order, let the sampler shuffle), ``ascending`` or
+        ``descending`` by duration.
+    teacher_store : TeacherStore, optional
+        Adds the teachers' outputs (:class:`TeacherItems`).
+    skip_missing_teacher_outputs : bool
+        Drop utterances absent from the store instead of stopping.
+    max_duration : float, optional
+        Drop utterances longer than this (seconds).
+    """
+    if sorting not in SORTINGS:
+        raise ValueError(f"sorting must be one of {', '.join(SORTINGS)}, got {sorting!r}")
+    dataset = DynamicItemDataset.from_csv(csv_path=manifest)
+    encode = label_items(label_encoder, unit)
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    @sb.utils.data_pipeline.takes(unit)
+    @sb.utils.data_pipeline.provides("tokens", "tokens_bos", "tokens_eos")
+    def label_pipeline(text):
+        out = encode(text)
+        yield out["tokens"]
+        yield out["tokens_bos"]
+        yield out["tokens_eos"]
+
+    dataset.add_dynamic_item(audio_pipeline)
+    dataset.add_dynamic_item(label_pipeline)
+    keys = ["id", "sig", "tokens", "tokens_bos", "tokens_eos"]
+
+    if teacher_store is not None:
+        missing = [utt for utt in dataset.data_ids if utt not in teacher_store]
+        if missing and not skip_missing_teacher_outputs:
+            raise TeacherStoreError(
+                f"{len(missing)} utterance(s) of {manifest} are not in the teacher store {teacher_store.path}, "
+                f"e.g. {', '.join(missing[:3])}; run save_teachers.py on this manifest, or set "
+                "skip_missing_teacher_outputs: True"
+            )
+        if missing:
+            dataset = dataset.filtered(key_test={"id": lambda utt: utt in teacher_store})
+        reader = TeacherItems(teacher_store)
+
+        @sb.utils.data_pipeline.takes("id", "tokens")
+        @sb.utils.data_pipeline.provides(*TEACHER_KEYS)
+        def teacher_pipeline(utt_id, tokens):
+            out = reader(utt_id, tokens)
+            for key in TEACHER_KEYS:
+                yield out[key]
+
+        dataset.add_dynamic_item(teacher_pipeline)
+        keys += list(TEACHER_KEYS)
+
+    dataset.set_output_keys(keys)
+    if sorting != "random" or max_duration:
+        dataset = dataset.filtered_sorted(
+            sort_key="duration" if sorting != "random" else None,
+            reverse=sorting == "descending",
+            key_max_value={"duration": max_duration} if max_duration else {},
+        )
+    return dataset
+
+
+def asr_datasets(manifests: Mapping[str, str], label_encoder: LabelTokenizer, unit: str,
+                 train_sorting: str = "random", **options) -> Dict[str, DynamicItemDataset]:
+    """One dataset per split; only ``train`` is sorted by ``train_sorting``, the
+    others in ascending duration (faster, deterministic evaluation)."""
+    return {
+        split: asr_dataset(path, label_encoder, unit, train_sorting if split == "train" else "ascending", **options)
+        for split, path in manifests.items()
+    }

@@ -1,0 +1,221 @@
+"""What the recipes share: parse, load YAML, prepare data, train, export.
+
+``recipes/train_teacher.py`` and ``recipes/train_kd.py`` are thin wrappers
+around :func:`train_asr_model`; the YAML chooses the Brain class.
+
+Example
+-------
+>>> from hieradist_lobes.tokens import build_label_encoder
+>>> check_vocabulary(build_label_encoder("phn", "phones39"), 42, "asr.yaml")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from hieradist_lobes.data import prepare_dataset
+from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.data.pipelines import asr_dataset
+from hieradist_lobes.export import export_model_folder, load_encoder_weights
+from hieradist_lobes.hparams import HparamsError, LoadedHparams, load_hparams
+from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
+from hieradist_lobes.tokens import LabelTokenizer, build_label_encoder
+
+logger = logging.getLogger(__name__)
+
+
+def setup(argv: Sequence[str]) -> Tuple[LoadedHparams, Dict[str, object]]:
+    """SpeechBrain's command line (``hparams.yaml --key=value --device=...``),
+    then the YAML with its overlays and variant, and the experiment folder."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    loaded = load_hparams(hparams_file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=loaded.hparams["output_folder"],
+        hyperparams_to_save=loaded.base_file,
+        overrides=loaded.overrides or {},
+    )
+    return loaded, run_opts
+
+
+def prepare_manifests(hparams: Dict[str, object]) -> Dict[str, str]:
+    """Prepare the dataset named in the YAML (once, on the main process)."""
+    options = {}
+    if hparams["dataset"] == "synth":
+        options = {"size": hparams.get("corpus_size", "small"), "seed": hparams.get("corpus_seed", 1234)}
+    save_folder = hparams.get("manifest_folder", hparams["data_folder"])
+    run_on_main(prepare_dataset, args=[hparams["dataset"], hparams["data_folder"], save_folder], kwargs=options)
+    return prepare_dataset(hparams["dataset"], hparams["data_folder"], save_folder, **options)
+
+
+def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str) -> None:
+    """The model's output size must equal the vocabulary size."""
+    if len(tokenizer) != output_neurons:
+        raise HparamsError(
+            f"{where}: output_neurons is {output_neurons} but the label vocabulary has {len(tokenizer)} labels "
+            f"({', '.join(tokenizer.labels()[:8])}, ...); set output_neurons: {len(tokenizer)}"
+        )
+
+
+def make_tokenizer(hparams: Dict[str, object], manifests: Dict[str, str]) -> LabelTokenizer:
+    """The label vocabulary of the YAML's ``unit`` and ``label_set``."""
+    unit = hparams["unit"]
+    sequences = None
+    if hparams["label_set"] == "from_data":
+        sequences = [row[unit].split() for row in read_manifest(manifests["train"])]
+    return build_label_encoder(unit, hparams["label_set"], sequences)
+
+
+def check_store_vocabulary(store: TeacherStore, tokenizer: LabelTokenizer) -> None:
+    """Teachers and student must share the label vocabulary, index by index."""
+    theirs, mine = store.metadata.labels, tokenizer.labels()
+    if theirs != mine:
+        first = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b), min(len(theirs), len(mine)))
+        raise TeacherStoreError(
+            f"the teacher store {store.path} has a different label vocabulary from the student: "
+            f"{len(theirs)} vs {len(mine)} labels, first difference at index {first} "
+            f"({theirs[first] if first < len(theirs) else None!r} vs {mine[first] if first < len(mine) else None!r})"
+        )
+
+
+def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str, object]:
+    """Train (and distil, if the YAML names a teacher store), test, export.
+
+    Arguments
+    ---------
+    argv : sequence of str
+        ``hparams.yaml --key=value ...``.
+    distillation : bool
+        Require a ``teacher_store`` in the YAML (``train_kd.py``).
+
+    Returns
+    -------
+    dict
+        ``model_dir``, ``valid_error_rate``, ``test_error_rate``, ``params``.
+    """
+    loaded, run_opts = setup(argv)
+    hparams = loaded.hparams
+    manifests = prepare_manifests(hparams)
+    tokenizer = make_tokenizer(hparams, manifests)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    hparams["tokenizer"] = tokenizer
+
+    store: Optional[TeacherStore] = None
+    if distillation and not hparams.get("teacher_store"):
+        raise HparamsError(f"{loaded.files[0]} names no teacher_store: is it a distillation YAML?")
+    if hparams.get("teacher_store"):
+        store = TeacherStore(hparams["teacher_store"], splits=["train"])
+        check_store_vocabulary(store, tokenizer)
+    unit = hparams["unit"]
+    common = {"max_duration": hparams.get("max_duration")}
+    train = asr_dataset(manifests["train"], tokenizer, unit, hparams.get("train_sorting", "random"),
+                        teacher_store=store,
+                        skip_missing_teacher_outputs=bool(hparams.get("skip_missing_teacher_outputs", False)),
+                        **common)
+    valid = asr_dataset(manifests["valid"], tokenizer, unit, "ascending", **common)
+    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending")
+
+    if hparams.get("init_encoder_from"):
+        load_encoder_weights(hparams["init_encoder_from"], hparams["modules"]["enc"])
+
+    brain = hparams["brain_class"](
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    brain.evaluate(test, min_key="error_rate", test_loader_kwargs=hparams["test_dataloader_opts"])
+
+    best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
+    result = {
+        "model_dir": os.path.abspath(hparams["model_dir"]),
+        "valid_error_rate": float(best.meta["error_rate"]),
+        "test_error_rate": float(brain.test_stats["error_rate"]),
+    }
+    result["params"] = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())
+    if if_main_process():
+        info = {"name": str(hparams.get("experiment_name") or hparams.get("variant") or "model"),
+                "unit": unit, "dataset": hparams["dataset"], **{k: v for k, v in result.items() if k != "model_dir"}}
+        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info)
+        logger.info("model folder: %s", hparams["model_dir"])
+    return result
+
+
+def main_train(argv: Optional[List[str]] = None, distillation: bool = False) -> None:
+    """Entry point of ``recipes/train_teacher.py`` and ``recipes/train_kd.py``."""
+    result = train_asr_model(sys.argv[1:] if argv is None else argv, distillation)
+    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
+          f"model folder {result['model_dir']}")
+
+
+def teacher_folders(hparams: Dict[str, object]) -> List[str]:
+    """Teacher model folders: ``teacher_list_file`` (one per line) or ``teacher_dirs``."""
+    list_file = hparams.get("teacher_list_file")
+    if list_file:
+        if not os.path.isfile(list_file):
+            raise HparamsError(f"teacher_list_file {list_file} does not exist")
+        with open(list_file, encoding="utf-8") as handle:
+            folders = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    else:
+        folders = list(hparams.get("teacher_dirs") or [])
+    if not folders:
+        raise HparamsError("no teachers: set teacher_dirs or teacher_list_file")
+    missing = [folder for folder in folders if not os.path.isfile(os.path.join(folder, "hyperparams.yaml"))]
+    if missing:
+        raise HparamsError(f"not a trained model folder (no hyperparams.yaml): {', '.join(missing)}")
+    return folders
+
+
+def save_teachers(argv: Sequence[str]) -> str:
+    """Run the teachers over the YAML's splits into the teacher store.
+
+    Under ``torchrun`` each process takes its share of the utterances and
+    writes its own parts; the store reads them as one.
+
+    Returns
+    -------
+    str
+        The store path.
+    """
+    from hieradist_lobes.teacher_store import format_summary
+    from hieradist_lobes.teachers import Teacher, save_teacher_outputs
+
+    loaded, run_opts = setup(argv)
+    hparams = loaded.hparams
+    manifests = prepare_manifests(hparams)
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    device = str(run_opts.get("device") or "cpu")
+    if device.startswith("cuda") and world_size > 1 and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    teachers = [Teacher(folder, device=device) for folder in teacher_folders(hparams)]
+    options = {"splits": list(hparams["store_splits"]), "attention_error_rate": "greedy decoding",
+               "ctc_error_rate": "greedy decoding"}
+    for split in hparams["store_splits"]:
+        if split not in manifests:
+            raise HparamsError(f"store_splits names {split!r}; the manifests are {', '.join(manifests)}")
+        save_teacher_outputs(
+            teachers, manifests[split], split, hparams["store_path"], hparams["unit"],
+            batch_size=hparams["store_batch_size"], dtype=hparams["store_dtype"], top_k=hparams["store_top_k"],
+            rank=rank, world_size=world_size, part_size=hparams["store_part_size"], options=options,
+            progress=rank == 0,
+        )
+    if world_size > 1 and torch_distributed_ready():
+        import torch.distributed
+
+        torch.distributed.barrier()
+    if rank == 0:
+        print(format_summary(TeacherStore(hparams["store_path"]).summary()))
+    return hparams["store_path"]
+
+
+def torch_distributed_ready() -> bool:
+    """True when a process group is initialised (SpeechBrain does it under torchrun)."""
+    import torch.distributed
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()

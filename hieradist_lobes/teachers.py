@@ -1,0 +1,191 @@
+"""Teacher inference: rebuild trained teachers from their folders, run them
+over a manifest and fill a :mod:`~hieradist_lobes.teacher_store`.
+
+Each teacher is loaded from its own model folder (its architecture, weights,
+normaliser statistics and vocabulary; nothing is repeated in the
+``save_teachers`` YAML), in eval mode, without gradients.  Per utterance it
+gives the CTC log-posteriors, the attention decoder's log-posteriors
+teacher-forced on the reference, and two error rates measured by *decoding*:
+greedy CTC and free (not teacher-forced) greedy attention decoding.
+
+Work is keyed by utterance ID: each process (``torchrun``) takes every
+``world_size``-th utterance and writes its own store parts; utterances already
+in the store are skipped, so a killed run resumes and a finished one does
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from speechbrain.decoders.seq2seq import S2SRNNGreedySearcher
+from speechbrain.inference.ASR import EncoderDecoderASR
+from speechbrain.utils.edit_distance import wer_details_for_batch
+
+from hieradist_lobes.data.pipelines import asr_dataset
+from hieradist_lobes.export import file_sha256, read_info
+from hieradist_lobes.losses import greedy_ctc_targets
+from hieradist_lobes.teacher_store import StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter
+from hieradist_lobes.tokens import LabelTokenizer
+
+logger = logging.getLogger(__name__)
+
+# Error rates are capped, as in the original recipe, so that one runaway
+# hypothesis cannot dominate a teacher's mean.
+MAX_ERROR_RATE = 100.0
+
+
+class Teacher:
+    """A trained CTC/attention model folder, ready for inference.
+
+    Arguments
+    ---------
+    folder : str
+        A model folder written by :func:`hieradist_lobes.export.export_model_folder`.
+    device : str
+        ``cpu`` or ``cuda[:n]``.
+    """
+
+    def __init__(self, folder: str, device: str = "cpu") -> None:
+        if not os.path.isfile(os.path.join(folder, "hyperparams.yaml")):
+            raise FileNotFoundError(f"teacher folder {folder} has no hyperparams.yaml (not a model folder?)")
+        self.folder = os.path.abspath(folder)
+        info_path = os.path.join(self.folder, "info.json")
+        self.name = read_info(self.folder).get("name", self.folder) if os.path.isfile(info_path) else self.folder
+        self.asr = EncoderDecoderASR.from_hparams(source=self.folder, savedir=self.folder,
+                                                  run_opts={"device": device})
+        self.asr.eval()
+        self.device = device
+        self.tokenizer: LabelTokenizer = self.asr.hparams.tokenizer
+        mods = self.asr.mods
+        self.greedy = S2SRNNGreedySearcher(
+            embedding=mods.emb, decoder=mods.dec, linear=mods.seq_lin,
+            bos_index=self.tokenizer.get_bos_index(), eos_index=self.tokenizer.get_eos_index(),
+            min_decode_ratio=0.0, max_decode_ratio=1.0,
+        )
+
+    def description(self) -> Dict[str, str]:
+        return {"name": self.name, "source": self.folder,
+                "checkpoint_sha256": file_sha256(os.path.join(self.folder, "model.ckpt"))}
+
+    @torch.no_grad()
+    def outputs(self, wavs: torch.Tensor, wav_lens: torch.Tensor, tokens: torch.Tensor, tokens_lens: torch.Tensor,
+                tokens_bos: torch.Tensor) -> Dict[str, list]:
+        """Per-utterance outputs of this teacher for a padded batch.
+
+        ``tokens_lens`` are absolute label counts.  Returns lists (one item per
+        utterance) under ``ctc`` (frames × classes), ``att`` ((labels + 1) ×
+        classes), ``ctc_error_rate`` and ``att_error_rate``.
+        """
+        mods = self.asr.mods
+        wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
+        encoded = mods.encoder(wavs, wav_lens)
+        ctc = torch.log_softmax(mods.ctc_lin(encoded), dim=-1)
+        frames = torch.round(wav_lens * ctc.shape[1]).long().clamp(1, ctc.shape[1])
+        decoded, _ = mods.dec(mods.emb(tokens_bos.to(self.device)), encoded, wav_lens)
+        att = torch.log_softmax(mods.seq_lin(decoded), dim=-1)
+        ctc_best, ctc_best_lens = greedy_ctc_targets(ctc, frames, self.tokenizer.get_blank_index())
+        att_hyps, _, _, _ = self.greedy(encoded, wav_lens)
+
+        references = [tokens[i, : tokens_lens[i]].tolist() for i in range(tokens.shape[0])]
+        ctc_hyps = [ctc_best[i, : ctc_best_lens[i]].tolist() for i in range(tokens.shape[0])]
+        ids = list(range(tokens.shape[0]))
+        return {
+            "ctc": [ctc[i, : frames[i]].float().cpu().numpy() for i in ids],
+            "att": [att[i, : tokens_lens[i] + 1].float().cpu().numpy() for i in ids],
+            "ctc_error_rate": _error_rates(references, ctc_hyps),
+            "att_error_rate": _error_rates(references, [list(h) for h in att_hyps]),
+        }
+
+
+def _error_rates(references: List[List[int]], hypotheses: List[List[int]]) -> List[float]:
+    details = wer_details_for_batch(list(range(len(references))), references, hypotheses)
+    return [min(float(d["WER"]), MAX_ERROR_RATE) for d in details]
+
+
+def check_same_vocabulary(teachers: Sequence[Teacher]) -> List[str]:
+    """All teachers must share one label vocabulary; return it."""
+    reference = teachers[0].tokenizer.labels()
+    for teacher in teachers[1:]:
+        if teacher.tokenizer.labels() != reference:
+            raise TeacherStoreError(f"teacher {teacher.folder} has a different label vocabulary from "
+                                    f"{teachers[0].folder}")
+    return reference
+
+
+def save_teacher_outputs(
+    teachers: Sequence[Teacher],
+    manifest: str,
+    split: str,
+    store_path: str,
+    unit: str,
+    batch_size: int = 8,
+    dtype: str = "float16",
+    top_k: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    part_size: int = 256,
+    options: Optional[Dict[str, object]] = None,
+    progress: bool = True,
+) -> int:
+    """Run every teacher over ``manifest`` and store the outputs by utterance ID.
+
+    Returns
+    -------
+    int
+        The number of utterances this process added (0 when all were done).
+    """
+    from tqdm import tqdm
+
+    labels = check_same_vocabulary(teachers)
+    tokenizer = teachers[0].tokenizer
+    dataset = asr_dataset(manifest, tokenizer, unit, sorting="random")
+    metadata = StoreMetadata(labels=labels, teachers=[t.description() for t in teachers], frame_rate=0.0,
+                             dtype=dtype, top_k=top_k, options=dict(options or {}, unit=unit))
+    # The frame rate is a property of the teachers, measured on the first batch.
+    metadata.frame_rate = _frame_rate(teachers[0], dataset)
+    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
+    done = writer.done_ids()
+    ordered = [utt for utt in dataset.data_ids]
+    mine = [utt for index, utt in enumerate(ordered) if index % world_size == rank and utt not in done]
+    if not mine:
+        logger.info("%s: all %d utterances of %s already stored", split, len(ordered), manifest)
+        return 0
+    # Longest first: a memory problem shows at once, and padding is small.
+    subset = dataset.filtered_sorted(key_test={"id": lambda utt, keep=set(mine): utt in keep},
+                                     sort_key="duration", reverse=True)
+    from speechbrain.dataio.batch import PaddedBatch
+
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=PaddedBatch)
+    durations = {row_id: float(subset.data[row_id]["duration"]) for row_id in mine}
+    added = 0
+    with writer, tqdm(total=len(mine), desc=f"teachers on {split}", unit="utt", disable=not progress) as bar:
+        for batch in loader:
+            wavs, wav_lens = batch.sig
+            tokens, tokens_rel = batch.tokens
+            tokens_lens = torch.round(tokens_rel * tokens.shape[1]).long()
+            tokens_bos, _ = batch.tokens_bos
+            per_teacher = [t.outputs(wavs, wav_lens, tokens, tokens_lens, tokens_bos) for t in teachers]
+            for i, utt in enumerate(batch.id):
+                writer.add(utt, TeacherRecord(
+                    ctc_logprobs=[out["ctc"][i] for out in per_teacher],
+                    att_logprobs=[out["att"][i] for out in per_teacher],
+                    ctc_error_rate=[out["ctc_error_rate"][i] for out in per_teacher],
+                    att_error_rate=[out["att_error_rate"][i] for out in per_teacher],
+                    tokens=tokens[i, : tokens_lens[i]].tolist(),
+                    duration=durations[utt],
+                ))
+                added += 1
+            bar.update(len(batch.id))
+    return added
+
+
+def _frame_rate(teacher: Teacher, dataset) -> float:
+    item = dataset[0]
+    with torch.no_grad():
+        encoded = teacher.asr.mods.encoder(item["sig"].unsqueeze(0).to(teacher.device), torch.ones(1))
+    seconds = item["sig"].shape[0] / float(teacher.asr.hparams.sample_rate)
+    return round(encoded.shape[1] / seconds, 3)

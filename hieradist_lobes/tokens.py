@@ -1,0 +1,105 @@
+"""Label vocabularies: one way to build them, one file format, ``decode_ids``.
+
+Teachers, the teacher store and students must agree on the label vocabulary.
+:func:`build_label_encoder` is the only place that builds one: blank at index
+0, ``<bos>`` at 1, ``<eos>`` at 2, then the labels in sorted order.  For phone
+labels the set is fixed (:data:`~hieradist_lobes.data.phones.PHONES_39`), so the
+vocabulary does not depend on the data at all; for characters it is collected
+from the training manifest.
+
+:class:`LabelTokenizer` is SpeechBrain's ``CTCTextEncoder`` plus the
+``decode_ids`` method that ``EncoderDecoderASR`` calls to turn label indices
+into a string.
+
+Example
+-------
+>>> tokenizer = build_label_encoder("phn", label_set="phones39")
+>>> len(tokenizer), tokenizer.get_blank_index(), tokenizer.get_bos_index(), tokenizer.get_eos_index()
+(42, 0, 1, 2)
+>>> tokenizer.decode_ids(tokenizer.encode_sequence(["k", "ae", "t"]))
+'k ae t'
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Sequence
+
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.utils.checkpoints import register_checkpoint_hooks
+
+from hieradist_lobes.data.phones import PHONES_39
+
+BLANK, BOS, EOS = "<blank>", "<bos>", "<eos>"
+WORD_BOUNDARY = "_"
+
+
+@register_checkpoint_hooks
+class LabelTokenizer(CTCTextEncoder):
+    """A ``CTCTextEncoder`` that ``EncoderDecoderASR`` can use as its tokenizer.
+
+    Arguments
+    ---------
+    unit : str
+        ``phn`` (labels joined with spaces), ``char`` (joined without spaces,
+        ``_`` becoming a space) or ``wrd`` (joined with spaces).
+    """
+
+    def __init__(self, unit: str = "phn") -> None:
+        super().__init__()
+        if unit not in ("phn", "char", "wrd"):
+            raise ValueError(f"unit must be phn, char or wrd, got {unit!r}")
+        self.unit = unit
+
+    def decode_ids(self, ids: Iterable[int]) -> str:
+        """Label indices to text; special labels are dropped."""
+        specials = {BLANK, BOS, EOS}
+        labels = [self.ind2lab[int(i)] for i in ids]
+        labels = [label for label in labels if label not in specials]
+        if self.unit == "char":
+            return "".join(" " if label == WORD_BOUNDARY else label for label in labels).strip()
+        return " ".join(labels)
+
+    def labels(self) -> List[str]:
+        """All labels in index order."""
+        return [self.ind2lab[i] for i in range(len(self))]
+
+
+def build_label_encoder(
+    unit: str, label_set: str = "from_data", sequences: Optional[Iterable[Sequence[str]]] = None
+) -> LabelTokenizer:
+    """The project's label vocabulary for ``unit``.
+
+    Arguments
+    ---------
+    unit : str
+        Manifest column the labels come from: ``phn``, ``char`` or ``wrd``.
+    label_set : str
+        ``phones39`` (the fixed phone set, independent of the data) or
+        ``from_data`` (every label of ``sequences``).
+    sequences : iterable of sequences of str, optional
+        Label sequences of the training data, for ``from_data``.
+
+    Example
+    -------
+    >>> build_label_encoder("char", sequences=[["B", "A"], ["A", "_", "C"]]).labels()
+    ['<blank>', '<bos>', '<eos>', 'A', 'B', 'C', '_']
+    """
+    tokenizer = LabelTokenizer(unit)
+    if label_set == "phones39":
+        labels = sorted(PHONES_39)
+    elif label_set == "from_data":
+        if sequences is None:
+            raise ValueError("label_set 'from_data' needs the training label sequences")
+        labels = sorted({label for sequence in sequences for label in sequence})
+    else:
+        raise ValueError(f"unknown label_set {label_set!r}; use phones39 or from_data")
+    tokenizer.update_from_iterable([BLANK, BOS, EOS] + labels, sequence_input=False)
+    tokenizer.blank_label, tokenizer.bos_label, tokenizer.eos_label = BLANK, BOS, EOS
+    return tokenizer
+
+
+def load_label_encoder(path: str, unit: str = "phn") -> LabelTokenizer:
+    """Load a label vocabulary saved with ``tokenizer.save(path)``."""
+    tokenizer = LabelTokenizer(unit)
+    tokenizer.load(path)
+    return tokenizer
