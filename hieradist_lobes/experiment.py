@@ -127,7 +127,11 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
+    train_loader_options = dict(hparams["train_dataloader_opts"])
+    if hparams.get("train_sorting", "random") != "random":
+        # A sorted order is the point of sorting: do not shuffle it away.
+        train_loader_options["shuffle"] = False
+    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_loader_options,
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
     brain.evaluate(test, min_key="error_rate", test_loader_kwargs=hparams["test_dataloader_opts"])
 

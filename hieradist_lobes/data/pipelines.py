@@ -146,8 +146,6 @@ def asr_dataset(
                 f"e.g. {', '.join(missing[:3])}; run save_teachers.py on this manifest, or set "
                 "skip_missing_teacher_outputs: True"
             )
-        if missing:
-            dataset = dataset.filtered(key_test={"id": lambda utt: utt in teacher_store})
         reader = TeacherItems(teacher_store)
 
         @sb.utils.data_pipeline.takes("id", "tokens")
@@ -161,11 +159,15 @@ def asr_dataset(
         keys += list(TEACHER_KEYS)
 
     dataset.set_output_keys(keys)
-    if sorting != "random" or max_duration:
+    key_test = {}
+    if teacher_store is not None and skip_missing_teacher_outputs:
+        key_test["id"] = lambda utt: utt in teacher_store
+    if sorting != "random" or max_duration or key_test:
         dataset = dataset.filtered_sorted(
             sort_key="duration" if sorting != "random" else None,
             reverse=sorting == "descending",
             key_max_value={"duration": max_duration} if max_duration else {},
+            key_test=key_test,
         )
     return dataset
 

@@ -1,0 +1,70 @@
+import pytest
+
+from hieradist_lobes.hparams import HparamsError, load_hparams, resolve_chain, resolved_subtree
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "variant: null\nvariants: variants.yaml\nsize: 2\nlr: 0.1\nname: !ref base-<size>\n"
+        "layer: !new:torch.nn.Linear\n    in_features: !ref <size>\n    out_features: 3\n"
+        "model: !include:model.yaml\n    width: !ref <size>\n"
+    )
+    (tmp_path / "model.yaml").write_text("width: !PLACEHOLDER\nlayer: !new:torch.nn.Linear [!ref <width>, 1]\n")
+    (tmp_path / "variants.yaml").write_text("big: {size: 8}\nfast: {lr: 0.5}\n")
+    (tmp_path / "kd.yaml").write_text("extends: base.yaml\nlr: 0.01\nalpha: 0.5\n")
+    (tmp_path / "deeper.yaml").write_text("extends: kd.yaml\nalpha: 0.7\n")
+    return tmp_path
+
+
+def test_base_alone(files):
+    hparams = load_hparams(str(files / "base.yaml")).hparams
+    assert hparams["size"] == 2 and hparams["name"] == "base-2" and hparams["layer"].in_features == 2
+    assert hparams["model"]["layer"].in_features == 2
+
+
+def test_precedence_base_variant_overlay_command_line(files):
+    # The overlay's lr beats the variant's; the command line beats everything.
+    loaded = load_hparams(str(files / "kd.yaml"), "variant: fast")
+    assert loaded.hparams["lr"] == 0.01 and loaded.hparams["alpha"] == 0.5
+    loaded = load_hparams(str(files / "deeper.yaml"), {"variant": "big", "lr": 0.2})
+    hparams = loaded.hparams
+    assert (hparams["size"], hparams["lr"], hparams["alpha"]) == (8, 0.2, 0.7)
+    assert hparams["model"]["layer"].in_features == 8
+    assert loaded.files[0].endswith("deeper.yaml") and loaded.base_file.endswith("base.yaml")
+
+
+def test_resolved_model_subtree_reloads(files):
+    loaded = load_hparams(str(files / "kd.yaml"), "variant: big")
+    text = resolved_subtree(loaded, "model")
+    assert "width: 8" in text and "!new:torch.nn.Linear" in text
+
+
+def test_unknown_variant_and_key(files):
+    with pytest.raises(HparamsError, match="'huge' is not in .*variants.yaml; known: big, fast"):
+        load_hparams(str(files / "kd.yaml"), "variant: huge")
+    with pytest.raises(HparamsError, match="unknown hyperparameter.*lrr"):
+        load_hparams(str(files / "kd.yaml"), "lrr: 0.3")
+
+
+def test_missing_file_and_loop(files):
+    with pytest.raises(HparamsError, match="does not exist"):
+        resolve_chain(str(files / "absent.yaml"))
+    (files / "a.yaml").write_text("extends: b.yaml\n")
+    (files / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(HparamsError, match="loops"):
+        resolve_chain(str(files / "a.yaml"))
+
+
+def test_project_yaml_files_load():
+    """Every shipped synth YAML loads, and the variants differ as documented."""
+    teachers = {name: load_hparams("hparams/synth/asr.yaml", f"variant: {name}").hparams
+                for name in ("tea0", "tea1", "tea2", "student")}
+    sizes = {name: sum(p.numel() for p in h["model"]["asr_model"].parameters()) for name, h in teachers.items()}
+    assert len(set(sizes.values())) == 4
+    assert sizes["student"] < min(sizes[t] for t in ("tea0", "tea1", "tea2"))
+    assert teachers["tea2"]["augmentation"] is None and teachers["tea0"]["augmentation"] is not None
+    kd = load_hparams("hparams/synth/train_kd.yaml").hparams
+    assert kd["brain_class"].__name__ == "DistillationBrain" and kd["output_folder"].endswith("student_weighted")
+    store = load_hparams("hparams/synth/save_teachers.yaml").hparams
+    assert len(store["teacher_dirs"]) == 3

@@ -1,0 +1,133 @@
+"""End to end on the tiny corpus: teachers, teacher store, students (SpeechBrain --debug)."""
+
+import glob
+import os
+
+import pytest
+import torch
+
+from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.data.phones import PHONES_39
+from hieradist_lobes.experiment import save_teachers, train_asr_model
+from hieradist_lobes.hparams import HparamsError
+from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreError, TeacherStoreWriter
+
+
+@pytest.fixture(scope="module")
+def run(tiny_corpus, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    data = [f"--data_folder={tiny_corpus}", "--corpus_size=tiny", f"--output_root={results}", "--num_workers=0"]
+    fast = ["--debug", "--debug_batches=2", "--debug_epochs=1", "--number_of_epochs=1"]
+    teachers = {name: train_asr_model(["hparams/synth/asr.yaml", f"--variant={name}", *data, *fast])
+                for name in ("tea0", "tea2")}
+    dirs = f"--teacher_dirs=[{teachers['tea0']['model_dir']}, {teachers['tea2']['model_dir']}]"
+    store = save_teachers(["hparams/synth/save_teachers.yaml", *data, dirs, "--store_part_size=10"])
+    return {"results": results, "data": data, "fast": fast, "teachers": teachers, "store": store, "dirs": dirs,
+            "corpus": tiny_corpus}
+
+
+def _transcribe(model_dir, wav):
+    from speechbrain.inference.ASR import EncoderDecoderASR
+
+    asr = EncoderDecoderASR.from_hparams(source=model_dir, savedir=model_dir)
+    return asr.transcribe_file(wav)
+
+
+def test_teacher_folders_are_self_contained_and_load(run):
+    wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"]
+    for result in run["teachers"].values():
+        folder = result["model_dir"]
+        assert sorted(os.listdir(folder)) == ["hyperparams.yaml", "info.json", "model.ckpt", "normalize.ckpt",
+                                              "tokenizer.ckpt"]
+        text = _transcribe(folder, wav)
+        assert isinstance(text, str) and set(text.split()) <= set(PHONES_39)
+        assert result["params"] > 0 and result["test_error_rate"] >= 0
+
+
+def test_store_has_every_training_utterance_by_id(run):
+    store = TeacherStore(run["store"])
+    train_ids = {row["ID"] for row in read_manifest(os.path.join(run["corpus"], "train.csv"))}
+    assert set(store.ids("train")) == train_ids
+    assert store.metadata.num_teachers == 2 and len(store.metadata.labels) == 42
+    assert [t["name"] for t in store.metadata.teachers] == ["tea0", "tea2"]
+    assert all(len(t["checkpoint_sha256"]) == 64 for t in store.metadata.teachers)
+    record = store.get(sorted(train_ids)[0])
+    assert record.ctc_logprobs[0].shape[1] == 42
+    assert record.att_logprobs[0].shape[0] == len(record.tokens) + 1
+    assert all(0 <= rate <= 100 for rate in record.ctc_error_rate + record.att_error_rate)
+    # CTC frames per second of audio, measured from the teachers.
+    assert 20 < store.metadata.frame_rate < 40
+
+
+def test_save_teachers_resumes_and_then_does_nothing(run):
+    parts = sorted(glob.glob(os.path.join(run["store"], "train", "*.h5")))
+    assert len(parts) == 4  # 36 utterances in parts of 10
+    before = set(TeacherStore(run["store"]).ids())
+    os.remove(parts[1])  # as if killed before this part was complete
+    assert len(TeacherStore(run["store"]).ids()) == 26
+    save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
+    assert set(TeacherStore(run["store"]).ids()) == before
+    stamps = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))}
+    save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
+    assert {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))} == stamps
+
+
+@pytest.mark.parametrize("strategy", ["average", "best", "weighted"])
+def test_students_distil_and_load(run, strategy):
+    result = train_asr_model(["hparams/synth/train_kd.yaml", f"--strategy={strategy}", f"--teacher_store={run['store']}",
+                              *run["data"], *run["fast"]], distillation=True)
+    assert result["model_dir"].endswith(f"student_{strategy}/model")
+    wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[1]["wav"]
+    assert set(_transcribe(result["model_dir"], wav).split()) <= set(PHONES_39)
+
+
+def test_frame_kl_with_speed_perturbation_and_encoder_init(run):
+    result = train_asr_model(["hparams/synth/train_kd.yaml", "--ctc_kd=kl", "--kd_temperature=2",
+                              "--experiment_name=kl", f"--teacher_store={run['store']}",
+                              f"--init_encoder_from={run['teachers']['tea0']['model_dir']}", "--variant=tea0",
+                              *run["data"], *run["fast"]], distillation=True)
+    assert os.path.isdir(result["model_dir"])
+
+
+def test_encoder_init_needs_the_same_architecture(run):
+    with pytest.raises(ValueError, match="does not fit the student's encoder"):
+        train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
+                         f"--init_encoder_from={run['teachers']['tea0']['model_dir']}", "--experiment_name=bad",
+                         *run["data"], *run["fast"]], distillation=True)
+
+
+def _copy_store(source, destination, keep, labels=None):
+    store = TeacherStore(source)
+    metadata = store.metadata
+    if labels is not None:
+        metadata = StoreMetadata(labels=labels, teachers=metadata.teachers, frame_rate=metadata.frame_rate,
+                                 dtype=metadata.dtype, top_k=metadata.top_k, options=metadata.options)
+    with TeacherStoreWriter(destination, "train", metadata) as writer:
+        for utt in sorted(store.ids())[:keep]:
+            writer.add(utt, store.get(utt))
+
+
+def test_vocabulary_mismatch_is_an_error(run, tmp_path):
+    labels = TeacherStore(run["store"]).metadata.labels
+    swapped = labels[:3] + [labels[4], labels[3]] + labels[5:]
+    _copy_store(run["store"], str(tmp_path / "store"), keep=36, labels=swapped)
+    with pytest.raises(TeacherStoreError, match="different label vocabulary.*first difference at index 3"):
+        train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
+                         *run["data"], *run["fast"]], distillation=True)
+
+
+def test_missing_utterances_are_an_error_unless_skipped(run, tmp_path):
+    _copy_store(run["store"], str(tmp_path / "store"), keep=30)
+    with pytest.raises(TeacherStoreError, match="6 utterance.*not in the teacher store"):
+        train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
+                         *run["data"], *run["fast"]], distillation=True)
+    result = train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
+                              "--skip_missing_teacher_outputs=True", "--experiment_name=skip",
+                              *run["data"], *run["fast"]], distillation=True)
+    assert os.path.isdir(result["model_dir"])
+
+
+def test_distillation_needs_a_store(run):
+    with pytest.raises(HparamsError, match="names no teacher_store"):
+        train_asr_model(["hparams/synth/asr.yaml", "--variant=student", *run["data"], *run["fast"]],
+                        distillation=True)

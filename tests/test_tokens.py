@@ -1,0 +1,33 @@
+import pytest
+
+from hieradist_lobes.data.phones import PHONES_39
+from hieradist_lobes.tokens import build_label_encoder, load_label_encoder
+
+
+def test_phone_vocabulary_is_fixed():
+    first = build_label_encoder("phn", "phones39")
+    assert first.labels() == ["<blank>", "<bos>", "<eos>"] + sorted(PHONES_39)
+    assert first.labels() == build_label_encoder("phn", "phones39").labels()
+
+
+def test_vocabulary_from_data_and_char_decoding():
+    tokenizer = build_label_encoder("char", sequences=[list("HI_YOU"), list("OH")])
+    assert tokenizer.labels()[3:] == ["H", "I", "O", "U", "Y", "_"]
+    ids = tokenizer.encode_sequence(list("HI_YOU"))
+    assert tokenizer.decode_ids([tokenizer.get_bos_index()] + ids + [tokenizer.get_eos_index()]) == "HI YOU"
+
+
+def test_save_and_load(tmp_path):
+    tokenizer = build_label_encoder("phn", "phones39")
+    tokenizer.save(str(tmp_path / "t.ckpt"))
+    loaded = load_label_encoder(str(tmp_path / "t.ckpt"))
+    assert loaded.labels() == tokenizer.labels() and loaded.get_eos_index() == 2
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unit"):
+        build_label_encoder("syllable", "phones39")
+    with pytest.raises(ValueError, match="needs the training label sequences"):
+        build_label_encoder("char", "from_data")
+    with pytest.raises(ValueError, match="unknown label_set"):
+        build_label_encoder("phn", "phones61")
