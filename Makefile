@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/synth_small
+DEMO_OUTPUT ?= results/demo
 
 .PHONY: install test demo clean
 
@@ -20,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q hieradist_lobes tests
 
 demo: $(STAMP)
-	$(PY) -m hieradist_lobes.data.synth --output_folder $(DEMO_DATA) --size small
+	$(PY) -m hieradist_lobes.demo --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA)
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache

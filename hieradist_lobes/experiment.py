@@ -133,12 +133,17 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
         train_loader_options["shuffle"] = False
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_loader_options,
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    # The selected checkpoint is scored on valid and test with the same
+    # (beam search) decoding, so that the two numbers compare; test last, so
+    # that error_rate_file holds the test details.
+    brain.evaluate(valid, min_key="error_rate", test_loader_kwargs=hparams["test_dataloader_opts"])
+    valid_error_rate = float(brain.test_stats["error_rate"])
     brain.evaluate(test, min_key="error_rate", test_loader_kwargs=hparams["test_dataloader_opts"])
 
     best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
     result = {
         "model_dir": os.path.abspath(hparams["model_dir"]),
-        "valid_error_rate": float(best.meta["error_rate"]),
+        "valid_error_rate": valid_error_rate,
         "test_error_rate": float(brain.test_stats["error_rate"]),
     }
     result["params"] = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())

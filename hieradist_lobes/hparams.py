@@ -11,8 +11,9 @@ Three mechanisms keep each fact in one file:
   short entries, not ten files.
 * **Command-line overrides**, as in every SpeechBrain recipe (``--key=value``).
 
-Precedence: base < variant < overlays < command line.  A command-line key
-that no file declares is an error (a typo would otherwise be ignored).
+Precedence: base < overlays (outwards) < variant < command line.  A key set
+on the command line or by a variant that no file declares is an error (a typo
+would otherwise be ignored).
 
 Example
 -------
@@ -114,33 +115,37 @@ def resolve_chain(hparams_file: str, overrides: Union[str, Dict[str, Any], None]
         path = os.path.join(os.path.dirname(path), str(parent))
     base_file, base_tree = chain[-1]
 
-    overlays = ruamel.yaml.comments.CommentedMap()
-    for _, tree in reversed(chain[:-1]):
-        _update(overlays, tree)
-    command_line = _overrides_tree(overrides)
-    declared = set(base_tree) | set(overlays)
-    unknown = [key for key in command_line if key not in declared]
-
+    # Overlays apply from the base outwards: the file named on the command line last.
     merged = ruamel.yaml.comments.CommentedMap()
-    variant = next((layer[VARIANT_KEY] for layer in (command_line, overlays, base_tree) if VARIANT_KEY in layer), None)
+    for _, tree in reversed(chain[:-1]):
+        _update(merged, tree)
+    command_line = _overrides_tree(overrides)
+    declared = set(base_tree) | set(merged)
+
+    variant = next((layer[VARIANT_KEY] for layer in (command_line, merged, base_tree) if VARIANT_KEY in layer), None)
     if variant is not None:
-        variants_name = next((layer[VARIANTS_FILE_KEY] for layer in (command_line, overlays, base_tree)
-                              if VARIANTS_FILE_KEY in layer), None)
-        if variants_name is None:
-            raise HparamsError(f"{base_file} selects {VARIANT_KEY} {variant!r} but names no {VARIANTS_FILE_KEY} file")
-        variants_path = os.path.join(os.path.dirname(base_file), str(variants_name))
+        # The variants file is relative to the file that names it.
+        declaring = next(((p, t) for p, t in chain if VARIANTS_FILE_KEY in t), None)
+        if VARIANTS_FILE_KEY in command_line:
+            variants_path = str(command_line[VARIANTS_FILE_KEY])
+        elif declaring is not None:
+            variants_path = os.path.join(os.path.dirname(declaring[0]), str(declaring[1][VARIANTS_FILE_KEY]))
+        else:
+            raise HparamsError(f"{hparams_file} selects {VARIANT_KEY} {variant!r} but names no {VARIANTS_FILE_KEY} file")
         variants = _load_tree(variants_path)
         if str(variant) not in variants:
             raise HparamsError(f"{VARIANT_KEY} {variant!r} is not in {variants_path}; "
                                f"known: {', '.join(map(str, variants))}")
         variant_tree = variants[str(variant)] or {}
-        declared |= set(variant_tree)
-        unknown = [key for key in unknown if key not in declared]
+        undeclared = [key for key in variant_tree if key not in declared]
+        if undeclared:
+            raise HparamsError(f"{VARIANT_KEY} {variant!r} of {variants_path} sets undeclared "
+                               f"hyperparameter(s) {', '.join(map(str, undeclared))}")
         _update(merged, variant_tree)
+    unknown = [key for key in command_line if key not in declared]
     if unknown:
         raise HparamsError(f"unknown hyperparameter(s) {', '.join(map(str, unknown))}: "
-                           f"not declared in {hparams_file} or its base {base_file}")
-    _update(merged, overlays)
+                           f"not declared in {hparams_file} or the files it extends")
     _update(merged, command_line)
     return base_file, _dump(merged) if merged else "", [p for p, _ in chain]
 

@@ -23,10 +23,11 @@ def test_base_alone(files):
     assert hparams["model"]["layer"].in_features == 2
 
 
-def test_precedence_base_variant_overlay_command_line(files):
-    # The overlay's lr beats the variant's; the command line beats everything.
+def test_precedence_base_overlay_variant_command_line(files):
+    # The variant's lr beats the overlay's; the command line beats everything.
+    assert load_hparams(str(files / "kd.yaml")).hparams["lr"] == 0.01
     loaded = load_hparams(str(files / "kd.yaml"), "variant: fast")
-    assert loaded.hparams["lr"] == 0.01 and loaded.hparams["alpha"] == 0.5
+    assert loaded.hparams["lr"] == 0.5 and loaded.hparams["alpha"] == 0.5
     loaded = load_hparams(str(files / "deeper.yaml"), {"variant": "big", "lr": 0.2})
     hparams = loaded.hparams
     assert (hparams["size"], hparams["lr"], hparams["alpha"]) == (8, 0.2, 0.7)
@@ -45,6 +46,9 @@ def test_unknown_variant_and_key(files):
         load_hparams(str(files / "kd.yaml"), "variant: huge")
     with pytest.raises(HparamsError, match="unknown hyperparameter.*lrr"):
         load_hparams(str(files / "kd.yaml"), "lrr: 0.3")
+    (files / "variants.yaml").write_text("typo: {sise: 3}\n")
+    with pytest.raises(HparamsError, match="'typo' of .*variants.yaml sets undeclared hyperparameter.*sise"):
+        load_hparams(str(files / "kd.yaml"), "variant: typo")
 
 
 def test_missing_file_and_loop(files):
