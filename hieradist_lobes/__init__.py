@@ -1,9 +1,18 @@
 """SpeechBrain lobes and recipes for knowledge distillation into ASR models.
 
-Sub-packages and modules:
+Modules:
 
-* :mod:`hieradist_lobes.data`: the built-in synthetic speech corpus and the
-  preparation of TIMIT and AISHELL-1, all to one manifest schema.
+* :mod:`hieradist_lobes.data`: the built-in synthetic speech corpus, TIMIT and
+  AISHELL-1 preparation (one manifest schema), and the SpeechBrain datasets.
+* :mod:`hieradist_lobes.tokens`: label vocabularies.
+* :mod:`hieradist_lobes.losses`: distillation losses and teacher strategies.
+* :mod:`hieradist_lobes.teacher_store`: teacher outputs in HDF5, by utterance ID.
+* :mod:`hieradist_lobes.teachers`: teacher inference into the store.
+* :mod:`hieradist_lobes.brains`: Brain classes (CTC/attention, distillation).
+* :mod:`hieradist_lobes.hparams`: YAML overlays and named variants.
+* :mod:`hieradist_lobes.export`: self-contained model folders.
+* :mod:`hieradist_lobes.experiment`: what the recipes share.
+* :mod:`hieradist_lobes.demo`: the ``make demo`` pipeline.
 """
 
 __version__ = "0.1.0"

@@ -124,6 +124,9 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
         if history:
             curves.plot([h["epoch"] for h in history], [h["valid_error_rate"] for h in history], marker="o",
                         label=name, linestyle="--" if systems[name]["kind"] == "teacher" else "-")
+    from matplotlib.ticker import MaxNLocator
+
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_xlabel("epoch")
     curves.set_ylabel("valid PER (%, greedy decoding)")
     curves.set_title("Training curves")

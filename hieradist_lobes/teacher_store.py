@@ -50,7 +50,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -447,12 +447,6 @@ class TeacherStore:
         for handle in self._handles.values():
             handle.close()
         self._handles = {}
-
-
-def iter_records(store: TeacherStore, split: Optional[str] = None) -> Iterator:
-    """Yield ``(utt_id, record)`` for every stored utterance."""
-    for utt_id in store.ids(split):
-        yield utt_id, store.get(utt_id)
 
 
 def format_summary(summary: Dict[str, object]) -> str:

@@ -72,3 +72,22 @@ def test_project_yaml_files_load():
     assert kd["brain_class"].__name__ == "DistillationBrain" and kd["output_folder"].endswith("student_weighted")
     store = load_hparams("hparams/synth/save_teachers.yaml").hparams
     assert len(store["teacher_dirs"]) == 3
+
+
+def test_timit_yaml_files_load():
+    """The ten TIMIT teachers differ as the original recipe's, from one base."""
+    sizes = {}
+    for index in range(10):
+        hparams = load_hparams("hparams/timit/asr.yaml", f"variant: tea{index}\ndata_folder: /corpora/TIMIT").hparams
+        assert hparams["output_folder"] == f"results/timit/tea{index}"
+        sizes[index] = (hparams["rnn_layers"], hparams["rnn_neurons"], hparams["dnn_neurons"], hparams["cnn_blocks"],
+                        hparams["dec_rnn_type"], hparams["batch_size"], hparams["dropout"],
+                        hparams["augmentation"] is None)
+    assert len(set(sizes.values())) == 10
+    assert sizes[0] == (4, 512, 512, 2, "gru", 8, 0.15, False)
+    assert sizes[6] == (4, 320, 320, 1, "lstm", 8, 0.3, True)
+    kd = load_hparams("hparams/timit/train_kd.yaml", "data_folder: /corpora/TIMIT").hparams
+    assert (kd["strategy"], kd["kd_alpha"], kd["kd_temperature"], kd["lr"], kd["ctc_weight"]) == ("best", 1.0, 1.0,
+                                                                                                  0.0005, 0.1)
+    store = load_hparams("hparams/timit/save_teachers.yaml", "data_folder: /corpora/TIMIT").hparams
+    assert len(store["teacher_dirs"]) == 10

@@ -48,6 +48,8 @@ import multiprocessing
 import os
 import random
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -63,6 +65,7 @@ from hieradist_lobes.data.sentences import unique_sentences
 
 logger = logging.getLogger(__name__)
 
+_MODULE = "hieradist_lobes.data.synth"
 SAMPLE_RATE = 16000
 # Bump when a change alters the audio or labels, so that old corpora are remade.
 CORPUS_VERSION = 1
@@ -276,7 +279,30 @@ def prepare_synth(
 
     os.makedirs(output_folder, exist_ok=True)
     forget_options(output_folder)
+    main_module = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main_module, "name", None) != _MODULE:
+        # Worker processes re-import the caller's main module (a recipe that
+        # imports torch and SpeechBrain: seconds per process). Render in a
+        # separate `python -m hieradist_lobes.data.synth` so that the fresh
+        # process per speaker (see _render) starts in milliseconds.
+        command = [sys.executable, "-m", _MODULE, "--output_folder", output_folder, "--size", size,
+                   "--seed", str(seed)]
+        if num_workers:
+            command += ["--num_workers", str(num_workers)]
+        if not progress:
+            command.append("--quiet")
+        completed = subprocess.run(command)
+        if completed.returncode != 0 or not already_prepared(output_folder, options):
+            raise RuntimeError(f"synthesising the {size} corpus in {output_folder} failed "
+                               f"(exit code {completed.returncode}); see the messages above")
+        return manifests
+    _render(output_folder, size, seed, num_workers, progress)
+    record_options(output_folder, options)
+    return manifests
 
+
+def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int], progress: bool) -> None:
+    """Synthesise every utterance and write the manifests."""
     plan = plan_corpus(output_folder, size, seed)
     # eSpeak NG carries state (e.g. its pitch flutter phase) from one
     # synthesis to the next, so each speaker is rendered, in order, in a fresh
@@ -294,7 +320,7 @@ def prepare_synth(
     context = multiprocessing.get_context("forkserver")
     # Children fork from a server that already imported this module and its
     # dependencies, so a fresh process per speaker costs milliseconds.
-    context.set_forkserver_preload(["hieradist_lobes.data.synth"])
+    context.set_forkserver_preload([_MODULE])
     rows: List[Dict[str, object]] = []
     with tqdm(total=total, desc=f"synthesising {size} corpus", unit="utt", disable=not progress) as bar:
         with context.Pool(workers, maxtasksperchild=1) as pool:
@@ -303,14 +329,13 @@ def prepare_synth(
                 bar.update(len(batch_rows))
 
     start = 0
+    manifests = manifest_paths(output_folder)
     for split in SPLITS:
         count = len(plan[split])
         write_manifest(manifests[split], rows[start:start + count], MANIFEST_FIELDS)
         start += count
-    record_options(output_folder, options)
     hours = sum(float(row["duration"]) for row in rows) / 3600
     logger.info("wrote %d utterances (%.2f h) to %s", len(rows), hours, output_folder)
-    return manifests
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -320,9 +345,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--size", default="small", choices=sorted(SIZES), help="corpus size (default: small)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
     parser.add_argument("--num_workers", type=int, default=None, help="synthesis processes (default: all cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    manifests = prepare_synth(args.output_folder, size=args.size, seed=args.seed, num_workers=args.num_workers)
+    manifests = prepare_synth(args.output_folder, size=args.size, seed=args.seed, num_workers=args.num_workers,
+                              progress=not args.quiet)
     for split, path in manifests.items():
         print(f"{split}: {path} ({len(read_manifest(path))} utterances)")
 

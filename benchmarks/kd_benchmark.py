@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Benchmarks of multi-teacher distillation (results go to README.md).
+
+    python benchmarks/kd_benchmark.py --store results/demo/teacher_store \\
+        --hparams hparams/synth/train_kd.yaml --data_folder data/synth_small --output_root results/demo
+
+Measures, on this machine:
+
+1. **Store size** per hour of audio per teacher for each storage option
+   (float32, float16, float16 top-k), by rewriting the utterances of an
+   existing store in each format.
+2. **Reading throughput**: utterances per second that a DataLoader delivers
+   with audio and teacher outputs (read by ID in 0, 1 or 2 worker processes).
+3. **KD step time**: one training step of the distilled student
+   (DistillationBrain) against a plain step of the same student
+   (CTCAttentionBrain), on the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from hieradist_lobes.data import prepare_dataset  # noqa: E402
+from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
+from hieradist_lobes.hparams import load_hparams  # noqa: E402
+from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreWriter  # noqa: E402
+
+
+def store_sizes(store_path: str, utterances: int) -> List[Dict[str, object]]:
+    """MiB per hour of audio per teacher for each storage option."""
+    source = TeacherStore(store_path, splits=["train"])
+    ids = sorted(source.ids())[:utterances]
+    records = [(utt, source.get(utt)) for utt in ids]
+    hours = sum(record.duration for _, record in records) / 3600
+    teachers = source.metadata.num_teachers
+    results = []
+    options = [("float32", 0, None), ("float16", 0, None), ("float16", 0, "gzip"), ("float16", 10, None),
+               ("float16", 5, None), ("float16", 1, None)]
+    for dtype, top_k, compression in options:
+        folder = tempfile.mkdtemp(prefix="store-bench-")
+        try:
+            meta = StoreMetadata(labels=source.metadata.labels, teachers=source.metadata.teachers,
+                                 frame_rate=source.metadata.frame_rate, dtype=dtype, top_k=top_k)
+            with TeacherStoreWriter(folder, "train", meta, part_size=10**9, compression=compression) as writer:
+                for utt, record in records:
+                    writer.add(utt, record)
+            size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder)
+                       for name in names)
+        finally:
+            shutil.rmtree(folder)
+        results.append({"dtype": dtype, "top_k": top_k or "full", "compression": compression or "none",
+                        "MiB_per_hour_per_teacher": round(size / 2**20 / hours / teachers, 2)})
+    return results
+
+
+def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, utterances: int) -> List[Dict[str, object]]:
+    """Utterances per second delivered by a DataLoader reading audio + teacher outputs."""
+    from speechbrain.dataio.batch import PaddedBatch
+
+    store = TeacherStore(store_path, splits=["train"])
+    dataset = asr_dataset(manifest, tokenizer, unit, "random", teacher_store=store)
+    results = []
+    for workers in (0, 1, 2):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True, num_workers=workers,
+                                             collate_fn=PaddedBatch)
+        start, seen = time.time(), 0
+        for batch in loader:
+            seen += len(batch.id)
+            if seen >= utterances:
+                break
+        results.append({"num_workers": workers, "utterances_per_second": round(seen / (time.time() - start), 1)})
+    return results
+
+
+def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int) -> Dict[str, object]:
+    """Seconds per training step, distilled vs plain, on the same batches."""
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
+    from hieradist_lobes.experiment import make_tokenizer
+
+    timings = {}
+    for name, brain_class in (("plain", CTCAttentionBrain), ("distillation", DistillationBrain)):
+        loaded = load_hparams(hparams_file, overrides)
+        hparams = loaded.hparams
+        manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
+        tokenizer = make_tokenizer(hparams, manifests)
+        hparams["tokenizer"] = tokenizer
+        store = TeacherStore(hparams["teacher_store"], splits=["train"])
+        dataset = asr_dataset(manifests["train"], tokenizer, hparams["unit"], "random", teacher_store=store)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=hparams["batch_size"], num_workers=1,
+                                             collate_fn=PaddedBatch, shuffle=False)
+        brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                            run_opts={"device": "cpu"}, checkpointer=None)
+        brain.on_fit_start()
+        brain.on_stage_start(None)
+        durations = []
+        for index, batch in enumerate(loader):
+            start = time.time()
+            brain.fit_batch(batch)
+            if index >= 2:  # skip warm-up
+                durations.append(time.time() - start)
+            if len(durations) >= steps:
+                break
+        timings[name] = sum(durations) / len(durations)
+    return {"batch_size": hparams["batch_size"], "seconds_per_step": {k: round(v, 3) for k, v in timings.items()},
+            "overhead_percent": round(100 * (timings["distillation"] / timings["plain"] - 1), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True, help="an existing teacher store (e.g. from make demo)")
+    parser.add_argument("--hparams", default="hparams/synth/train_kd.yaml")
+    parser.add_argument("--data_folder", default="data/synth_small")
+    parser.add_argument("--output_root", default="results/demo")
+    parser.add_argument("--utterances", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    from hieradist_lobes.experiment import make_tokenizer
+
+    overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "teacher_store": args.store}
+    hparams = load_hparams(args.hparams, overrides).hparams
+    manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
+    tokenizer = make_tokenizer(hparams, manifests)
+    step = kd_step_time(args.hparams, overrides, args.steps)
+    results = {
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "store_size": store_sizes(args.store, args.utterances),
+        "read_throughput": read_throughput(args.store, manifests["train"], hparams["unit"], tokenizer,
+                                           args.utterances),
+        "kd_step": step,
+    }
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
