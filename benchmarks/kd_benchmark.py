@@ -65,7 +65,8 @@ def store_sizes(store_path: str, utterances: int) -> List[Dict[str, object]]:
 
 
 def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, utterances: int) -> List[Dict[str, object]]:
-    """Utterances per second delivered by a DataLoader reading audio + teacher outputs."""
+    """Utterances per second delivered by a DataLoader reading audio + teacher outputs
+    (after the first batch, so that worker start-up is not counted)."""
     from speechbrain.dataio.batch import PaddedBatch
 
     store = TeacherStore(store_path, splits=["train"])
@@ -74,8 +75,11 @@ def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, uttera
     for workers in (0, 1, 2):
         loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True, num_workers=workers,
                                              collate_fn=PaddedBatch)
-        start, seen = time.time(), 0
+        start, seen = None, 0
         for batch in loader:
+            if start is None:  # worker start-up is not throughput
+                start = time.time()
+                continue
             seen += len(batch.id)
             if seen >= utterances:
                 break

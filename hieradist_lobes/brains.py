@@ -55,6 +55,18 @@ class CTCAttentionBrain(sb.Brain):
     epoch's statistics are appended to ``<output_folder>/history.jsonl``.
     """
 
+    def _wrap_distributed(self) -> None:
+        # SpeechBrain 1.1 turns BatchNorm into SyncBatchNorm before wrapping in
+        # DDP, and SyncBatchNorm runs on GPUs only: on CPU (gloo) wrap as is.
+        if not (self.distributed_launch and str(self.device).startswith("cpu")):
+            return super()._wrap_distributed()
+        from torch.nn.parallel import DistributedDataParallel
+
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, device_ids=None, find_unused_parameters=self.find_unused_parameters)
+
     def compute_forward(self, batch, stage) -> ASROutput:
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig

@@ -34,6 +34,8 @@ def setup(argv: Sequence[str]) -> Tuple[LoadedHparams, Dict[str, object]]:
     """SpeechBrain's command line (``hparams.yaml --key=value --device=...``),
     then the YAML with its overlays and variant, and the experiment folder."""
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    # Under torchrun: join the process group (SpeechBrain leaves it to the script).
+    sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)
     sb.create_experiment_directory(
         experiment_directory=loaded.hparams["output_folder"],

@@ -24,7 +24,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import glob
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Dict, List, Optional, Sequence
 from hieradist_lobes.data.common import (
     PreparationError,
     already_prepared,
+    preparation_main,
     audio_duration,
     forget_options,
     manifest_paths,
@@ -215,13 +215,7 @@ def prepare_aishell1(data_folder: str, save_folder: str, progress: bool = True) 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="Prepare AISHELL-1 manifests (train/valid/test.csv).")
-    parser.add_argument("--data_folder", required=True, help="folder holding data_aishell (and resource_aishell)")
-    parser.add_argument("--save_folder", required=True, help="where the manifests go")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for split, path in prepare_aishell1(args.data_folder, args.save_folder).items():
-        print(f"{split}: {path}")
+    preparation_main(prepare_aishell1, "AISHELL-1", "folder holding data_aishell (and resource_aishell)", argv)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
-from typing import Dict, Mapping
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 from hieradist_lobes.data.manifest import SPLITS, read_manifest
 
@@ -74,3 +76,15 @@ def audio_duration(path: str, expected_rate: int = 16000) -> float:
     if info.samplerate != expected_rate:
         raise PreparationError(f"audio file {path} is {info.samplerate} Hz, expected {expected_rate} Hz")
     return info.frames / info.samplerate
+
+
+def preparation_main(prepare: Callable[[str, str], Dict[str, str]], corpus: str, data_folder_help: str,
+                     argv: Optional[Sequence[str]] = None) -> None:
+    """The command line of a corpus preparation: ``--data_folder``, ``--save_folder``."""
+    parser = argparse.ArgumentParser(description=f"Prepare {corpus} manifests (train/valid/test.csv).")
+    parser.add_argument("--data_folder", required=True, help=data_folder_help)
+    parser.add_argument("--save_folder", required=True, help="where the manifests go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for split, path in prepare(args.data_folder, args.save_folder).items():
+        print(f"{split}: {path}")

@@ -28,7 +28,6 @@ Example
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,6 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from hieradist_lobes.data.common import (
     PreparationError,
     already_prepared,
+    preparation_main,
     audio_duration,
     forget_options,
     manifest_paths,
@@ -221,13 +221,7 @@ def prepare_timit(data_folder: str, save_folder: str, progress: bool = True) -> 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="Prepare TIMIT manifests (train/valid/test.csv).")
-    parser.add_argument("--data_folder", required=True, help="the TIMIT folder (holding TRAIN and TEST)")
-    parser.add_argument("--save_folder", required=True, help="where the manifests go")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for split, path in prepare_timit(args.data_folder, args.save_folder).items():
-        print(f"{split}: {path}")
+    preparation_main(prepare_timit, "TIMIT", "the TIMIT folder (holding TRAIN and TEST)", argv)
 
 
 if __name__ == "__main__":
