@@ -145,11 +145,11 @@ def save_teacher_outputs(
     dataset = asr_dataset(manifest, tokenizer, unit, sorting="random")
     metadata = StoreMetadata(labels=labels, teachers=[t.description() for t in teachers], frame_rate=0.0,
                              dtype=dtype, top_k=top_k, options=dict(options or {}, unit=unit))
-    # The frame rate is a property of the teachers, measured on the first batch.
+    # The CTC frame rate is a property of the teachers: measured on the first utterance.
     metadata.frame_rate = _frame_rate(teachers[0], dataset)
     writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
     done = writer.done_ids()
-    ordered = [utt for utt in dataset.data_ids]
+    ordered = list(dataset.data_ids)
     mine = [utt for index, utt in enumerate(ordered) if index % world_size == rank and utt not in done]
     if not mine:
         logger.info("%s: all %d utterances of %s already stored", split, len(ordered), manifest)
