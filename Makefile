@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/synth_small
 DEMO_OUTPUT ?= results/demo
+# Longer variants: DEMO_ARGS="--epochs 8"; DEMO_DATA=data/synth_medium DEMO_ARGS="--corpus_size medium"
+DEMO_ARGS ?=
 
 .PHONY: install test demo clean
 
@@ -21,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q hieradist_lobes tests
 
 demo: $(STAMP)
-	$(PY) -m hieradist_lobes.demo --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA)
+	$(PY) -m hieradist_lobes.demo --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache
