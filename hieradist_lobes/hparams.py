@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
@@ -176,8 +176,3 @@ def resolved_subtree(loaded: LoadedHparams, key: str) -> str:
     if key not in tree:
         raise HparamsError(f"{loaded.base_file} has no top-level key {key!r}")
     return _dump(tree[key])
-
-
-def plain_value(path: str, key: str, default: Optional[Any] = None) -> Any:
-    """A top-level value of a YAML file, read without building any object."""
-    return _load_tree(path).get(key, default)

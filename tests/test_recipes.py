@@ -4,7 +4,6 @@ import glob
 import os
 
 import pytest
-import torch
 
 from hieradist_lobes.data.manifest import read_manifest
 from hieradist_lobes.data.phones import PHONES_39

@@ -17,7 +17,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import speechbrain as sb
@@ -170,13 +170,3 @@ def asr_dataset(
             key_test=key_test,
         )
     return dataset
-
-
-def asr_datasets(manifests: Mapping[str, str], label_encoder: LabelTokenizer, unit: str,
-                 train_sorting: str = "random", **options) -> Dict[str, DynamicItemDataset]:
-    """One dataset per split; only ``train`` is sorted by ``train_sorting``, the
-    others in ascending duration (faster, deterministic evaluation)."""
-    return {
-        split: asr_dataset(path, label_encoder, unit, train_sorting if split == "train" else "ascending", **options)
-        for split, path in manifests.items()
-    }

@@ -23,7 +23,7 @@ True
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Set, Tuple
+from typing import List, Set, Tuple
 
 # Nouns as (singular, plural).
 NOUNS: List[Tuple[str, str]] = [
@@ -312,12 +312,3 @@ def unique_sentences(
         taken.add(text)
         sentences.append(text)
     return sentences
-
-
-def word_counts(sentences: List[str]) -> Dict[str, int]:
-    """Count the words of ``sentences`` (handy for vocabulary reports)."""
-    counts: Dict[str, int] = {}
-    for sentence in sentences:
-        for word in sentence.split():
-            counts[word] = counts.get(word, 0) + 1
-    return counts
