@@ -1,15 +1,18 @@
-# make test : create .venv if absent, install the package with its extras, run the test suite
-# make demo : the same set-up, then the demo on the built-in synthetic corpus
+# make test      : create .venv if absent, install the package with its extras, run the test suite
+# make demo      : the same set-up, then the quick demo on the built-in corpus (both systems, fewer epochs)
+# make demo-full : the same demo with the YAML's epochs (the results in README.md)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/synth_small
-DEMO_OUTPUT ?= results/demo
-# Longer variants: DEMO_ARGS="--epochs 8"; DEMO_DATA=data/synth_medium DEMO_ARGS="--corpus_size medium"
+DEMO_OUTPUT ?= results/demo_quick
+DEMO_FULL_OUTPUT ?= results/demo
+# Other variants: DEMO_ARGS="--parts cif"; DEMO_ARGS="--epochs 8 --cif_epochs 20";
+# DEMO_DATA=data/synth_medium DEMO_ARGS="--corpus_size medium"
 DEMO_ARGS ?=
 
-.PHONY: install test demo clean
+.PHONY: install test demo demo-full clean
 
 install: $(STAMP)
 
@@ -23,7 +26,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q hieradist_lobes tests
 
 demo: $(STAMP)
-	$(PY) -m hieradist_lobes.demo --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
+	$(PY) -m hieradist_lobes.demo --quick --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
+
+demo-full: $(STAMP)
+	$(PY) -m hieradist_lobes.demo --output_folder $(DEMO_FULL_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache

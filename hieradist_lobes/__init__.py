@@ -5,10 +5,20 @@ Modules:
 * :mod:`hieradist_lobes.data`: the built-in synthetic speech corpus, TIMIT and
   AISHELL-1 preparation (one manifest schema), and the SpeechBrain datasets.
 * :mod:`hieradist_lobes.tokens`: label vocabularies.
-* :mod:`hieradist_lobes.losses`: distillation losses and teacher strategies.
-* :mod:`hieradist_lobes.teacher_store`: teacher outputs in HDF5, by utterance ID.
+* :mod:`hieradist_lobes.losses`: distillation losses and teacher strategies;
+  the CIF model's losses and ACD / LRD.
+* :mod:`hieradist_lobes.teacher_store`: teacher outputs (or PLM token
+  features) in HDF5, by utterance ID.
 * :mod:`hieradist_lobes.teachers`: teacher inference into the store.
-* :mod:`hieradist_lobes.brains`: Brain classes (CTC/attention, distillation).
+* :mod:`hieradist_lobes.plm`: pre-trained LM tokens and features (the
+  HieraDist teacher), offline.
+* :mod:`hieradist_lobes.cif`: continuous integrate-and-fire, vectorised.
+* :mod:`hieradist_lobes.conformer`: the Conformer encoder with 8× subsampling.
+* :mod:`hieradist_lobes.cif_decoder`: the decoder over CIF outputs, beam search.
+* :mod:`hieradist_lobes.lm`: the token LM for shallow fusion.
+* :mod:`hieradist_lobes.inference`: :class:`~hieradist_lobes.inference.CIFASR`.
+* :mod:`hieradist_lobes.brains`: Brain classes (CTC/attention, distillation,
+  CIF, HieraDist, LM).
 * :mod:`hieradist_lobes.hparams`: YAML overlays and named variants.
 * :mod:`hieradist_lobes.export`: self-contained model folders.
 * :mod:`hieradist_lobes.experiment`: what the recipes share.

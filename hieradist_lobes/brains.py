@@ -1,4 +1,5 @@
-"""Brain classes: joint CTC/attention training, and multi-teacher distillation.
+"""Brain classes: joint CTC/attention training, multi-teacher distillation,
+and CIF models with hierarchical distillation from a pre-trained LM.
 
 The YAML of a recipe names its Brain class (``brain_class``) and declares the
 modules; the classes here only wire them together:
@@ -17,17 +18,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import speechbrain as sb
 import torch
 from speechbrain.utils.data_utils import undo_padding
 from speechbrain.utils.distributed import if_main_process, main_process_only
 
+from hieradist_lobes.cif import quantity_loss
+from hieradist_lobes.cif_decoder import cif_beam_search
 from hieradist_lobes.losses import (
+    acd_loss,
     combine_teachers,
+    ctc_loss_sum,
     ctc_pseudo_label_loss,
     frame_kl_loss,
+    length_mask,
+    lrd_loss,
+    sequence_cross_entropy,
     soft_cross_entropy,
     strategy_weights,
 )
@@ -47,13 +55,9 @@ class ASROutput:
     hyps: Optional[List[List[int]]]
 
 
-class CTCAttentionBrain(sb.Brain):
-    """Joint CTC/attention ASR: ``ctc_weight·CTC + (1 − ctc_weight)·NLL``.
-
-    Validation decodes greedily, test with the beam search (with CTC scoring)
-    of the YAML; both report the label error rate (PER for phones).  Each
-    epoch's statistics are appended to ``<output_folder>/history.jsonl``.
-    """
+class ProjectBrain(sb.Brain):
+    """What every Brain of the project shares: CPU-safe DDP wrapping and
+    the per-epoch ``history.jsonl``."""
 
     def _wrap_distributed(self) -> None:
         # SpeechBrain 1.1 turns BatchNorm into SyncBatchNorm before wrapping in
@@ -66,6 +70,21 @@ class CTCAttentionBrain(sb.Brain):
             if any(p.requires_grad for p in module.parameters()):
                 self.modules[name] = DistributedDataParallel(
                     module, device_ids=None, find_unused_parameters=self.find_unused_parameters)
+
+    @main_process_only
+    def _append_history(self, entry) -> None:
+        path = os.path.join(self.hparams.output_folder, "history.jsonl")
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({k: float(v) for k, v in entry.items()}) + "\n")
+
+
+class CTCAttentionBrain(ProjectBrain):
+    """Joint CTC/attention ASR: ``ctc_weight·CTC + (1 − ctc_weight)·NLL``.
+
+    Validation decodes greedily, test with the beam search (with CTC scoring)
+    of the YAML; both report the label error rate (PER for phones).  Each
+    epoch's statistics are appended to ``<output_folder>/history.jsonl``.
+    """
 
     def compute_forward(self, batch, stage) -> ASROutput:
         batch = batch.to(self.device)
@@ -151,13 +170,6 @@ class CTCAttentionBrain(sb.Brain):
                 with open(self.hparams.error_rate_file, "w", encoding="utf-8") as handle:
                     self.error_metrics.write_stats(handle)
 
-    @main_process_only
-    def _append_history(self, entry) -> None:
-        path = os.path.join(self.hparams.output_folder, "history.jsonl")
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({k: float(v) for k, v in entry.items()}) + "\n")
-
-
 class DistillationBrain(CTCAttentionBrain):
     """A student distilled from several teachers (multi-teacher KD).
 
@@ -216,3 +228,228 @@ class DistillationBrain(CTCAttentionBrain):
         alpha = float(self.hparams.kd_alpha)
         kd_ctc, kd_seq = self.distillation_losses(outputs, batch)
         return self.combine_heads(alpha * kd_ctc + (1 - alpha) * ctc, alpha * kd_seq + (1 - alpha) * seq)
+
+
+@dataclass
+class CIFOutputs:
+    """What the CIF model's forward pass gives the objectives."""
+
+    ctc_logprobs: torch.Tensor
+    frame_lengths: torch.Tensor   # encoder frames per utterance (absolute)
+    cif: object                   # hieradist_lobes.cif.CIFOutput (teacher-forced: scaled to the targets)
+    logits: torch.Tensor          # B × (tokens + eos) × vocab
+    states: torch.Tensor          # decoder states before the output projection
+    target_lengths: torch.Tensor  # tokens + eos
+    hyps: Optional[List[List[int]]]
+    fire_counts: Optional[torch.Tensor]  # free-running fires (valid/test)
+
+
+class CIFBrain(ProjectBrain):
+    """CIF ASR (CIF-HieraDist's model): Conformer encoder → CIF → decoder.
+
+    Training loss, every term summed over the batch and divided by the
+    number of output tokens (tokens + eos)::
+
+        L = CE(label smoothing) + quantity_weight·|Σα − (N+1)| + ctc_weight·CTC
+
+    The CIF weights are scaled to the target length for teacher forcing
+    (quantity loss on the unscaled sum); the CTC head reads the encoder and
+    its targets include eos.  Validation decodes greedily over the free
+    running fires (no scaling, tail fire), test with the beam search of the
+    YAML (``beam_size``); both report the token error rate.
+
+    ``modules``: ``compute_features``, ``normalize``, ``enc``, ``cif``,
+    ``dec``, ``ctc_lin``; ``hparams``: ``label_smoothing``,
+    ``quantity_weight``, ``ctc_weight``, ``beam_size``, ``lr_scheduler``
+    (called with the optimizer step), ``epoch_counter``, ``train_logger``,
+    ``error_stats``, optionally ``feature_augmentation`` (SpecAugment).
+    """
+
+    def compute_forward(self, batch, stage) -> CIFOutputs:
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        tokens_bos, _ = batch.tokens_bos
+        tokens_eos, tokens_eos_lens = batch.tokens_eos
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
+        augmentation = getattr(self.hparams, "feature_augmentation", None)
+        if stage == sb.Stage.TRAIN and augmentation is not None:
+            feats, _ = augmentation(feats, wav_lens)
+        encoded = self.modules.enc(feats, wav_lens)
+        frame_lengths = torch.round(wav_lens * encoded.shape[1]).long().clamp(1, encoded.shape[1])
+        ctc_logprobs = torch.log_softmax(self.modules.ctc_lin(encoded), dim=-1)
+        target_lengths = torch.round(tokens_eos_lens * tokens_eos.shape[1]).long()
+        cif = self.modules.cif(encoded, wav_lens, target_lengths)
+        logits, states = self.modules.dec(tokens_bos, cif.fired, target_lengths)
+        hyps, fire_counts = None, None
+        if stage != sb.Stage.TRAIN:
+            free = self.modules.cif(encoded.detach(), wav_lens)
+            fire_counts = free.fired_lengths
+            beam = 1 if stage == sb.Stage.VALID else int(self.hparams.beam_size)
+            tokenizer = self.hparams.tokenizer
+            hyps = cif_beam_search(self.modules.dec, free.fired, free.fired_lengths, tokenizer.get_bos_index(),
+                                   tokenizer.get_eos_index(), beam_size=beam,
+                                   blocked=[tokenizer.get_blank_index(), tokenizer.get_bos_index()])
+        return CIFOutputs(ctc_logprobs=ctc_logprobs, frame_lengths=frame_lengths, cif=cif, logits=logits,
+                          states=states, target_lengths=target_lengths, hyps=hyps, fire_counts=fire_counts)
+
+    def loss_terms(self, outputs: CIFOutputs, batch, stage) -> Dict[str, torch.Tensor]:
+        """Each loss term, summed over the batch (before weighting)."""
+        tokens_eos, _ = batch.tokens_eos
+        lengths = outputs.target_lengths
+        return {
+            "ce": sequence_cross_entropy(outputs.logits, tokens_eos, lengths, float(self.hparams.label_smoothing)),
+            "quantity": quantity_loss(outputs.cif.alpha_sum, lengths).sum(),
+            "ctc": ctc_loss_sum(outputs.ctc_logprobs, outputs.frame_lengths, tokens_eos, lengths,
+                                self.hparams.tokenizer.get_blank_index()),
+        }
+
+    def loss_weights(self) -> Dict[str, float]:
+        return {"ce": 1.0, "quantity": float(self.hparams.quantity_weight), "ctc": float(self.hparams.ctc_weight)}
+
+    def compute_objectives(self, outputs: CIFOutputs, batch, stage) -> torch.Tensor:
+        terms = self.loss_terms(outputs, batch, stage)
+        weights = self.loss_weights()
+        tokens = outputs.target_lengths.sum().clamp(min=1)
+        loss = sum(weights[name] * value for name, value in terms.items()) / tokens
+        for name, value in terms.items():
+            self.loss_parts[name] = self.loss_parts.get(name, 0.0) + float(value.detach())
+        self.loss_parts["tokens"] = self.loss_parts.get("tokens", 0.0) + float(tokens)
+        if stage != sb.Stage.TRAIN:
+            self.track_hypotheses(outputs, batch)
+        return loss
+
+    def track_hypotheses(self, outputs: CIFOutputs, batch) -> None:
+        tokens, tokens_lens = batch.tokens
+        labels = self.hparams.tokenizer.decode_ndim
+        self.error_metrics.append(batch.id, [labels(hyp) for hyp in outputs.hyps],
+                                  [labels(seq) for seq in undo_padding(tokens, tokens_lens)])
+        self.fire_count_error += float((outputs.fire_counts - outputs.target_lengths).abs().sum())
+        self.utterances += len(batch.id)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step) -> None:
+        if should_step and getattr(self.hparams, "lr_scheduler", None) is not None:
+            self.hparams.lr_scheduler(self.optimizer, self.optimizer_step)
+
+    def on_stage_start(self, stage, epoch=None) -> None:
+        self.loss_parts: Dict[str, float] = {}
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics = self.hparams.error_stats()
+            self.fire_count_error, self.utterances = 0.0, 0
+
+    def _stage_stats(self, stage_loss) -> Dict[str, float]:
+        tokens = max(self.loss_parts.get("tokens", 1.0), 1.0)
+        stats = {"loss": stage_loss}
+        stats.update({name: value / tokens for name, value in self.loss_parts.items() if name != "tokens"})
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
+        stats = self._stage_stats(stage_loss)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["error_rate"] = self.error_metrics.summarize("error_rate")
+        stats["fire_count_error"] = self.fire_count_error / max(self.utterances, 1)
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.hparams.train_logger.log_stats(stats_meta={"epoch": epoch, "lr": lr},
+                                                train_stats=self.train_stats, valid_stats=stats)
+            self._append_history({"epoch": epoch, "lr": lr, "train_loss": self.train_stats["loss"],
+                                  **{f"train_{k}": v for k, v in self.train_stats.items() if k != "loss"},
+                                  "valid_loss": stage_loss, "valid_error_rate": stats["error_rate"],
+                                  "valid_fire_count_error": stats["fire_count_error"]})
+            self.checkpointer.save_and_keep_only(meta={"error_rate": stats["error_rate"]}, min_keys=["error_rate"])
+        else:
+            self.hparams.train_logger.log_stats(stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                                                test_stats=stats)
+            self.test_stats = stats
+            if if_main_process():
+                with open(self.hparams.error_rate_file, "w", encoding="utf-8") as handle:
+                    self.error_metrics.write_stats(handle)
+
+
+DISTILLATIONS = ("acd", "lrd", "hieradist")
+
+
+class HieraDistBrain(CIFBrain):
+    """A CIF model distilled from a pre-trained LM's token features.
+
+    ``batch.plm_features`` holds, per utterance, the PLM feature of each
+    output token (eos: the ``[SEP]`` position), read from the teacher store.
+
+    * ACD (``acd_proj`` module, ``acd_weight``, ``acd_negatives``,
+      ``acd_temperature``): InfoNCE between ``acd_proj(c_i)`` and the PLM
+      features (:func:`~hieradist_lobes.losses.acd_loss`).
+    * LRD (``lrd_proj`` module, ``lrd_weight``): squared error between
+      ``lrd_proj(state_i)`` and the PLM features.
+
+    ``distillation`` (``acd``, ``lrd`` or ``hieradist`` = both) chooses the
+    terms; only the projections (``hparams``) of the terms in use become
+    modules, so that they are trained and no parameter goes without a
+    gradient under DDP.  Validation and test need no PLM features.
+    """
+
+    def __init__(self, modules=None, opt_class=None, hparams=None, *args, **kwargs) -> None:
+        modules = dict(modules or {})
+        choice = (hparams or {}).get("distillation")
+        if choice not in DISTILLATIONS:
+            raise ValueError(f"distillation must be one of {', '.join(DISTILLATIONS)}, got {choice!r}")
+        for term in ("acd", "lrd"):
+            if choice in ("hieradist", term):
+                modules[f"{term}_proj"] = hparams[f"{term}_proj"]
+        super().__init__(modules, opt_class, hparams, *args, **kwargs)
+
+    def uses(self, term: str) -> bool:
+        return self.hparams.distillation in ("hieradist", term)
+
+    def loss_terms(self, outputs: CIFOutputs, batch, stage) -> Dict[str, torch.Tensor]:
+        terms = super().loss_terms(outputs, batch, stage)
+        if stage != sb.Stage.TRAIN:
+            return terms
+        plm, _ = batch.plm_features
+        steps = outputs.target_lengths.max()
+        mask = length_mask(outputs.target_lengths, int(steps))
+        teacher = plm[:, :steps][mask]
+        if self.uses("acd"):
+            student = self.modules.acd_proj(outputs.cif.fired[:, :steps])[mask]
+            terms["acd"] = acd_loss(student, teacher, int(self.hparams.acd_negatives),
+                                    float(self.hparams.acd_temperature))
+        if self.uses("lrd"):
+            terms["lrd"] = lrd_loss(self.modules.lrd_proj(outputs.states[:, :steps])[mask], teacher)
+        return terms
+
+    def loss_weights(self) -> Dict[str, float]:
+        weights = super().loss_weights()
+        weights.update({"acd": float(self.hparams.acd_weight), "lrd": float(self.hparams.lrd_weight)})
+        return weights
+
+
+class LMBrain(ProjectBrain):
+    """Token language model training (``recipes/train_lm.py``): next-token
+    NLL on the transcripts; validation reports the perplexity.
+
+    ``modules``: ``lm``; ``hparams``: ``epoch_counter``, ``train_logger``.
+    """
+
+    def compute_forward(self, batch, stage) -> torch.Tensor:
+        batch = batch.to(self.device)
+        tokens_bos, _ = batch.tokens_bos
+        return self.modules.lm(tokens_bos)
+
+    def compute_objectives(self, logprobs, batch, stage) -> torch.Tensor:
+        tokens_eos, lengths = batch.tokens_eos
+        return sb.nnet.losses.nll_loss(logprobs, tokens_eos, length=lengths)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        stats = {"loss": stage_loss, "perplexity": float(torch.exp(torch.tensor(stage_loss)))}
+        if stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(stats_meta={"epoch": epoch}, train_stats={"loss": self.train_loss},
+                                                valid_stats=stats)
+            self._append_history({"epoch": epoch, "train_loss": self.train_loss, "valid_loss": stage_loss,
+                                  "valid_perplexity": stats["perplexity"]})
+            self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
+        else:
+            self.test_stats = stats

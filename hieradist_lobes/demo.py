@@ -1,14 +1,23 @@
-"""The demo: multi-teacher distillation end to end on the built-in corpus.
+"""The demo: both systems end to end on the built-in corpus.
 
-    python -m hieradist_lobes.demo --output_folder results/demo     (what ``make demo`` runs)
+    python -m hieradist_lobes.demo --quick --output_folder results/demo_quick   (``make demo``)
+    python -m hieradist_lobes.demo --output_folder results/demo                 (``make demo-full``)
 
-Steps: make the ``small`` corpus → train the teachers (``variants.yaml``:
-tea0, tea1, tea2) → store their outputs → train the student without
-distillation (the baseline) and with each strategy (average, best, weighted)
-→ evaluate every system on the test speakers (voices never heard in
-training) → print a table, write ``summary.json`` and ``summary.png``
-(error rates and validation curves), and check that every student loads with
-``EncoderDecoderASR.from_hparams`` and transcribes a test file.
+Part ``kd`` (multi-teacher distillation): make the ``small`` corpus → train
+the teachers (``variants.yaml``: tea0, tea1, tea2) → store their outputs →
+train the student without distillation (the baseline) and with each strategy
+(average, best, weighted).
+
+Part ``cif`` (CIF-HieraDist): train the CIF baseline → store the PLM
+(all-MiniLM-L6-v2) features of the training transcripts → train CIF+ACD,
+CIF+LRD and CIF+HieraDist (same seed, same epochs) → train the token LM →
+score every CIF model on the test speakers without and with LM shallow fusion.
+
+Then: evaluate every system on the test speakers (voices never heard in
+training), print a table, write ``summary.json`` and ``summary.png`` (error
+rates and validation curves), and check that every student loads with
+``EncoderDecoderASR.from_hparams`` and every CIF model with
+:class:`~hieradist_lobes.inference.CIFASR`, transcribing a test file.
 
 An interrupted demo resumes: finished models are not retrained (SpeechBrain
 checkpoints), the teacher store continues where it stopped.
@@ -23,47 +32,91 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from hieradist_lobes.data.manifest import read_manifest
-from hieradist_lobes.experiment import save_teachers, train_asr_model
+from hieradist_lobes.experiment import save_teachers, train_asr_model, train_lm
 
 TEACHERS = ("tea0", "tea1", "tea2")
 STRATEGIES = ("average", "best", "weighted")
+CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
+PARTS = ("kd", "cif")
+# ``--quick`` (what ``make demo`` runs): the whole demo within 30 minutes on 2 CPU cores.
+QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 4
 
 
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
-             extra: Sequence[str] = ()) -> Dict[str, object]:
-    """Run every step; return the summary (also written to ``summary.json``)."""
+             extra: Sequence[str] = (), parts: Sequence[str] = PARTS, cif_epochs: Optional[int] = None,
+             lm_weight: float = 0.2) -> Dict[str, object]:
+    """Run every step of ``parts``; return the summary (also written to ``summary.json``)."""
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown demo part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     os.makedirs(output_folder, exist_ok=True)
-    common = [f"--data_folder={data_folder}", f"--corpus_size={corpus_size}", f"--output_root={output_folder}",
-              *([f"--number_of_epochs={epochs}"] if epochs else []), *extra]
+    data = [f"--data_folder={data_folder}", f"--corpus_size={corpus_size}", f"--output_root={output_folder}"]
+    common = [*data, *([f"--number_of_epochs={epochs}"] if epochs else []), *extra]
     systems: Dict[str, Dict[str, object]] = {}
     timings: Dict[str, float] = {}
+    summary: Dict[str, object] = {"systems": systems, "seconds": timings}
 
-    def train(name: str, kind: str, strategy: Optional[str], argv: List[str], distillation: bool = False) -> None:
+    def train(name: str, kind: str, method: Dict[str, Optional[str]], argv: List[str],
+              distillation: bool = False) -> None:
         start = time.time()
         result = train_asr_model(argv, distillation=distillation)
         timings[name] = round(time.time() - start, 1)
-        systems[name] = {"kind": kind, "strategy": strategy, **result}
+        systems[name] = {"kind": kind, **method, **result}
 
-    for teacher in TEACHERS:
-        train(teacher, "teacher", None, ["hparams/synth/asr.yaml", f"--variant={teacher}", *common])
-    start = time.time()
-    store = save_teachers(["hparams/synth/save_teachers.yaml", *common_without_epochs(common)])
-    timings["save_teachers"] = round(time.time() - start, 1)
-    train("student_baseline", "student", None,
-          ["hparams/synth/asr.yaml", "--variant=student", "--experiment_name=student_baseline", *common])
-    for strategy in STRATEGIES:
-        train(f"student_{strategy}", "student", strategy,
-              ["hparams/synth/train_kd.yaml", f"--strategy={strategy}", *common], distillation=True)
+    if "kd" in parts:
+        for teacher in TEACHERS:
+            train(teacher, "teacher", {"strategy": None}, ["hparams/synth/asr.yaml", f"--variant={teacher}", *common])
+        start = time.time()
+        store = save_teachers(["hparams/synth/save_teachers.yaml", *common_without_epochs(common)])
+        timings["save_teachers"] = round(time.time() - start, 1)
+        summary["teacher_store"] = os.path.abspath(store)
+        train("student_baseline", "student", {"strategy": None},
+              ["hparams/synth/asr.yaml", "--variant=student", "--experiment_name=student_baseline", *common])
+        for strategy in STRATEGIES:
+            train(f"student_{strategy}", "student", {"strategy": strategy},
+                  ["hparams/synth/train_kd.yaml", f"--strategy={strategy}", *common], distillation=True)
+
+    if "cif" in parts:
+        cif_common = [*data, *([f"--number_of_epochs={cif_epochs}"] if cif_epochs else []), *extra]
+        train("cif", "cif", {"distillation": "none"}, ["hparams/synth/cif.yaml", *cif_common])
+        start = time.time()
+        store = save_teachers(["hparams/synth/cif_plm_features.yaml", *common_without_epochs(cif_common)])
+        timings["save_plm_features"] = round(time.time() - start, 1)
+        summary["plm_store"] = os.path.abspath(store)
+        for variant in CIF_DISTILLATIONS:
+            train(f"cif_{variant}", "cif", {"distillation": variant},
+                  ["hparams/synth/cif_kd.yaml", f"--variant={variant}", *cif_common], distillation=True)
+        start = time.time()
+        lm = train_lm(["hparams/synth/cif.yaml", *common_without_epochs(cif_common)])
+        timings["lm"] = round(time.time() - start, 1)
+        summary["lm"] = lm
 
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
+    summary["test_manifest"] = test_manifest
     check_students(systems, read_manifest(test_manifest)[0]["wav"])
-    summary = {"systems": systems, "teacher_store": os.path.abspath(store), "test_manifest": test_manifest,
-               "seconds": timings}
+    if "cif" in parts:
+        start = time.time()
+        check_cif_models(systems, test_manifest, summary["lm"]["lm_dir"], lm_weight)
+        timings["cif_lm_decoding"] = round(time.time() - start, 1)
+    summary = merge_previous(summary, os.path.join(output_folder, "summary.json"))
     with open(os.path.join(output_folder, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     plot_summary(summary, output_folder, os.path.join(output_folder, "summary.png"))
     print(format_table(summary))
     return summary
+
+
+def merge_previous(summary: Dict[str, object], path: str) -> Dict[str, object]:
+    """Keep what an earlier run wrote to ``path`` for the systems and facts
+    this run did not redo (e.g. ``--parts cif`` after a full demo)."""
+    if not os.path.isfile(path):
+        return summary
+    with open(path, encoding="utf-8") as handle:
+        previous = json.load(handle)
+    merged = {**previous, **{k: v for k, v in summary.items() if k not in ("systems", "seconds")}}
+    merged["systems"] = {**previous.get("systems", {}), **summary["systems"]}
+    merged["seconds"] = {**previous.get("seconds", {}), **summary["seconds"]}
+    return merged
 
 
 def common_without_epochs(arguments: Sequence[str]) -> List[str]:
@@ -82,12 +135,61 @@ def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
         system["example_transcription"] = asr.transcribe_file(wav)
 
 
+def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, lm_dir: str,
+                     lm_weight: float) -> None:
+    """Load every CIF folder with :class:`CIFASR`, transcribe a test file, and
+    score the test set with LM shallow fusion (``test_error_rate_lm``)."""
+    from hieradist_lobes.experiment import PLMSplitter
+    from hieradist_lobes.inference import CIFASR
+    from hieradist_lobes.plm import PLMTokenizer, minilm_path
+
+    rows = read_manifest(test_manifest)
+    split_labels = PLMSplitter(PLMTokenizer(minilm_path()), "wrd")  # the PLM of hparams/synth/cif.yaml
+    for system in systems.values():
+        if system["kind"] != "cif":
+            continue
+        folder = system["model_dir"]
+        asr = CIFASR.from_hparams(source=folder, savedir=folder)
+        system["example_transcription"] = asr.transcribe_file(rows[0]["wav"])
+        system["example_timestamps"] = asr.transcribe_file_with_timestamps(rows[0]["wav"])
+        fused = CIFASR.from_hparams(source=folder, savedir=folder,
+                                    overrides={"lm_folder": lm_dir, "lm_weight": lm_weight})
+        system["lm_weight"] = lm_weight
+        system["test_error_rate_lm"] = token_error_rate(fused, rows, split_labels)
+
+
+def token_error_rate(asr, rows: Sequence[Dict[str, str]], split_labels, batch_size: int = 16) -> float:
+    """Token error rate (%) of a :class:`CIFASR` on manifest rows; ``split_labels``
+    turns a ``wrd`` transcript into reference tokens (the PLM's tokenizer)."""
+    import torch
+    from speechbrain.dataio.dataio import read_audio
+    from speechbrain.utils.edit_distance import wer_details_for_batch
+
+    references, hypotheses = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        signals = [read_audio(row["wav"]) for row in chunk]
+        longest = max(len(signal) for signal in signals)
+        wavs = torch.stack([torch.nn.functional.pad(s, (0, longest - len(s))) for s in signals])
+        _, hyps = asr.transcribe_batch(wavs, torch.tensor([len(s) / longest for s in signals]))
+        labels = asr.tokenizer.ind2lab
+        hypotheses += [[labels[int(i)] for i in hyp] for hyp in hyps]
+        references += [list(split_labels(row["wrd"])) for row in chunk]
+    details = wer_details_for_batch(list(range(len(rows))), references, hypotheses)
+    errors = sum(d["num_edits"] for d in details)
+    return round(100.0 * errors / max(sum(len(r) for r in references), 1), 2)
+
+
 def format_table(summary: Dict[str, object]) -> str:
-    """The summary as a text table."""
-    lines = [f"{'system':<20}{'kind':<9}{'strategy':<10}{'params':>10}{'valid PER':>11}{'test PER':>10}"]
+    """The summary as a text table (error rates: PER for CTC/attention
+    systems, token error rate for CIF systems; +LM: with shallow fusion)."""
+    lines = [f"{'system':<20}{'kind':<9}{'method':<11}{'params':>10}{'valid ER':>10}{'test ER':>9}{'test+LM':>9}"]
     for name, system in summary["systems"].items():
-        lines.append(f"{name:<20}{system['kind']:<9}{system['strategy'] or '-':<10}{system['params']:>10,}"
-                     f"{system['valid_error_rate']:>11.2f}{system['test_error_rate']:>10.2f}")
+        method = system.get("strategy") or system.get("distillation") or "-"
+        with_lm = system.get("test_error_rate_lm")
+        lines.append(f"{name:<20}{system['kind']:<9}{method:<11}{system['params']:>10,}"
+                     f"{system['valid_error_rate']:>10.2f}{system['test_error_rate']:>9.2f}"
+                     f"{(f'{with_lm:.2f}' if with_lm is not None else '-'):>9}")
     return "\n".join(lines)
 
 
@@ -110,13 +212,19 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
     systems = summary["systems"]
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = list(systems)
-    colours = ["tab:blue" if systems[n]["kind"] == "teacher" else
-               ("tab:grey" if systems[n]["strategy"] is None else "tab:orange") for n in names]
+    def colour(system):
+        if system["kind"] == "teacher":
+            return "tab:blue"
+        if system["kind"] == "cif":
+            return "tab:olive" if system.get("distillation") in (None, "none") else "tab:green"
+        return "tab:grey" if system.get("strategy") is None else "tab:orange"
+
+    colours = [colour(systems[n]) for n in names]
     rates = [systems[n]["test_error_rate"] for n in names]
     bars.bar(names, rates, color=colours)
     for index, rate in enumerate(rates):
         bars.text(index, rate, f"{rate:.1f}", ha="center", va="bottom", fontsize=8)
-    bars.set_ylabel("test PER (%)")
+    bars.set_ylabel("test error rate (%): PER, CIF: token ER")
     bars.set_title("Test speakers (unseen voices)")
     bars.tick_params(axis="x", rotation=35)
     for name in names:
@@ -128,7 +236,7 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
 
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_xlabel("epoch")
-    curves.set_ylabel("valid PER (%, greedy decoding)")
+    curves.set_ylabel("valid error rate (%, greedy decoding)")
     curves.set_title("Training curves")
     curves.set_ylim(bottom=0)
     curves.legend(fontsize=8)
@@ -143,9 +251,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--output_folder", default="results/demo")
     parser.add_argument("--data_folder", default="data/synth_small")
     parser.add_argument("--corpus_size", default="small", choices=["tiny", "small", "medium"])
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the YAML's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per KD model (default: the YAML's)")
+    parser.add_argument("--cif_epochs", type=int, default=None, help="epochs per CIF model (default: the YAML's)")
+    parser.add_argument("--parts", default="kd,cif", help="comma-separated parts to run: kd, cif (default both)")
+    parser.add_argument("--lm_weight", type=float, default=0.2, help="LM weight of the CIF shallow-fusion scores")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"fewer epochs ({QUICK_EPOCHS} per KD model, {QUICK_CIF_EPOCHS} per CIF model) "
+                             "unless --epochs / --cif_epochs are given")
     args, extra = parser.parse_known_args(argv)
-    run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra)
+    if args.quick:
+        args.epochs = args.epochs or QUICK_EPOCHS
+        args.cif_epochs = args.cif_epochs or QUICK_CIF_EPOCHS
+    run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
+             parts=[part for part in args.parts.split(",") if part], cif_epochs=args.cif_epochs,
+             lm_weight=args.lm_weight)
 
 
 if __name__ == "__main__":

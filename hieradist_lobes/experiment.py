@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest
-from hieradist_lobes.data.pipelines import asr_dataset
+from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_dataset
 from hieradist_lobes.export import export_model_folder, load_encoder_weights
-from hieradist_lobes.hparams import HparamsError, LoadedHparams, load_hparams
+from hieradist_lobes.hparams import HparamsError, LoadedHparams, load_hparams, resolved_subtree
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
 from hieradist_lobes.tokens import LabelTokenizer, build_label_encoder
 
@@ -64,13 +64,45 @@ def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str)
         )
 
 
+def label_splitter(hparams: Dict[str, object]) -> Optional[Callable[[str], List[str]]]:
+    """How manifest text becomes labels: split on spaces, or (``label_set:
+    plm``) the pre-trained LM's tokenizer, so that ASR tokens are PLM tokens."""
+    if hparams["label_set"] != "plm":
+        return None
+    from hieradist_lobes.plm import PLMTokenizer
+
+    return PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
+
+
+class PLMSplitter:
+    """Manifest cell → the PLM's tokens (picklable, for DataLoader workers)."""
+
+    def __init__(self, tokenizer, unit: str) -> None:
+        self.tokenizer, self.unit = tokenizer, unit
+
+    def __call__(self, value: str) -> List[str]:
+        from hieradist_lobes.plm import transcript_text
+
+        return self.tokenizer.pieces(transcript_text(value, self.unit))
+
+
 def make_tokenizer(hparams: Dict[str, object], manifests: Dict[str, str]) -> LabelTokenizer:
-    """The label vocabulary of the YAML's ``unit`` and ``label_set``."""
+    """The label vocabulary of the YAML's ``unit`` and ``label_set``.
+
+    ``phones39``: the fixed phone set; ``from_data``: the labels of the
+    training manifest; ``plm``: the PLM tokens of the training transcripts,
+    plus ``<unk>`` for pieces that only other splits have.
+    """
     unit = hparams["unit"]
+    label_set = hparams["label_set"]
+    if label_set == "plm":
+        split = label_splitter(hparams)
+        sequences = [split(row[unit]) for row in read_manifest(manifests["train"])]
+        return build_label_encoder("wordpiece", "from_data", sequences, unknown=True)
     sequences = None
-    if hparams["label_set"] == "from_data":
+    if label_set == "from_data":
         sequences = [row[unit].split() for row in read_manifest(manifests["train"])]
-    return build_label_encoder(unit, hparams["label_set"], sequences)
+    return build_label_encoder(unit, label_set, sequences)
 
 
 def check_store_vocabulary(store: TeacherStore, tokenizer: LabelTokenizer) -> None:
@@ -110,17 +142,20 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
     store: Optional[TeacherStore] = None
     if distillation and not hparams.get("teacher_store"):
         raise HparamsError(f"{loaded.files[0]} names no teacher_store: is it a distillation YAML?")
+    store_reader = {}
     if hparams.get("teacher_store"):
         store = TeacherStore(hparams["teacher_store"], splits=["train"])
         check_store_vocabulary(store, tokenizer)
+        if store.metadata.kind == "plm":
+            store_reader = {"teacher_items": PLMFeatureItems(store), "teacher_keys": PLM_KEYS}
     unit = hparams["unit"]
-    common = {"max_duration": hparams.get("max_duration")}
+    common = {"max_duration": hparams.get("max_duration"), "split_labels": label_splitter(hparams)}
     train = asr_dataset(manifests["train"], tokenizer, unit, hparams.get("train_sorting", "random"),
                         teacher_store=store,
                         skip_missing_teacher_outputs=bool(hparams.get("skip_missing_teacher_outputs", False)),
-                        **common)
+                        **store_reader, **common)
     valid = asr_dataset(manifests["valid"], tokenizer, unit, "ascending", **common)
-    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending")
+    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=common["split_labels"])
 
     if hparams.get("init_encoder_from"):
         load_encoder_weights(hparams["init_encoder_from"], hparams["modules"]["enc"])
@@ -151,8 +186,11 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
     result["params"] = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())
     if if_main_process():
         info = {"name": str(hparams.get("experiment_name") or hparams.get("variant") or "model"),
-                "unit": unit, "dataset": hparams["dataset"], **{k: v for k, v in result.items() if k != "model_dir"}}
-        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info)
+                "dataset": hparams["dataset"], **{k: v for k, v in result.items() if k != "model_dir"}}
+        if hparams.get("distillation") and hparams.get("teacher_store"):
+            info["distillation"] = hparams["distillation"]
+        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info,
+                            interface=hparams.get("model_interface", "encoder_decoder"))
         logger.info("model folder: %s", hparams["model_dir"])
     return result
 
@@ -183,7 +221,9 @@ def teacher_folders(hparams: Dict[str, object]) -> List[str]:
 
 
 def save_teachers(argv: Sequence[str]) -> str:
-    """Run the teachers over the YAML's splits into the teacher store.
+    """Run the teachers over the YAML's splits into the teacher store: the
+    CTC/attention teachers' outputs, or (``store_kind: plm``) the token
+    features of a pre-trained language model.
 
     Under ``torchrun`` each process takes its share of the utterances and
     writes its own parts; the store reads them as one.
@@ -194,7 +234,6 @@ def save_teachers(argv: Sequence[str]) -> str:
         The store path.
     """
     from hieradist_lobes.teacher_store import format_summary
-    from hieradist_lobes.teachers import Teacher, save_teacher_outputs
 
     loaded, run_opts = setup(argv)
     hparams = loaded.hparams
@@ -204,6 +243,42 @@ def save_teachers(argv: Sequence[str]) -> str:
     device = str(run_opts.get("device") or "cpu")
     if device.startswith("cuda") and world_size > 1 and ":" not in device:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if hparams.get("store_kind", "asr") == "plm":
+        save_plm_store(hparams, manifests, rank, world_size, device)
+    else:
+        save_asr_teacher_store(hparams, manifests, rank, world_size, device)
+    if world_size > 1 and torch_distributed_ready():
+        import torch.distributed
+
+        torch.distributed.barrier()
+    if rank == 0:
+        print(format_summary(TeacherStore(hparams["store_path"]).summary()))
+    return hparams["store_path"]
+
+
+def save_plm_store(hparams: Dict[str, object], manifests: Dict[str, str], rank: int, world_size: int,
+                   device: str) -> None:
+    """PLM token features of the YAML's splits (``store_kind: plm``)."""
+    from hieradist_lobes.plm import PLMFeatureExtractor, PLMTokenizer, save_plm_features
+
+    tokenizer = make_tokenizer(hparams, manifests)
+    extractor = PLMFeatureExtractor(hparams["plm_path"], layer=int(hparams["plm_layer"]), device=device)
+    for split in hparams["store_splits"]:
+        if split not in manifests:
+            raise HparamsError(f"store_splits names {split!r}; the manifests are {', '.join(manifests)}")
+        save_plm_features(
+            extractor, tokenizer, manifests[split], split, hparams["store_path"], hparams["unit"],
+            tokenizer=PLMTokenizer(hparams["plm_path"]), batch_size=hparams["store_batch_size"],
+            dtype=hparams["store_dtype"], rank=rank, world_size=world_size, part_size=hparams["store_part_size"],
+            on_mismatch=hparams["plm_on_mismatch"], progress=rank == 0,
+        )
+
+
+def save_asr_teacher_store(hparams: Dict[str, object], manifests: Dict[str, str], rank: int, world_size: int,
+                           device: str) -> None:
+    """CTC/attention teachers' outputs of the YAML's splits (multi-teacher KD)."""
+    from hieradist_lobes.teachers import Teacher, save_teacher_outputs
+
     teachers = [Teacher(folder, device=device) for folder in teacher_folders(hparams)]
     options = {"splits": list(hparams["store_splits"]), "attention_error_rate": "greedy decoding",
                "ctc_error_rate": "greedy decoding"}
@@ -216,13 +291,6 @@ def save_teachers(argv: Sequence[str]) -> str:
             rank=rank, world_size=world_size, part_size=hparams["store_part_size"], options=options,
             progress=rank == 0,
         )
-    if world_size > 1 and torch_distributed_ready():
-        import torch.distributed
-
-        torch.distributed.barrier()
-    if rank == 0:
-        print(format_summary(TeacherStore(hparams["store_path"]).summary()))
-    return hparams["store_path"]
 
 
 def torch_distributed_ready() -> bool:
@@ -230,3 +298,49 @@ def torch_distributed_ready() -> bool:
     import torch.distributed
 
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def train_lm(argv: Sequence[str]) -> Dict[str, object]:
+    """Train the token LM of a CIF YAML's vocabulary (``recipes/train_lm.py``).
+
+    It reads the dataset's CIF YAML itself (e.g. ``hparams/synth/cif.yaml``;
+    settings ``lm_*``), so that the LM's vocabulary is the ASR model's,
+    index by index, and writes the folder ``lm_dir``.
+
+    Returns
+    -------
+    dict
+        ``lm_dir``, ``valid_perplexity``, ``test_perplexity``.
+    """
+    from hieradist_lobes.brains import LMBrain
+    from hieradist_lobes.lm import export_lm_folder, text_dataset
+
+    argv = list(argv)
+    if not any(arg.startswith("--experiment_name") for arg in argv):
+        argv.append("--experiment_name=lm")  # not the CIF model's own folder
+    loaded, run_opts = setup(argv)
+    hparams = loaded.hparams
+    manifests = prepare_manifests(hparams)
+    tokenizer = make_tokenizer(hparams, manifests)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    split = label_splitter(hparams)
+    datasets = {name: text_dataset(manifests[name], tokenizer, hparams["unit"], split)
+                for name in ("train", "valid", "test")}
+    brain_hparams = dict(hparams, epoch_counter=hparams["lm_epoch_counter"], train_logger=hparams["lm_logger"],
+                         output_folder=hparams["lm_output_folder"])
+    brain = LMBrain(modules={"lm": hparams["lm_model"]}, opt_class=hparams["lm_opt_class"], hparams=brain_hparams,
+                    run_opts=run_opts, checkpointer=hparams["lm_checkpointer"])
+    loader = hparams["lm_dataloader_opts"]
+    evaluation = {key: value for key, value in loader.items() if key != "shuffle"}
+    brain.fit(hparams["lm_epoch_counter"], datasets["train"], datasets["valid"], train_loader_kwargs=loader,
+              valid_loader_kwargs=evaluation)
+    brain.evaluate(datasets["valid"], min_key="loss", test_loader_kwargs=evaluation)
+    valid_perplexity = brain.test_stats["perplexity"]
+    brain.evaluate(datasets["test"], min_key="loss", test_loader_kwargs=evaluation)
+    result = {"lm_dir": os.path.abspath(hparams["lm_dir"]), "valid_perplexity": valid_perplexity,
+              "test_perplexity": brain.test_stats["perplexity"]}
+    if if_main_process():
+        best = hparams["lm_checkpointer"].find_checkpoint(min_key="loss")
+        export_lm_folder(resolved_subtree(loaded, "lm_model"), os.path.join(best.path, "lm.ckpt"), tokenizer,
+                         hparams["lm_dir"], {"name": "lm", **{k: v for k, v in result.items() if k != "lm_dir"}})
+    return result

@@ -1,4 +1,6 @@
-"""Self-contained model folders that ``EncoderDecoderASR.from_hparams`` loads.
+"""Self-contained model folders that ``EncoderDecoderASR.from_hparams`` (joint
+CTC/attention models) or ``hieradist_lobes.inference.CIFASR.from_hparams``
+(CIF models) loads.
 
 A folder holds:
 
@@ -64,6 +66,30 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         tokenizer: !ref <tokenizer>
 """
 
+CIF_INTERFACE = """
+# ---- Inference interface (written by hieradist_lobes.export) ----
+# hieradist_lobes.inference.CIFASR.from_hparams(source=<this folder>)
+tokenizer: !new:hieradist_lobes.tokens.LabelTokenizer
+    unit: {unit}
+
+modules:
+    compute_features: !ref <compute_features>
+    normalize: !ref <normalize>
+    enc: !ref <enc>
+    cif: !ref <cif>
+    dec: !ref <dec>
+    ctc_lin: !ref <ctc_lin>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        model: !ref <asr_model>
+        normalize: !ref <normalize>
+        tokenizer: !ref <tokenizer>
+"""
+
+# The YAML's ``model_interface`` chooses how the folder is loaded.
+INTERFACES = {"encoder_decoder": INFERENCE_INTERFACE, "cif": CIF_INTERFACE}
+
 
 def file_sha256(path: str) -> str:
     """Hex SHA-256 of a file."""
@@ -81,6 +107,7 @@ def export_model_folder(
     folder: str,
     info: Dict[str, object],
     model_key: str = "model",
+    interface: str = "encoder_decoder",
 ) -> str:
     """Write a self-contained model folder from a training checkpoint.
 
@@ -96,12 +123,19 @@ def export_model_folder(
         Destination; replaced atomically if it exists.
     info : dict
         Extra facts for ``info.json`` (name, error rates, ...).
+    model_key : str
+        The top-level key of the model definition.
+    interface : str
+        ``encoder_decoder`` (``EncoderDecoderASR``) or ``cif``
+        (:class:`hieradist_lobes.inference.CIFASR`).
 
     Returns
     -------
     str
         ``folder``.
     """
+    if interface not in INTERFACES:
+        raise ValueError(f"model_interface must be one of {', '.join(INTERFACES)}, got {interface!r}")
     for name in MODEL_FILES:
         if not os.path.isfile(os.path.join(checkpoint_dir, name)):
             raise FileNotFoundError(f"checkpoint {checkpoint_dir} has no {name}")
@@ -113,7 +147,7 @@ def export_model_folder(
     with open(os.path.join(staging, "hyperparams.yaml"), "w", encoding="utf-8") as handle:
         handle.write(f"# Model exported from {loaded.files[0]} (base {loaded.base_file}).\n")
         handle.write(model_yaml)
-        handle.write(INFERENCE_INTERFACE.format(unit=tokenizer.unit))
+        handle.write(INTERFACES[interface].format(unit=tokenizer.unit))
     for name in MODEL_FILES:
         shutil.copyfile(os.path.join(checkpoint_dir, name), os.path.join(staging, name))
     tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
@@ -124,6 +158,7 @@ def export_model_folder(
         "checkpoint_sha256": file_sha256(os.path.join(staging, "model.ckpt")),
         "unit": tokenizer.unit,
         "labels": len(tokenizer),
+        "interface": interface,
     })
     with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
         json.dump(details, handle, indent=2)

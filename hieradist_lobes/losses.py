@@ -1,4 +1,13 @@
-"""Distillation losses for joint CTC/attention students, and teacher weighting.
+"""Losses: multi-teacher distillation, and the CIF model's (HieraDist) losses.
+
+Multi-teacher distillation for joint CTC/attention students: CTC pseudo-label
+and frame KL losses, soft cross-entropy, and the teacher weighting strategies.
+CIF models: token cross-entropy and CTC summed over the batch, and the two
+distillation losses from a pre-trained language model's token features,
+:func:`acd_loss` (acoustic contrastive) and :func:`lrd_loss` (linguistic
+regression).  The CIF losses return batch *sums*; the Brain divides every
+term by the number of output tokens, as fairseq normalises them, so that the
+weights in the YAML are the paper's.
 
 Lengths are absolute (frames or tokens, ``LongTensor`` of shape ``[batch]``),
 not SpeechBrain's relative lengths: teacher and student may have different
@@ -281,3 +290,100 @@ def combine_teachers(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     if losses.shape != weights.shape:
         raise ValueError(f"losses {tuple(losses.shape)} and weights {tuple(weights.shape)} differ in shape")
     return (losses * weights.to(losses.dtype)).sum(dim=0)
+
+
+# ---- CIF model and hierarchical distillation (HieraDist) ----
+
+
+def sequence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
+    """Token cross-entropy with label smoothing, summed over valid tokens.
+
+    Example
+    -------
+    >>> logits = torch.zeros(1, 2, 4)
+    >>> round(float(sequence_cross_entropy(logits, torch.tensor([[1, 3]]), torch.tensor([1]))), 4)  # log 4
+    1.3863
+    """
+    mask = length_mask(lengths, targets.shape[1])
+    return F.cross_entropy(logits[mask].float(), targets[mask], label_smoothing=label_smoothing, reduction="sum")
+
+
+def ctc_loss_sum(logprobs: torch.Tensor, frame_lengths: torch.Tensor, targets: torch.Tensor,
+                 target_lengths: torch.Tensor, blank_index: int = 0) -> torch.Tensor:
+    """CTC loss summed over the batch (impossible alignments count 0).
+
+    Example
+    -------
+    >>> logprobs = torch.log_softmax(torch.zeros(1, 3, 3), dim=-1)
+    >>> loss = ctc_loss_sum(logprobs, torch.tensor([3]), torch.tensor([[1]]), torch.tensor([1]))
+    >>> round(float(loss), 4)  # -log(6 paths · 3^-3)
+    1.5041
+    """
+    return F.ctc_loss(logprobs.float().transpose(0, 1), targets, frame_lengths, target_lengths,
+                      blank=blank_index, reduction="sum", zero_infinity=True)
+
+
+def acd_loss(student: torch.Tensor, teacher: torch.Tensor, num_negatives: int = 700, temperature: float = 0.02,
+             generator: torch.Generator = None) -> torch.Tensor:
+    """Acoustic contrastive distillation: InfoNCE between CIF outputs and PLM features.
+
+    For token ``i`` the positive is its own PLM feature ``t_i``; the negatives
+    are ``num_negatives`` PLM features sampled without replacement from the
+    other tokens of the batch (never ``t_i`` itself; all of them when there
+    are fewer).  Similarity is the cosine divided by ``temperature``::
+
+        loss_i = −log softmax([cos(s_i, t_i), cos(s_i, t_n1), ...] / τ)[0]
+
+    Arguments
+    ---------
+    student : torch.Tensor
+        ``M × D`` projected CIF outputs of the batch's valid tokens.
+    teacher : torch.Tensor
+        ``M × D`` PLM features of the same tokens.
+    num_negatives : int
+    temperature : float
+    generator : torch.Generator, optional
+        For the sampling of negatives.
+
+    Returns
+    -------
+    torch.Tensor
+        The sum of ``loss_i`` over the ``M`` tokens.
+
+    Example
+    -------
+    >>> t = torch.eye(3)
+    >>> float(acd_loss(10 * t, t, num_negatives=2, temperature=1.0)) == 3 * -torch.log_softmax(
+    ...     torch.tensor([1.0, 0.0, 0.0]), dim=0)[0].item()
+    True
+    """
+    if student.shape != teacher.shape or student.dim() != 2:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must both be tokens × dim")
+    tokens = student.shape[0]
+    if tokens < 2:
+        return student.sum() * 0.0  # no negatives: nothing to contrast (keeps the graph)
+    k = min(int(num_negatives), tokens - 1)
+    # Random keys with self set to +inf: the k smallest are a uniform sample of the others.
+    keys = torch.rand(tokens, tokens, generator=generator).to(student.device)
+    keys.fill_diagonal_(float("inf"))
+    negatives = keys.topk(k, dim=1, largest=False).indices  # M × k
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.float(), dim=-1)
+    positive = (s * t).sum(-1, keepdim=True)  # M × 1
+    negative = torch.einsum("md,mkd->mk", s, t[negatives])
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    return -torch.log_softmax(logits, dim=1)[:, 0].sum()
+
+
+def lrd_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Linguistic regression distillation: squared error summed over tokens and dimensions.
+
+    Example
+    -------
+    >>> float(lrd_loss(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]])))
+    5.0
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ in shape")
+    return ((student.float() - teacher.float()) ** 2).sum()

@@ -6,6 +6,10 @@ written under a temporary name and renamed when complete, so a killed run
 leaves only whole parts and a re-run continues with the utterances that are
 missing.  :class:`TeacherStore` reads all parts as one.
 
+A store is of one of two *kinds* (metadata ``kind``; parts written before the
+attribute existed read as ``asr``).
+
+**asr** stores (:class:`TeacherRecord`) hold CTC/attention ASR teachers.
 Per utterance (group ``/utts/<ID>`` of a part), the teachers' rows stacked:
 
 ``ctc``          CTC log-posteriors, (frames of teacher 0 + frames of
@@ -19,9 +23,20 @@ attributes       ``ctc_error_rate`` and ``att_error_rate`` (per teacher, in
                  ``ctc_lengths``, ``tokens`` (the reference label indices),
                  ``duration`` (seconds of audio)
 
-Every part carries the store's metadata as attributes: label vocabulary,
-teacher names, sources and checkpoint hashes, CTC frame rate, dtype, top-k and
-the options it was created with; the reader refuses parts that disagree.
+**plm** stores (:class:`PLMRecord`, written by
+:func:`hieradist_lobes.plm.save_plm_features`) hold a pre-trained language
+model's per-token features, the teacher of CIF-HieraDist.  Per utterance:
+
+``plm``          hidden states, (tokens + 1) × ``feature_dim``: row k is the
+                 PLM's feature of ASR token k ([CLS] dropped), the last row
+                 the [SEP] position's, the target of the eos fire
+attributes       ``tokens`` (the ASR label indices of the PLM tokens),
+                 ``duration`` (seconds of audio)
+
+Every part carries the store's metadata as attributes: kind, label vocabulary,
+teacher names, sources and checkpoint hashes, CTC frame rate (0 for plm),
+feature dimension (0 for asr), dtype, top-k and the options it was created
+with; the reader refuses parts that disagree.
 
 Usage::
 
@@ -40,6 +55,17 @@ Example
 >>> record = store.get("utt1")
 >>> record.ctc_logprobs[0].shape, round(float(np.exp(record.att_logprobs[0][0, 0])), 2)
 ((5, 4), 0.25)
+
+A plm store:
+
+>>> folder = tempfile.mkdtemp()
+>>> meta = StoreMetadata(labels=["<blank>", "<bos>", "<eos>", "the", "cat"], teachers=[{"name": "bert"}],
+...                      frame_rate=0.0, kind="plm", feature_dim=8)
+>>> with TeacherStoreWriter(folder, "train", meta) as writer:
+...     writer.add("utt1", PLMRecord(features=np.ones((3, 8)), tokens=[3, 4], duration=0.8))
+>>> record = TeacherStore(folder).get("utt1")
+>>> record.features.shape, record.tokens
+((3, 8), [3, 4])
 """
 
 from __future__ import annotations
@@ -50,7 +76,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -58,6 +84,9 @@ FORMAT_VERSION = 1
 _PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
 # Log-probabilities below this are stored as this (float16 reaches -65504).
 _LOG_FLOOR = -1.0e4
+KINDS = ("asr", "plm")
+# The largest finite float16: PLM features beyond it would be stored as inf.
+_FLOAT16_MAX = 65504.0
 
 
 class TeacherStoreError(ValueError):
@@ -83,6 +112,18 @@ class StoreMetadata:
         0 for full posteriors, else the number of classes kept per row.
     options : dict
         Creation options (temperature, decoding, ...), for the record.
+    kind : str
+        ``asr`` (CTC/attention posteriors, :class:`TeacherRecord`) or ``plm``
+        (language-model features, :class:`PLMRecord`).
+    feature_dim : int
+        Feature size of a ``plm`` store (0 for ``asr``).
+
+    Example
+    -------
+    >>> meta = StoreMetadata(labels=["<blank>", "a"], teachers=[{"name": "t"}], frame_rate=0.0,
+    ...                      kind="plm", feature_dim=384)
+    >>> StoreMetadata.from_attrs(meta.to_attrs()) == meta
+    True
     """
 
     labels: List[str]
@@ -91,10 +132,23 @@ class StoreMetadata:
     dtype: str = "float16"
     top_k: int = 0
     options: Dict[str, object] = field(default_factory=dict)
+    kind: str = "asr"
+    feature_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"store kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "plm":
+            if int(self.feature_dim) <= 0:
+                raise ValueError(f"a plm store needs feature_dim > 0, got {self.feature_dim}")
+            if self.top_k:
+                raise ValueError("top_k applies to posteriors, not to plm features; use top_k=0")
 
     def to_attrs(self) -> Dict[str, object]:
         return {
             "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "feature_dim": int(self.feature_dim),
             "labels": json.dumps(self.labels, ensure_ascii=False),
             "teachers": json.dumps(self.teachers, ensure_ascii=False),
             "frame_rate": float(self.frame_rate),
@@ -115,6 +169,9 @@ class StoreMetadata:
             dtype=str(attrs["dtype"]),
             top_k=int(attrs["top_k"]),
             options=json.loads(attrs["options"]),
+            # Parts written before plm stores existed have neither attribute.
+            kind=str(attrs.get("kind", "asr")),
+            feature_dim=int(attrs.get("feature_dim", 0)),
         )
 
     @property
@@ -147,6 +204,49 @@ class TeacherRecord:
             if matrix.shape[0] != len(self.tokens) + 1:
                 raise TeacherStoreError(f"utterance {utt_id}: {matrix.shape[0]} attention rows for "
                                         f"{len(self.tokens)} tokens + eos")
+
+
+@dataclass
+class PLMRecord:
+    """A pre-trained language model's features for one utterance (``plm`` stores).
+
+    Arguments
+    ---------
+    features : numpy.ndarray
+        (tokens + 1) × feature_dim: row k is the teacher feature of ASR token
+        k, the last row (the PLM's [SEP] position) that of the eos fire.
+    tokens : sequence of int
+        The ASR label indices of the utterance's PLM tokens.
+    duration : float
+        Seconds of audio.
+
+    Example
+    -------
+    >>> record = PLMRecord(features=np.zeros((3, 4)), tokens=[5, 6], duration=1.0)
+    >>> record.check(feature_dim=4, num_classes=10, utt_id="u1")
+    >>> record.check(feature_dim=8, num_classes=10, utt_id="u1")
+    Traceback (most recent call last):
+    ...
+    hieradist_lobes.teacher_store.TeacherStoreError: utterance u1: features of shape (3, 4), expected (3, 8) ...
+    """
+
+    features: np.ndarray
+    tokens: Sequence[int]
+    duration: float = 0.0
+
+    def check(self, feature_dim: int, num_classes: int, utt_id: str) -> None:
+        """Raise :class:`TeacherStoreError` if the record does not fit the metadata."""
+        features = np.asarray(self.features)
+        expected = (len(self.tokens) + 1, feature_dim)
+        if features.ndim != 2 or features.shape != expected:
+            raise TeacherStoreError(f"utterance {utt_id}: features of shape {features.shape}, expected "
+                                    f"{expected} ({len(self.tokens)} tokens + eos, feature_dim {feature_dim})")
+        bad = [int(t) for t in self.tokens if not 0 <= int(t) < num_classes]
+        if bad:
+            raise TeacherStoreError(f"utterance {utt_id}: label indices {bad} outside the store's "
+                                    f"{num_classes} labels")
+        if not np.isfinite(features).all():
+            raise TeacherStoreError(f"utterance {utt_id}: features contain inf or NaN")
 
 
 def _top_k(matrix: np.ndarray, k: int):
@@ -274,18 +374,38 @@ class TeacherStoreWriter:
         else:
             group.create_dataset(name, data=matrix.astype(dtype), **options)
 
-    def add(self, utt_id: str, record: TeacherRecord) -> None:
-        """Store one utterance's teacher outputs."""
-        record.check(self.metadata.num_teachers, len(self.metadata.labels), utt_id)
+    def _features_to_store(self, features: np.ndarray, utt_id: str) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float32)
+        if self.metadata.dtype == "float16" and np.abs(features).max(initial=0.0) > _FLOAT16_MAX:
+            # Unlike log-posteriors, features have no meaningful floor: refuse rather than store inf.
+            raise TeacherStoreError(f"utterance {utt_id}: a feature exceeds the float16 range "
+                                    f"(|x| = {np.abs(features).max():.4g}); use dtype float32")
+        return features.astype(np.float16 if self.metadata.dtype == "float16" else np.float32)
+
+    def add(self, utt_id: str, record: Union[TeacherRecord, PLMRecord]) -> None:
+        """Store one utterance's teacher outputs (a :class:`PLMRecord` in a plm store)."""
+        wanted = PLMRecord if self.metadata.kind == "plm" else TeacherRecord
+        if not isinstance(record, wanted):
+            raise TeacherStoreError(f"utterance {utt_id}: a {type(record).__name__} cannot go into a "
+                                    f"{self.metadata.kind} store (expected {wanted.__name__})")
+        if isinstance(record, PLMRecord):
+            record.check(self.metadata.feature_dim, len(self.metadata.labels), utt_id)
+            features = self._features_to_store(record.features, utt_id)  # checked before anything is written
+        else:
+            record.check(self.metadata.num_teachers, len(self.metadata.labels), utt_id)
         if self._handle is None:
             self._open_part()
         group = self._handle["utts"].create_group(utt_id)
-        # All teachers in one dataset per head: few HDF5 objects per utterance.
-        self._write_matrix(group, "ctc", np.concatenate(record.ctc_logprobs))
-        self._write_matrix(group, "att", np.concatenate(record.att_logprobs))
-        group.attrs["ctc_error_rate"] = np.asarray(record.ctc_error_rate, dtype=np.float32)
-        group.attrs["att_error_rate"] = np.asarray(record.att_error_rate, dtype=np.float32)
-        group.attrs["ctc_lengths"] = np.asarray([m.shape[0] for m in record.ctc_logprobs], dtype=np.int64)
+        if isinstance(record, PLMRecord):
+            options = {"compression": self.compression} if self.compression else {}
+            group.create_dataset("plm", data=features, **options)
+        else:
+            # All teachers in one dataset per head: few HDF5 objects per utterance.
+            self._write_matrix(group, "ctc", np.concatenate(record.ctc_logprobs))
+            self._write_matrix(group, "att", np.concatenate(record.att_logprobs))
+            group.attrs["ctc_error_rate"] = np.asarray(record.ctc_error_rate, dtype=np.float32)
+            group.attrs["att_error_rate"] = np.asarray(record.att_error_rate, dtype=np.float32)
+            group.attrs["ctc_lengths"] = np.asarray([m.shape[0] for m in record.ctc_logprobs], dtype=np.int64)
         group.attrs["tokens"] = np.asarray(record.tokens, dtype=np.int64)
         group.attrs["duration"] = float(record.duration)
         self._count += 1
@@ -392,9 +512,18 @@ class TeacherStore:
             return group[name][()].astype(np.float32)
         return expand_top_k(group[f"{name}.values"][()], group[f"{name}.indices"][()], len(self.metadata.labels))
 
-    def get(self, utt_id: str) -> TeacherRecord:
-        """The teachers' outputs for ``utt_id`` (dense float32 log-posteriors)."""
+    @property
+    def kind(self) -> str:
+        """``asr`` or ``plm``."""
+        return self.metadata.kind
+
+    def get(self, utt_id: str) -> Union[TeacherRecord, PLMRecord]:
+        """The teachers' outputs for ``utt_id``: dense float32 log-posteriors
+        (:class:`TeacherRecord`), or float32 features (:class:`PLMRecord`) in a plm store."""
         group = self._group(utt_id)
+        if self.metadata.kind == "plm":
+            return PLMRecord(features=group["plm"][()].astype(np.float32), tokens=group.attrs["tokens"].tolist(),
+                             duration=float(group.attrs["duration"]))
         boundaries = np.cumsum(group.attrs["ctc_lengths"])[:-1]
         return TeacherRecord(
             ctc_logprobs=np.split(self._read_matrix(group, "ctc"), boundaries),
@@ -406,9 +535,11 @@ class TeacherStore:
         )
 
     def summary(self) -> Dict[str, object]:
-        """Splits, counts, mean error rates per teacher, classes, dtype, size."""
+        """Splits, counts, mean error rates per teacher (asr) or tokens (plm), classes, dtype, size."""
         import h5py
 
+        if self.metadata.kind == "plm":
+            return self._plm_summary()
         splits: Dict[str, Dict[str, object]] = {}
         teachers = self.metadata.num_teachers
         for number, part in enumerate(self._files):
@@ -425,6 +556,7 @@ class TeacherStore:
         hours = sum(entry["hours"] for entry in splits.values())
         return {
             "path": self.path,
+            "kind": "asr",
             "splits": {
                 split: {
                     "utterances": entry["utterances"],
@@ -443,6 +575,33 @@ class TeacherStore:
             "megabytes_per_hour_per_teacher": round(size / 2**20 / max(hours, 1e-9) / max(teachers, 1), 2),
         }
 
+    def _plm_summary(self) -> Dict[str, object]:
+        import h5py
+
+        splits: Dict[str, Dict[str, float]] = {}
+        for number, part in enumerate(self._files):
+            entry = splits.setdefault(self._split_of_file[number], {"utterances": 0, "hours": 0.0, "tokens": 0})
+            with h5py.File(part, "r") as handle:
+                for group in handle["utts"].values():
+                    entry["utterances"] += 1
+                    entry["hours"] += float(group.attrs["duration"]) / 3600
+                    entry["tokens"] += len(group.attrs["tokens"])
+        size = sum(os.path.getsize(f) for f in self._files)
+        hours = sum(entry["hours"] for entry in splits.values())
+        return {
+            "path": self.path,
+            "kind": "plm",
+            "splits": {split: {"utterances": entry["utterances"], "hours": round(entry["hours"], 3),
+                               "tokens": entry["tokens"]}
+                       for split, entry in sorted(splits.items())},
+            "teachers": [t.get("name", str(i)) for i, t in enumerate(self.metadata.teachers)],
+            "classes": len(self.metadata.labels),
+            "feature_dim": self.metadata.feature_dim,
+            "dtype": self.metadata.dtype,
+            "size_bytes": size,
+            "megabytes_per_hour": round(size / 2**20 / max(hours, 1e-9), 2),
+        }
+
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
@@ -451,6 +610,15 @@ class TeacherStore:
 
 def format_summary(summary: Dict[str, object]) -> str:
     """Human-readable text of :meth:`TeacherStore.summary`."""
+    if summary.get("kind", "asr") == "plm":
+        lines = [f"teacher store {summary['path']} (PLM features of {', '.join(summary['teachers'])})",
+                 f"  classes {summary['classes']}, feature dim {summary['feature_dim']}, dtype {summary['dtype']}",
+                 f"  size {summary['size_bytes'] / 2**20:.1f} MiB ({summary['megabytes_per_hour']} MiB per hour "
+                 "of audio)"]
+        for split, entry in summary["splits"].items():
+            lines.append(f"  {split}: {entry['utterances']} utterances, {entry['hours']} h, "
+                         f"{entry['tokens']} tokens")
+        return "\n".join(lines)
     lines = [f"teacher store {summary['path']}",
              f"  classes {summary['classes']}, dtype {summary['dtype']}, "
              f"top-k {summary['top_k'] or 'full'}, CTC frame rate {summary['frame_rate']:g}/s",

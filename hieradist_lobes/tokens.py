@@ -29,8 +29,10 @@ from speechbrain.utils.checkpoints import register_checkpoint_hooks
 
 from hieradist_lobes.data.phones import PHONES_39
 
-BLANK, BOS, EOS = "<blank>", "<bos>", "<eos>"
+BLANK, BOS, EOS, UNK = "<blank>", "<bos>", "<eos>", "<unk>"
 WORD_BOUNDARY = "_"
+WORDPIECE_CONTINUATION = "##"
+UNITS = ("phn", "char", "wrd", "wordpiece")
 
 
 @register_checkpoint_hooks
@@ -41,22 +43,33 @@ class LabelTokenizer(CTCTextEncoder):
     ---------
     unit : str
         ``phn`` (labels joined with spaces), ``char`` (joined without spaces,
-        ``_`` becoming a space) or ``wrd`` (joined with spaces).
+        ``_`` becoming a space), ``wrd`` (joined with spaces) or
+        ``wordpiece`` (a pre-trained LM's tokens: joined with spaces, ``##``
+        continuations glued to the previous piece).
     """
 
     def __init__(self, unit: str = "phn") -> None:
         super().__init__()
-        if unit not in ("phn", "char", "wrd"):
-            raise ValueError(f"unit must be phn, char or wrd, got {unit!r}")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
         self.unit = unit
 
     def decode_ids(self, ids: Iterable[int]) -> str:
-        """Label indices to text; special labels are dropped."""
+        """Label indices to text; special labels are dropped.
+
+        Example
+        -------
+        >>> pieces = build_label_encoder("wordpiece", sequences=[["play", "##ing", "now"]])
+        >>> pieces.decode_ids(pieces.encode_sequence(["now", "play", "##ing"]))
+        'now playing'
+        """
         specials = {BLANK, BOS, EOS}
         labels = [self.ind2lab[int(i)] for i in ids]
         labels = [label for label in labels if label not in specials]
         if self.unit == "char":
             return "".join(" " if label == WORD_BOUNDARY else label for label in labels).strip()
+        if self.unit == "wordpiece":
+            return " ".join(labels).replace(" " + WORDPIECE_CONTINUATION, "")
         return " ".join(labels)
 
     def labels(self) -> List[str]:
@@ -65,7 +78,8 @@ class LabelTokenizer(CTCTextEncoder):
 
 
 def build_label_encoder(
-    unit: str, label_set: str = "from_data", sequences: Optional[Iterable[Sequence[str]]] = None
+    unit: str, label_set: str = "from_data", sequences: Optional[Iterable[Sequence[str]]] = None,
+    unknown: bool = False,
 ) -> LabelTokenizer:
     """The project's label vocabulary for ``unit``.
 
@@ -78,6 +92,9 @@ def build_label_encoder(
         ``from_data`` (every label of ``sequences``).
     sequences : iterable of sequences of str, optional
         Label sequences of the training data, for ``from_data``.
+    unknown : bool
+        Add ``<unk>`` (index 3), which labels outside the vocabulary map to
+        (e.g. a test word's piece never seen in training).
 
     Example
     -------
@@ -93,8 +110,12 @@ def build_label_encoder(
         labels = sorted({label for sequence in sequences for label in sequence})
     else:
         raise ValueError(f"unknown label_set {label_set!r}; use phones39 or from_data")
-    tokenizer.update_from_iterable([BLANK, BOS, EOS] + labels, sequence_input=False)
+    specials = [BLANK, BOS, EOS] + ([UNK] if unknown else [])
+    tokenizer.update_from_iterable(specials + [label for label in labels if label not in specials],
+                                   sequence_input=False)
     tokenizer.blank_label, tokenizer.bos_label, tokenizer.eos_label = BLANK, BOS, EOS
+    if unknown:
+        tokenizer.unk_label = UNK
     return tokenizer
 
 

@@ -27,3 +27,29 @@ def test_table_and_chart(tmp_path):
     with open(tmp_path / "summary.png", "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(tmp_path / "summary.png") > 10000
+
+
+def test_table_shows_cif_systems_with_and_without_lm(tmp_path):
+    summary = _summary(tmp_path)
+    summary["systems"]["cif_hieradist"] = {"kind": "cif", "distillation": "hieradist", "valid_error_rate": 20.0,
+                                           "test_error_rate": 21.5, "test_error_rate_lm": 19.25, "params": 5000,
+                                           "model_dir": str(tmp_path / "cif_hieradist" / "model")}
+    table = format_table(summary)
+    row = next(line for line in table.splitlines() if line.startswith("cif_hieradist"))
+    assert "hieradist" in row and "21.50" in row and "19.25" in row
+    assert next(line for line in table.splitlines() if line.startswith("tea0")).rstrip().endswith("-")
+    plot_summary(summary, str(tmp_path), str(tmp_path / "summary.png"))
+
+
+def test_a_partial_run_keeps_the_systems_of_an_earlier_run(tmp_path):
+    from hieradist_lobes.demo import merge_previous
+
+    earlier = _summary(tmp_path)
+    earlier["seconds"] = {"tea0": 10.0}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(earlier))
+    now = {"systems": {"cif": {"kind": "cif", "test_error_rate": 30.0}}, "seconds": {"cif": 5.0}, "lm": {"x": 1}}
+    merged = merge_previous(now, str(path))
+    assert list(merged["systems"]) == ["tea0", "student_baseline", "student_best", "cif"]
+    assert merged["seconds"] == {"tea0": 10.0, "cif": 5.0} and merged["lm"] == {"x": 1}
+    assert merge_previous(now, str(tmp_path / "absent.json")) is now

@@ -91,3 +91,30 @@ def test_timit_yaml_files_load():
                                                                                                   0.0005, 0.1)
     store = load_hparams("hparams/timit/save_teachers.yaml", "data_folder: /corpora/TIMIT").hparams
     assert len(store["teacher_dirs"]) == 10
+
+
+def test_aishell1_cif_yaml_is_the_papers_configuration():
+    """15 Conformer layers of width 256, pooling after 5 and 10, 4234 outputs, tri-stage LR, HieraDist weights."""
+    paths = "data_folder: /corpora/aishell\nplm_path: /models/bert-base-chinese"
+    hparams = load_hparams("hparams/aishell1/cif.yaml", paths).hparams
+    encoder = hparams["model"]["enc"]
+    assert (len(encoder.layers), encoder.subsampling, sorted(encoder.pool_after)) == (15, 8, [5, 10])
+    assert hparams["model"]["dec"].output_proj.out_features == 4234 == hparams["output_neurons"]
+    assert (hparams["label_smoothing"], hparams["quantity_weight"], hparams["ctc_weight"]) == (0.1, 1.0, 0.5)
+    scheduler = hparams["lr_scheduler"]
+    assert (scheduler.peak_lr, scheduler.warmup_steps, scheduler.hold_steps, scheduler.decay_steps) == (
+        0.0003, 30000, 90000, 120000)
+    params = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())
+    assert 40e6 < params < 55e6  # the paper: 47.2 M
+    kd = load_hparams("hparams/aishell1/cif_kd.yaml", paths).hparams
+    assert kd["brain_class"].__name__ == "HieraDistBrain" and kd["output_folder"].endswith("cif_hieradist")
+    assert (kd["acd_weight"], kd["acd_negatives"], kd["acd_temperature"], kd["lrd_weight"]) == (1.0, 700, 0.02, 0.01)
+    assert kd["acd_proj"].w.out_features == 768 == kd["lrd_proj"].w.out_features
+    assert load_hparams("hparams/aishell1/cif_plm_features.yaml", paths).hparams["store_kind"] == "plm"
+
+
+def test_synth_cif_variants_choose_the_distillation_terms():
+    for variant in ("acd", "lrd", "hieradist"):
+        hparams = load_hparams("hparams/synth/cif_kd.yaml", f"variant: {variant}").hparams
+        assert hparams["distillation"] == variant and hparams["output_folder"].endswith(f"cif_{variant}")
+    assert load_hparams("hparams/synth/cif.yaml").hparams["brain_class"].__name__ == "CIFBrain"

@@ -145,3 +145,79 @@ def test_combine_teachers():
     assert combine_teachers(losses, weights).tolist() == [2.5, 2.0]
     with pytest.raises(ValueError, match="shape"):
         combine_teachers(losses, weights[:1])
+
+
+# ---- CIF model and HieraDist losses ----
+
+from hieradist_lobes.losses import acd_loss, ctc_loss_sum, lrd_loss, sequence_cross_entropy  # noqa: E402
+
+
+def test_sequence_cross_entropy_sums_valid_tokens_with_smoothing():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[0.0, 0.0, 3.0], [9.0, 9.0, 9.0]]])
+    targets = torch.tensor([[0, 1], [2, 0]])
+    lengths = torch.tensor([2, 1])  # the last token of utterance 2 is padding
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -(logp[0, 0, 0] + logp[0, 1, 1] + logp[1, 0, 2])
+    assert sequence_cross_entropy(logits, targets, lengths).item() == pytest.approx(nll.item(), rel=1e-6)
+    # Label smoothing eps: (1 - eps)·NLL + eps·mean over classes of -log p.
+    eps = 0.1
+    uniform = -(logp[0, 0].mean() + logp[0, 1].mean() + logp[1, 0].mean())
+    expected = (1 - eps) * nll + eps * uniform
+    assert sequence_cross_entropy(logits, targets, lengths, eps).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_ctc_loss_sum_is_the_sum_of_per_utterance_losses():
+    torch.manual_seed(0)
+    logprobs = torch.log_softmax(torch.randn(2, 6, 4), dim=-1)
+    frames, targets, target_lengths = torch.tensor([6, 4]), torch.tensor([[1, 2, 3], [3, 3, 0]]), torch.tensor([3, 2])
+    single = [ctc_loss_sum(logprobs[i:i + 1], frames[i:i + 1], targets[i:i + 1], target_lengths[i:i + 1])
+              for i in range(2)]
+    assert ctc_loss_sum(logprobs, frames, targets, target_lengths).item() == pytest.approx(sum(single).item())
+    # Two frames cannot hold the repeated label 3,3 (it needs a blank between): counted as 0, not inf.
+    assert ctc_loss_sum(logprobs[1:], torch.tensor([2]), targets[1:], target_lengths[1:]).item() == 0.0
+
+
+def test_acd_loss_matches_a_hand_computed_infonce_with_all_negatives():
+    student = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    temperature = 0.5
+    s = student / student.norm(dim=1, keepdim=True)
+    t = teacher / teacher.norm(dim=1, keepdim=True)
+    expected = 0.0
+    for i in range(3):
+        positive = float(s[i] @ t[i]) / temperature
+        negatives = [float(s[i] @ t[j]) / temperature for j in range(3) if j != i]
+        expected += -positive + math.log(sum(math.exp(x) for x in [positive] + negatives))
+    # With 2 negatives and 3 tokens, every other token is a negative: no randomness left.
+    assert acd_loss(student, teacher, num_negatives=700, temperature=temperature).item() == pytest.approx(expected,
+                                                                                                         rel=1e-5)
+
+
+def test_acd_negatives_are_sampled_without_self():
+    # The positive is orthogonal to everything else; if self were among the
+    # negatives, its logit would appear twice and the loss would rise.
+    torch.manual_seed(0)
+    teacher = torch.eye(6)
+    student = teacher.clone()
+    for _ in range(5):
+        loss = acd_loss(student, teacher, num_negatives=2, temperature=1.0)
+        one = -torch.log_softmax(torch.tensor([1.0, 0.0, 0.0]), dim=0)[0].item()
+        assert loss.item() == pytest.approx(6 * one, rel=1e-6)
+
+
+def test_acd_loss_gradients_reach_the_student_only_through_its_input():
+    student = torch.randn(5, 4, requires_grad=True)
+    teacher = torch.randn(5, 4)
+    acd_loss(student, teacher, num_negatives=3).backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    with pytest.raises(ValueError, match="tokens × dim"):
+        acd_loss(torch.randn(5, 4), torch.randn(5, 3))
+    assert acd_loss(torch.randn(1, 4), torch.randn(1, 4)).item() == 0.0
+
+
+def test_lrd_loss_is_the_summed_squared_error():
+    student = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert lrd_loss(student, teacher).item() == pytest.approx(4 + 9 + 1 + 1)
+    with pytest.raises(ValueError, match="differ in shape"):
+        lrd_loss(student, teacher[:1])

@@ -132,30 +132,18 @@ def test_distillation_needs_a_store(run):
                         distillation=True)
 
 
-def _torchrun(script, arguments, tmp_path):
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
-               *arguments, "--distributed_backend=gloo"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed
-
-
-def test_torchrun_save_teachers_writes_one_part_per_rank(run, tmp_path):
+def test_torchrun_save_teachers_writes_one_part_per_rank(run, tmp_path, torchrun):
     store = tmp_path / "store"
-    _torchrun("recipes/save_teachers.py", ["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"],
-                                          f"--store_path={store}"], tmp_path)
+    torchrun("recipes/save_teachers.py", ["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"],
+                                         f"--store_path={store}"])
     parts = sorted(os.listdir(store / "train"))
     assert [p.split("-")[1] for p in parts] == ["r0", "r1"]
     assert set(TeacherStore(str(store)).ids()) == set(TeacherStore(run["store"]).ids())
 
 
-def test_torchrun_distillation_with_shuffled_data(run, tmp_path):
-    completed = _torchrun("recipes/train_kd.py", ["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
-                                                  "--experiment_name=ddp", "--train_sorting=random",
-                                                  *run["data"], *run["fast"]], tmp_path)
+def test_torchrun_distillation_with_shuffled_data(run, torchrun):
+    completed = torchrun("recipes/train_kd.py", ["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
+                                                 "--experiment_name=ddp", "--train_sorting=random",
+                                                 *run["data"], *run["fast"]])
     assert "model folder" in completed.stdout
     assert os.path.isfile(os.path.join(run["results"], "ddp", "model", "model.ckpt"))

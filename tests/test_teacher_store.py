@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hieradist_lobes.teacher_store import (
+    PLMRecord,
     StoreMetadata,
     TeacherRecord,
     TeacherStore,
@@ -174,3 +175,149 @@ def test_info_command(tmp_path, capsys):
     main(["info", str(tmp_path), "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["splits"]["train"]["utterances"] == 3 and len(summary["teachers"]) == 2
+
+
+# ---- plm stores: a pre-trained language model's per-token features ----
+
+PLM_LABELS = ["<blank>", "<bos>", "<eos>", "the", "gar", "##den", "cat"]
+
+
+def _plm_metadata(**changes):
+    values = dict(labels=PLM_LABELS, teachers=[{"name": "bert", "layer": -1}], frame_rate=0.0, kind="plm",
+                  feature_dim=6)
+    values.update(changes)
+    return StoreMetadata(**values)
+
+
+def _plm_record(seed, dim=6):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, len(PLM_LABELS), size=int(rng.integers(0, 5))).tolist()
+    return PLMRecord(features=rng.normal(0, 2, size=(len(tokens) + 1, dim)).astype(np.float32), tokens=tokens,
+                     duration=0.5 + seed / 10)
+
+
+def _write_plm(path, ids, split="train", metadata=None, **options):
+    records = {}
+    with TeacherStoreWriter(str(path), split, metadata or _plm_metadata(), **options) as writer:
+        for number, utt in enumerate(ids):
+            records[utt] = _plm_record(number)
+            writer.add(utt, records[utt])
+    return records
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 0.0), ("float16", 2e-3)])
+def test_plm_round_trip(tmp_path, dtype, tolerance):
+    records = _write_plm(tmp_path, [f"u{i}" for i in range(5)], metadata=_plm_metadata(dtype=dtype), part_size=2)
+    store = TeacherStore(str(tmp_path))
+    assert store.kind == "plm" and store.metadata.feature_dim == 6 and store.metadata.labels == PLM_LABELS
+    assert len(store) == 5 and len(os.listdir(tmp_path / "train")) == 3
+    for utt, expected in records.items():
+        got = store.get(utt)
+        assert isinstance(got, PLMRecord) and got.features.dtype == np.float32
+        assert got.features.shape == (len(expected.tokens) + 1, 6)
+        assert np.abs(got.features - expected.features).max() <= tolerance * np.abs(expected.features).max()
+        assert got.tokens == list(expected.tokens) and got.duration == pytest.approx(expected.duration)
+    with __import__("h5py").File(store._files[0], "r") as handle:
+        assert handle.attrs["kind"] == "plm" and handle.attrs["feature_dim"] == 6
+        group = handle["utts"]["u0"]
+        assert list(group.keys()) == ["plm"] and group["plm"].dtype == np.dtype(dtype)
+
+
+def test_plm_store_resumes(tmp_path):
+    ids = [f"u{i}" for i in range(7)]
+    with pytest.raises(KeyboardInterrupt):
+        with TeacherStoreWriter(str(tmp_path), "train", _plm_metadata(), part_size=3) as writer:
+            for number, utt in enumerate(ids):
+                if number == 4:
+                    raise KeyboardInterrupt
+                writer.add(utt, _plm_record(number))
+    writer = TeacherStoreWriter(str(tmp_path), "train", _plm_metadata(), part_size=3)
+    assert writer.done_ids() == set(ids[:3])
+    with writer:
+        for number, utt in enumerate(ids):
+            if utt not in writer.done_ids():
+                writer.add(utt, _plm_record(number))
+    store = TeacherStore(str(tmp_path))
+    assert sorted(store.ids()) == ids
+    assert np.allclose(store.get("u5").features, _plm_record(5).features, atol=1e-2)
+
+
+@pytest.mark.parametrize("changes, field", [({"feature_dim": 8}, "feature_dim"),
+                                            ({"labels": PLM_LABELS + ["dog"]}, "labels"),
+                                            ({"teachers": [{"name": "bert", "layer": 3}]}, "teachers"),
+                                            ({"dtype": "float32"}, "dtype")])
+def test_plm_store_refuses_other_metadata(tmp_path, changes, field):
+    _write_plm(tmp_path, ["u0"])
+    with pytest.raises(TeacherStoreError, match=f"other {field}"):
+        TeacherStoreWriter(str(tmp_path), "valid", _plm_metadata(**changes))
+
+
+def test_plm_and_asr_stores_do_not_mix(tmp_path):
+    _write_plm(tmp_path / "plm", ["u0"])
+    with pytest.raises(TeacherStoreError, match="other kind"):
+        TeacherStoreWriter(str(tmp_path / "plm"), "train", _metadata())
+    with TeacherStoreWriter(str(tmp_path / "plm"), "train", _plm_metadata()) as writer:
+        with pytest.raises(TeacherStoreError, match="TeacherRecord cannot go into a plm store"):
+            writer.add("u1", _record(1))
+    with TeacherStoreWriter(str(tmp_path / "asr"), "train", _metadata()) as writer:
+        with pytest.raises(TeacherStoreError, match="PLMRecord cannot go into a asr store"):
+            writer.add("u1", _plm_record(1))
+
+
+def test_plm_record_checks(tmp_path):
+    good = _plm_record(3)
+    cases = {
+        "features of shape": PLMRecord(features=good.features[:-1], tokens=good.tokens),
+        r"expected \(\d+, 6\)": PLMRecord(features=good.features[:, :4], tokens=good.tokens),
+        "outside the store's 7 labels": PLMRecord(features=np.zeros((2, 6)), tokens=[7]),
+        "inf or NaN": PLMRecord(features=np.full((1, 6), np.nan), tokens=[]),
+        "float16 range": PLMRecord(features=np.full((1, 6), 1e5), tokens=[]),
+    }
+    with TeacherStoreWriter(str(tmp_path), "train", _plm_metadata()) as writer:
+        for message, record in cases.items():
+            with pytest.raises(TeacherStoreError, match=message):
+                writer.add("bad", record)
+        writer.add("good", good)  # nothing of the refused records was left behind
+    assert TeacherStore(str(tmp_path)).ids() == ["good"]
+    # float32 stores take large features.
+    with TeacherStoreWriter(str(tmp_path / "f32"), "train", _plm_metadata(dtype="float32")) as writer:
+        writer.add("big", PLMRecord(features=np.full((1, 6), 1e5), tokens=[]))
+    assert TeacherStore(str(tmp_path / "f32")).get("big").features.max() == 1e5
+
+
+@pytest.mark.parametrize("changes, message", [({"kind": "lm"}, "kind must be"), ({"feature_dim": 0}, "feature_dim"),
+                                              ({"top_k": 4}, "top_k")])
+def test_plm_metadata_is_validated(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _plm_metadata(**changes)
+
+
+def test_parts_without_kind_read_as_asr(tmp_path):
+    import h5py
+
+    records = _write(tmp_path, ["u0", "u1"])
+    for part in (tmp_path / "train").iterdir():
+        with h5py.File(part, "a") as handle:  # as written before plm stores existed
+            del handle.attrs["kind"], handle.attrs["feature_dim"]
+    store = TeacherStore(str(tmp_path))
+    assert store.kind == "asr" and store.get("u1").tokens == list(records["u1"].tokens)
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata()) as writer:  # resuming is allowed
+        writer.add("u2", _record(2))
+    assert len(TeacherStore(str(tmp_path))) == 3
+
+
+def test_plm_info_command(tmp_path, capsys):
+    records = _write_plm(tmp_path, ["u0", "u1", "u2"])
+    _write_plm(tmp_path, ["v0"], split="valid")
+    main(["info", str(tmp_path)])
+    text = capsys.readouterr().out
+    tokens = sum(len(r.tokens) for r in records.values())
+    assert "train: 3 utterances" in text and f"{tokens} tokens" in text and "valid: 1 utterances" in text
+    assert "feature dim 6" in text and "float16" in text and "PLM features of bert" in text
+    assert "MiB per hour of audio" in text and "CTC" not in text
+    main(["info", str(tmp_path), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kind"] == "plm" and summary["splits"]["train"]["tokens"] == tokens
+    assert summary["feature_dim"] == 6 and summary["megabytes_per_hour"] > 0
+    hours = sum(r.duration for r in records.values()) / 3600
+    assert summary["splits"]["train"]["hours"] == pytest.approx(hours, abs=1e-3)

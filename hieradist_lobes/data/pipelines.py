@@ -17,7 +17,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import speechbrain as sb
@@ -30,12 +30,18 @@ from hieradist_lobes.tokens import LabelTokenizer
 SORTINGS = ("random", "ascending", "descending")
 
 
-def label_items(label_encoder: LabelTokenizer, unit: str) -> Callable[[str], Dict[str, torch.Tensor]]:
-    """A function from a manifest label string to the token tensors."""
+def label_items(label_encoder: LabelTokenizer, unit: str,
+                split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> Callable[[str], Dict[str, torch.Tensor]]:
+    """A function from a manifest label string to the token tensors.
+
+    ``split_labels`` turns the manifest text into labels (default: split on
+    spaces; CIF models use a pre-trained LM's tokenizer).
+    """
     bos, eos = label_encoder.get_bos_index(), label_encoder.get_eos_index()
+    split_labels = split_labels or str.split
 
     def encode(text: str) -> Dict[str, torch.Tensor]:
-        tokens = torch.LongTensor(label_encoder.encode_sequence(text.split()))
+        tokens = torch.LongTensor(label_encoder.encode_sequence(list(split_labels(text))))
         return {
             "tokens": tokens,
             "tokens_bos": torch.cat([torch.LongTensor([bos]), tokens]),
@@ -83,6 +89,29 @@ class TeacherItems:
         }
 
 
+class PLMFeatureItems:
+    """Reads the PLM token features of one utterance from a store, by ID.
+
+    Gives ``plm_features``: (tokens + 1) × feature size, the last row for
+    ``<eos>`` (the PLM's ``[SEP]``).  As for :class:`TeacherItems`, the
+    stored tokens must equal the student's, or the error names the utterance.
+    """
+
+    def __init__(self, store: TeacherStore) -> None:
+        self.store = store
+
+    def __call__(self, utt_id: str, tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
+        record = self.store.get(utt_id)
+        if list(record.tokens) != tokens.tolist():
+            raise TeacherStoreError(
+                f"utterance {utt_id}: the PLM feature store's tokens {list(record.tokens)} differ from the "
+                f"student's {tokens.tolist()} (other manifest, PLM tokenizer or label vocabulary?)"
+            )
+        return {"plm_features": torch.from_numpy(record.features.astype(np.float32))}
+
+
+PLM_KEYS = ("plm_features",)
+
 TEACHER_KEYS = ("teacher_ctc", "teacher_ctc_lengths", "teacher_att", "teacher_ctc_error_rate",
                 "teacher_att_error_rate")
 
@@ -95,6 +124,9 @@ def asr_dataset(
     teacher_store: Optional[TeacherStore] = None,
     skip_missing_teacher_outputs: bool = False,
     max_duration: Optional[float] = None,
+    split_labels: Optional[Callable[[str], Sequence[str]]] = None,
+    teacher_items: Optional[Callable] = None,
+    teacher_keys: Sequence[str] = TEACHER_KEYS,
 ) -> DynamicItemDataset:
     """A dataset over one manifest.
 
@@ -115,11 +147,16 @@ def asr_dataset(
         Drop utterances absent from the store instead of stopping.
     max_duration : float, optional
         Drop utterances longer than this (seconds).
+    split_labels : callable, optional
+        Manifest text to labels (default: split on spaces).
+    teacher_items, teacher_keys : optional
+        How to read the store (default :class:`TeacherItems`, giving
+        :data:`TEACHER_KEYS`); PLM feature stores give other keys.
     """
     if sorting not in SORTINGS:
         raise ValueError(f"sorting must be one of {', '.join(SORTINGS)}, got {sorting!r}")
     dataset = DynamicItemDataset.from_csv(csv_path=manifest)
-    encode = label_items(label_encoder, unit)
+    encode = label_items(label_encoder, unit, split_labels)
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
@@ -146,17 +183,18 @@ def asr_dataset(
                 f"e.g. {', '.join(missing[:3])}; run save_teachers.py on this manifest, or set "
                 "skip_missing_teacher_outputs: True"
             )
-        reader = TeacherItems(teacher_store)
+        reader = teacher_items or TeacherItems(teacher_store)
+        teacher_keys = list(teacher_keys)
 
         @sb.utils.data_pipeline.takes("id", "tokens")
-        @sb.utils.data_pipeline.provides(*TEACHER_KEYS)
+        @sb.utils.data_pipeline.provides(*teacher_keys)
         def teacher_pipeline(utt_id, tokens):
             out = reader(utt_id, tokens)
-            for key in TEACHER_KEYS:
+            for key in teacher_keys:
                 yield out[key]
 
         dataset.add_dynamic_item(teacher_pipeline)
-        keys += list(TEACHER_KEYS)
+        keys += teacher_keys
 
     dataset.set_output_keys(keys)
     key_test = {}

@@ -1,0 +1,192 @@
+"""The CIF model's autoregressive decoder and the beam search over CIF fires.
+
+CIF gives one acoustic embedding ``c_i`` per output token.  The decoder
+(CIF-HieraDist's) is a stack of causal pre-LN Transformer layers *without*
+cross-attention: step ``i`` reads ``Linear([embed(y_{i−1}); c_{i−1}])`` and
+predicts token ``i`` from ``Linear([state_i; c_i])``.  The number of decoding
+steps is the number of fires, so decoding needs no end-of-sentence guess; the
+model is trained to emit ``<eos>`` at the last fire.
+
+Example
+-------
+>>> decoder = CIFDecoder(vocab_size=7, cif_size=8, d_model=16, num_layers=1, nhead=2, d_ffn=32)
+>>> fired = torch.randn(2, 4, 8)
+>>> logits, states = decoder(torch.tensor([[1, 3, 4, 5], [1, 6, 0, 0]]), fired, torch.tensor([4, 2]))
+>>> logits.shape, states.shape
+(torch.Size([2, 4, 7]), torch.Size([2, 4, 16]))
+>>> hyps = cif_beam_search(decoder, fired, torch.tensor([4, 2]), bos_index=1, eos_index=2, beam_size=3,
+...                        blocked=[0, 1])
+>>> len(hyps), all(len(h) <= 4 for h in hyps)
+(2, True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+
+def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
+    """Sinusoidal position encodings, ``length × dim``."""
+    positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    rates = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(positions * rates)
+    table[:, 1::2] = torch.cos(positions * rates[: dim // 2])
+    return table
+
+
+class CIFDecoder(torch.nn.Module):
+    """Causal Transformer decoder fed by CIF outputs (no cross-attention).
+
+    Arguments
+    ---------
+    vocab_size : int
+        Output classes (the same vocabulary as the CTC head).
+    cif_size : int
+        Size of the CIF outputs ``c_i``.
+    d_model : int
+        Transformer width.
+    num_layers : int
+        Causal self-attention layers (pre-LN).
+    nhead : int
+        Attention heads.
+    d_ffn : int
+        Feed-forward width.
+    embedding_size : int, optional
+        Token embedding size (default ``d_model``).
+    dropout : float
+        Dropout in the layers.
+    """
+
+    def __init__(self, vocab_size: int, cif_size: int, d_model: int, num_layers: int, nhead: int, d_ffn: int,
+                 embedding_size: Optional[int] = None, dropout: float = 0.1) -> None:
+        super().__init__()
+        embedding_size = embedding_size or d_model
+        self.embedding = torch.nn.Embedding(vocab_size, embedding_size)
+        self.input_proj = torch.nn.Linear(embedding_size + cif_size, d_model)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(d_model, nhead, d_ffn, dropout, batch_first=True, norm_first=True)
+            for _ in range(num_layers)
+        )
+        self.norm = torch.nn.LayerNorm(d_model)
+        self.output_proj = torch.nn.Linear(d_model + cif_size, vocab_size)
+        self.d_model = d_model
+
+    def forward(self, prev_tokens: torch.Tensor, fired: torch.Tensor,
+                lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced decoding.
+
+        Arguments
+        ---------
+        prev_tokens : torch.Tensor
+            ``B × L``: ``<bos>, y_1, ..., y_{L−1}``.
+        fired : torch.Tensor
+            ``B × L' × cif_size`` CIF outputs, ``L' ≥ L`` (extra steps are ignored).
+        lengths : torch.Tensor, optional
+            Valid steps per sequence (absolute); padding is masked.
+
+        Returns
+        -------
+        logits : torch.Tensor
+            ``B × L × vocab``.
+        states : torch.Tensor
+            ``B × L × d_model``, the decoder states before the output projection.
+        """
+        steps = prev_tokens.shape[1]
+        if fired.shape[1] < steps:
+            raise ValueError(f"{steps} decoding steps but only {fired.shape[1]} CIF outputs")
+        fired = fired[:, :steps]
+        previous_fired = torch.nn.functional.pad(fired, (0, 0, 1, 0))[:, :steps]  # c_{i−1}, c_0 = 0
+        x = self.input_proj(torch.cat([self.embedding(prev_tokens), previous_fired], dim=-1))
+        x = x + sinusoids(steps, self.d_model, x.device).to(x.dtype)
+        causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=x.device), diagonal=1)
+        pad = None
+        if lengths is not None:
+            pad = torch.arange(steps, device=x.device)[None, :] >= lengths[:, None]
+            pad[:, 0] = False  # a fully masked row would give NaN
+        for layer in self.layers:
+            x = layer(x, src_mask=causal, src_key_padding_mask=pad)
+        states = self.norm(x)
+        logits = self.output_proj(torch.cat([states, fired], dim=-1))
+        return logits, states
+
+
+@torch.no_grad()
+def cif_beam_search(
+    decoder: CIFDecoder,
+    fired: torch.Tensor,
+    fired_lengths: torch.Tensor,
+    bos_index: int,
+    eos_index: int,
+    beam_size: int = 10,
+    blocked: Sequence[int] = (),
+    lm: Optional[torch.nn.Module] = None,
+    lm_weight: float = 0.0,
+) -> List[List[int]]:
+    """Beam search whose steps are the CIF fires.
+
+    Step ``i`` scores every token given the prefix and fire ``i``:
+    ``log p_asr + lm_weight · log p_lm`` (shallow fusion when ``lm`` is
+    given; it maps ``B × L`` token prefixes starting with ``<bos>`` to
+    ``B × L × vocab`` log-probabilities).  A hypothesis that emits ``<eos>``
+    is finished and keeps its score; at the last fire all hypotheses end.
+
+    Arguments
+    ---------
+    decoder : CIFDecoder
+    fired, fired_lengths : torch.Tensor
+        CIF outputs (``B × N × D``) and fire counts (``B``).
+    bos_index, eos_index : int
+    beam_size : int
+        1 is greedy decoding.
+    blocked : sequence of int
+        Classes never emitted (blank, bos).
+    lm : torch.nn.Module, optional
+    lm_weight : float
+
+    Returns
+    -------
+    list of list of int
+        The best token sequence per utterance, without ``<eos>``; its
+        ``k``-th token was emitted at fire ``k``.
+    """
+    batch, steps = fired.shape[0], fired.shape[1]
+    device = fired.device
+    if steps == 0:
+        return [[] for _ in range(batch)]
+    k = beam_size
+    tokens = torch.full((batch * k, 1), bos_index, dtype=torch.long, device=device)
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+    fired_beams = fired.repeat_interleave(k, dim=0)
+    for step in range(steps):
+        logits, _ = decoder(tokens, fired_beams[:, : step + 1])
+        logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        if lm is not None and lm_weight:
+            logprobs = logprobs + lm_weight * lm(tokens)[:, -1].float()
+        vocab = logprobs.shape[-1]
+        logprobs = logprobs.view(batch, k, vocab)
+        if blocked:
+            logprobs[:, :, list(blocked)] = float("-inf")
+        # Finished hypotheses (and utterances with fewer fires) only extend
+        # with <eos> at no cost, so that they keep their score.
+        done = finished | (step >= fired_lengths.to(device))[:, None]
+        filler = torch.full((vocab,), float("-inf"), device=device)
+        filler[eos_index] = 0.0
+        logprobs = torch.where(done[:, :, None], filler, logprobs)
+        candidates = (scores[:, :, None] + logprobs).view(batch, k * vocab)
+        scores, flat = candidates.topk(k, dim=-1)
+        origin, token = flat // vocab, flat % vocab
+        rows = (origin + torch.arange(batch, device=device)[:, None] * k).view(-1)
+        tokens = torch.cat([tokens[rows], token.view(-1, 1)], dim=1)
+        finished = finished.gather(1, origin) | (token == eos_index)
+    best = scores.argmax(dim=-1)
+    results = []
+    for b in range(batch):
+        sequence = tokens[b * k + best[b], 1:].tolist()
+        results.append(sequence[: sequence.index(eos_index)] if eos_index in sequence else sequence)
+    return results

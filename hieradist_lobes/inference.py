@@ -1,0 +1,128 @@
+"""Inference with trained CIF models: :class:`CIFASR`.
+
+Every CIF model folder that training exports (``hyperparams.yaml``,
+``model.ckpt``, ``normalize.ckpt``, ``tokenizer.ckpt``) loads with::
+
+    from hieradist_lobes.inference import CIFASR
+    asr = CIFASR.from_hparams(source="results/synth/cif/model", savedir="results/synth/cif/model")
+    asr.transcribe_file("utt.wav")                  # 'the garden could travel'
+    asr.transcribe_file_with_timestamps("utt.wav")  # [('the', 0.32), ('garden', 0.56), ...]
+
+Decoding is the beam search over the CIF fires
+(:func:`~hieradist_lobes.cif_decoder.cif_beam_search`, ``beam_size`` of the
+folder's YAML; the CIF module's ``tail_threshold`` decides whether leftover
+weight at the end fires one more token).  Shallow fusion with a token LM
+trained by ``recipes/train_lm.py``::
+
+    CIFASR.from_hparams(source=folder, savedir=folder,
+                        overrides={"lm_folder": "results/synth/lm/model", "lm_weight": 0.2})
+
+Token timestamps come from the fires: token ``k`` is stamped with the start
+time of the encoder frame at which fire ``k`` happened.  A token fires when
+its weight is complete, so the stamp falls near the token's end (within one
+encoder frame, 80 ms at 8× subsampling of 10 ms features).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from speechbrain.inference.interfaces import Pretrained
+
+from hieradist_lobes.cif import fire_times
+from hieradist_lobes.cif_decoder import cif_beam_search
+
+
+class CIFASR(Pretrained):
+    """A CIF ASR model (encoder, CIF, decoder) ready to transcribe.
+
+    Loaded with :meth:`from_hparams` from a model folder; see the module
+    docstring.  ``self.mods`` holds ``compute_features``, ``normalize``,
+    ``enc``, ``cif``, ``dec``; ``self.hparams`` the tokenizer, ``beam_size``,
+    ``sample_rate``, ``lm_folder`` and ``lm_weight``.
+    """
+
+    HPARAMS_NEEDED = ["tokenizer", "beam_size", "sample_rate"]
+    MODULES_NEEDED = ["compute_features", "normalize", "enc", "cif", "dec"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tokenizer = self.hparams.tokenizer
+        self.lm = None
+        lm_folder = getattr(self.hparams, "lm_folder", None)
+        if lm_folder:
+            from hieradist_lobes.lm import load_lm
+
+            self.lm = load_lm(lm_folder, expected_labels=self.tokenizer.labels(), device=self.device)
+
+    def encode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs (``batch × frames × d_model``) of a padded batch."""
+        wavs, wav_lens = wavs.float().to(self.device), wav_lens.float().to(self.device)
+        feats = self.mods.compute_features(wavs)
+        feats = self.mods.normalize(feats, wav_lens)
+        return self.mods.enc(feats, wav_lens)
+
+    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor,
+                     beam_size: Optional[int] = None) -> Tuple[List[List[int]], List[List[float]]]:
+        """Token indices and their times (seconds) for a padded batch."""
+        with torch.no_grad():
+            encoded = self.encode_batch(wavs, wav_lens)
+            fires = self.mods.cif(encoded, wav_lens.to(self.device))
+            bos, eos = self.tokenizer.get_bos_index(), self.tokenizer.get_eos_index()
+            hyps = cif_beam_search(
+                self.mods.dec, fires.fired, fires.fired_lengths, bos, eos,
+                beam_size=int(beam_size or self.hparams.beam_size),
+                blocked=[self.tokenizer.get_blank_index(), bos],
+                lm=self.lm, lm_weight=float(getattr(self.hparams, "lm_weight", 0.0) or 0.0),
+            )
+        times = fire_times(fires.fire_frames.cpu(), fires.fired_lengths.cpu(), self.frame_shift_seconds())
+        return hyps, [[round(t, 3) for t in utterance[: len(hyp)]] for utterance, hyp in zip(times, hyps)]
+
+    def frame_shift_seconds(self) -> float:
+        """Seconds per encoder frame: the feature hop times the encoder's subsampling."""
+        hop = self.mods.compute_features.compute_STFT.hop_length  # samples
+        return hop / float(self.hparams.sample_rate) * self.mods.enc.subsampling
+
+    def transcribe_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
+        """Transcribe a padded batch: (texts, token indices), as EncoderDecoderASR."""
+        hyps, _ = self.decode_batch(wavs, wav_lens)
+        return [self.tokenizer.decode_ids(hyp) for hyp in hyps], hyps
+
+    def transcribe_file(self, path: str, **kwargs) -> str:
+        """Transcribe one audio file (resampled to the model's rate)."""
+        waveform = self.load_audio(path, **kwargs)
+        texts, _ = self.transcribe_batch(waveform.unsqueeze(0), torch.tensor([1.0]))
+        return texts[0]
+
+    def token_timestamps(self, path: str, **kwargs) -> List[Tuple[str, float]]:
+        """``(token, seconds)`` for each output token of one file."""
+        waveform = self.load_audio(path, **kwargs)
+        hyps, times = self.decode_batch(waveform.unsqueeze(0), torch.tensor([1.0]))
+        labels = [self.tokenizer.ind2lab[int(i)] for i in hyps[0]]
+        return list(zip(labels, times[0]))
+
+    def transcribe_file_with_timestamps(self, path: str, **kwargs) -> List[Tuple[str, float]]:
+        """``(word, seconds)`` per word of one file: wordpieces are merged,
+        a word takes the time of its first piece."""
+        return merge_pieces(self.token_timestamps(path, **kwargs))
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
+        return self.transcribe_batch(wavs, wav_lens)
+
+
+def merge_pieces(pieces: Sequence[Tuple[str, float]], continuation: str = "##") -> List[Tuple[str, float]]:
+    """Merge ``##`` wordpieces into words, keeping each word's first time.
+
+    Example
+    -------
+    >>> merge_pieces([("play", 0.1), ("##ing", 0.3), ("now", 0.5)])
+    [('playing', 0.1), ('now', 0.5)]
+    """
+    words: List[Tuple[str, float]] = []
+    for piece, time in pieces:
+        if piece.startswith(continuation) and words:
+            words[-1] = (words[-1][0] + piece[len(continuation):], words[-1][1])
+        else:
+            words.append((piece, time))
+    return words

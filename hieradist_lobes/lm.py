@@ -1,0 +1,126 @@
+"""A token language model for shallow fusion with CIF decoding.
+
+Trained by ``recipes/train_lm.py`` on the training transcripts, in the ASR
+model's own label vocabulary (the same PLM tokens, the same indices), and
+exported as a folder that :class:`~hieradist_lobes.inference.CIFASR` loads
+(``lm_folder``, ``lm_weight``)::
+
+    lm/
+      hyperparams.yaml   the LM definition (``lm_model``), resolved
+      lm.ckpt            its parameters (best validation perplexity)
+      tokenizer.ckpt     the label vocabulary, checked against the ASR model's
+      info.json          name, validation perplexity
+
+Example
+-------
+>>> lm = TokenLM(vocab_size=6, embedding_size=8, hidden_size=16)
+>>> logprobs = lm(torch.tensor([[1, 4, 5]]))
+>>> logprobs.shape, bool(torch.allclose(logprobs.exp().sum(-1), torch.ones(1, 3)))
+(torch.Size([1, 3, 6]), True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Optional, Sequence
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from hieradist_lobes.data.pipelines import label_items
+from hieradist_lobes.tokens import LabelTokenizer, load_label_encoder
+
+
+class TokenLM(torch.nn.Module):
+    """An LSTM language model over label indices.
+
+    Arguments
+    ---------
+    vocab_size : int
+    embedding_size : int
+    hidden_size : int
+    num_layers : int
+    dropout : float
+    """
+
+    def __init__(self, vocab_size: int, embedding_size: int = 128, hidden_size: int = 256, num_layers: int = 1,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(vocab_size, embedding_size)
+        self.rnn = torch.nn.LSTM(embedding_size, hidden_size, num_layers, batch_first=True,
+                                 dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = torch.nn.Dropout(dropout)
+        self.output = torch.nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the next token, ``B × L × vocab``, for prefixes ``B × L``."""
+        hidden, _ = self.rnn(self.dropout(self.embedding(tokens)))
+        return torch.log_softmax(self.output(self.dropout(hidden)), dim=-1)
+
+
+def text_dataset(manifest: str, tokenizer: LabelTokenizer, unit: str,
+                 split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> DynamicItemDataset:
+    """The transcripts of a manifest as ``tokens_bos`` / ``tokens_eos`` (no audio is read)."""
+    dataset = DynamicItemDataset.from_csv(csv_path=manifest)
+    encode = label_items(tokenizer, unit, split_labels)
+
+    @sb.utils.data_pipeline.takes(unit)
+    @sb.utils.data_pipeline.provides("tokens_bos", "tokens_eos")
+    def label_pipeline(text):
+        out = encode(text)
+        yield out["tokens_bos"]
+        yield out["tokens_eos"]
+
+    dataset.add_dynamic_item(label_pipeline)
+    dataset.set_output_keys(["id", "tokens_bos", "tokens_eos"])
+    return dataset
+
+
+def load_lm(folder: str, expected_labels: Optional[Sequence[str]] = None, device: str = "cpu") -> TokenLM:
+    """Load an LM folder written by ``recipes/train_lm.py``, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        If its vocabulary differs from ``expected_labels`` (the ASR model's).
+    """
+    paths = {name: os.path.join(folder, name) for name in ("hyperparams.yaml", "lm.ckpt", "tokenizer.ckpt")}
+    missing = [name for name, path in paths.items() if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not an LM folder: no {', '.join(missing)}")
+    with open(paths["hyperparams.yaml"], encoding="utf-8") as handle:
+        lm = load_hyperpyyaml(handle)["lm_model"]
+    lm.load_state_dict(torch.load(paths["lm.ckpt"], map_location="cpu"))
+    if expected_labels is not None:
+        labels = load_label_encoder(paths["tokenizer.ckpt"], "wordpiece").labels()
+        if list(labels) != list(expected_labels):
+            first = next((i for i, (a, b) in enumerate(zip(labels, expected_labels)) if a != b),
+                         min(len(labels), len(expected_labels)))
+            raise ValueError(f"the LM in {folder} has another vocabulary than the ASR model "
+                             f"({len(labels)} vs {len(expected_labels)} labels, first difference at index {first})")
+    return lm.to(device).eval()
+
+
+def export_lm_folder(lm_yaml: str, checkpoint: str, tokenizer: LabelTokenizer, folder: str,
+                     info: dict) -> str:
+    """Write an LM folder: ``lm_yaml`` (resolved text defining ``lm_model``), the checkpoint, the vocabulary."""
+    import shutil
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    os.chmod(staging, 0o755)
+    with open(os.path.join(staging, "hyperparams.yaml"), "w", encoding="utf-8") as handle:
+        handle.write("lm_model:\n" + "".join(f"    {line}\n" for line in lm_yaml.splitlines()))
+    shutil.copyfile(checkpoint, os.path.join(staging, "lm.ckpt"))
+    tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
+    with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+    return folder

@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from hieradist_lobes.cif_decoder import CIFDecoder, cif_beam_search
+
+BOS, EOS, BLANK = 1, 2, 0
+
+
+@pytest.fixture()
+def decoder():
+    torch.manual_seed(0)
+    return CIFDecoder(vocab_size=9, cif_size=6, d_model=16, num_layers=2, nhead=2, d_ffn=32, dropout=0.0).eval()
+
+
+def test_step_i_reads_previous_token_and_previous_fire_and_predicts_with_fire_i(decoder):
+    tokens = torch.tensor([[BOS, 4, 5, 6]])
+    fired = torch.randn(1, 4, 6)
+    logits, states = decoder(tokens, fired)
+    # Changing fire 2 changes step 2 (output uses c_2) and later steps (input uses c_2 at step 3), not 0 and 1.
+    changed = fired.clone()
+    changed[0, 2] += 1.0
+    logits2, states2 = decoder(tokens, changed)
+    assert torch.allclose(logits[0, :2], logits2[0, :2], atol=1e-6)
+    assert not torch.allclose(logits[0, 2], logits2[0, 2])
+    assert torch.allclose(states[0, :3], states2[0, :3], atol=1e-6)  # the state at step 2 has not seen c_2
+    assert not torch.allclose(states[0, 3], states2[0, 3])
+    # Causal: changing token 3 (the input of step 3) leaves steps 0-2 alone.
+    logits3, _ = decoder(torch.tensor([[BOS, 4, 5, 7]]), fired)
+    assert torch.allclose(logits[0, :3], logits3[0, :3], atol=1e-6)
+
+
+def test_padding_does_not_change_valid_steps(decoder):
+    fired = torch.randn(2, 5, 6)
+    tokens = torch.tensor([[BOS, 3, 4, 5, 6], [BOS, 7, 8, 0, 0]])
+    logits, _ = decoder(tokens, fired, torch.tensor([5, 3]))
+    alone, _ = decoder(tokens[1:, :3], fired[1:, :3])
+    assert torch.allclose(logits[1, :3], alone[0], atol=1e-5)
+    with pytest.raises(ValueError, match="CIF outputs"):
+        decoder(tokens, fired[:, :2])
+
+
+def greedy_reference(decoder, fired, length):
+    tokens = [BOS]
+    for step in range(length):
+        logits, _ = decoder(torch.tensor([tokens]), fired[None, : step + 1])
+        scores = logits[0, -1].clone()
+        scores[[BLANK, BOS]] = float("-inf")
+        token = int(scores.argmax())
+        if token == EOS:
+            break
+        tokens.append(token)
+    return tokens[1:]
+
+
+def test_beam_of_one_is_greedy_decoding(decoder):
+    torch.manual_seed(1)
+    fired = torch.randn(3, 6, 6) * 3
+    lengths = torch.tensor([6, 4, 0])
+    hyps = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=1, blocked=[BLANK, BOS])
+    assert hyps == [greedy_reference(decoder, fired[b], int(lengths[b])) for b in range(3)]
+    assert hyps[2] == []
+
+
+def sequence_score(decoder, fired, tokens, length):
+    prefix, total = [BOS], 0.0
+    for step, token in enumerate(tokens + [EOS]):
+        if step >= length:
+            break
+        logits, _ = decoder(torch.tensor([prefix]), fired[None, : step + 1])
+        logprobs = torch.log_softmax(logits[0, -1], dim=-1)
+        total += float(logprobs[token])
+        prefix.append(token)
+    return total
+
+
+def test_wider_beams_never_score_worse(decoder):
+    torch.manual_seed(2)
+    fired = torch.randn(2, 5, 6)
+    lengths = torch.tensor([5, 3])
+    narrow = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=1, blocked=[BLANK, BOS])
+    wide = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=6, blocked=[BLANK, BOS])
+    for b in range(2):
+        assert len(wide[b]) <= int(lengths[b])
+        assert BLANK not in wide[b] and BOS not in wide[b] and EOS not in wide[b]
+        assert sequence_score(decoder, fired[b], wide[b], int(lengths[b])) >= \
+            sequence_score(decoder, fired[b], narrow[b], int(lengths[b])) - 1e-5
+
+
+class FavouriteTokenLM(torch.nn.Module):
+    """An LM that is sure the next token is 5."""
+
+    def forward(self, tokens):
+        logprobs = torch.full((*tokens.shape, 9), -30.0)
+        logprobs[..., 5] = 0.0
+        return logprobs
+
+
+def test_shallow_fusion_adds_the_weighted_lm_score(decoder):
+    fired = torch.randn(1, 4, 6)
+    plain = cif_beam_search(decoder, fired, torch.tensor([4]), BOS, EOS, beam_size=3, blocked=[BLANK, BOS])
+    fused = cif_beam_search(decoder, fired, torch.tensor([4]), BOS, EOS, beam_size=3, blocked=[BLANK, BOS],
+                            lm=FavouriteTokenLM(), lm_weight=1.0)
+    assert fused == [[5, 5, 5, 5]]
+    assert plain != fused

@@ -1,0 +1,147 @@
+"""End to end on the tiny corpus: the CIF baseline, PLM features, ACD/LRD/HieraDist, the LM, CIFASR."""
+
+import os
+
+import pytest
+import torch
+
+from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.experiment import save_teachers, train_asr_model, train_lm
+from hieradist_lobes.plm import PLMFeatureExtractor, tiny_plm_folder
+from hieradist_lobes.teacher_store import TeacherStore
+
+SMALL_MODEL = ["--d_model=32", "--encoder_layers=2", "--pool_after=[1, 2]", "--encoder_heads=2", "--encoder_ffn=64",
+               "--frontend_channels=4", "--cif_conv_channels=32", "--decoder_layers=1", "--decoder_heads=2",
+               "--decoder_ffn=64", "--beam_size=2", "--n_mels=40", "--batch_size=4", "--lm_hidden_size=32",
+               "--lm_embedding_size=16"]
+FAST = ["--debug", "--debug_batches=2", "--debug_epochs=1", "--number_of_epochs=1", "--lm_epochs=1"]
+
+
+def words_of(corpus, splits=("train", "valid", "test")):
+    return sorted({word.lower() for split in splits
+                   for row in read_manifest(os.path.join(corpus, f"{split}.csv")) for word in row["wrd"].split()})
+
+
+@pytest.fixture(scope="module")
+def run(tiny_corpus, tmp_path_factory):
+    results = tmp_path_factory.mktemp("cif_results")
+    # A tiny random BERT whose WordPiece vocabulary has every word of the corpus.
+    plm = tiny_plm_folder(str(tmp_path_factory.mktemp("plm")), words_of(tiny_corpus), hidden_size=32)
+    labels = len(words_of(tiny_corpus, ("train",))) + 4  # + blank, bos, eos, unk
+    data = [f"--data_folder={tiny_corpus}", "--corpus_size=tiny", f"--output_root={results}", "--num_workers=0",
+            f"--plm_path={plm}", f"--output_neurons={labels}", "--plm_size=32"]
+    baseline = train_asr_model(["hparams/synth/cif.yaml", *data, *SMALL_MODEL, *FAST])
+    store = save_teachers(["hparams/synth/cif_plm_features.yaml", *data, *SMALL_MODEL])
+    return {"data": data, "baseline": baseline, "store": store, "plm": plm, "corpus": str(tiny_corpus),
+            "results": results}
+
+
+def load(model_dir, **overrides):
+    from hieradist_lobes.inference import CIFASR
+
+    return CIFASR.from_hparams(source=model_dir, savedir=model_dir, overrides=overrides or None)
+
+
+def test_baseline_folder_loads_with_cifasr_and_transcribes(run):
+    folder = run["baseline"]["model_dir"]
+    assert sorted(os.listdir(folder)) == ["hyperparams.yaml", "info.json", "model.ckpt", "normalize.ckpt",
+                                          "tokenizer.ckpt"]
+    row = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]
+    asr = load(folder)
+    text = asr.transcribe_file(row["wav"])
+    assert isinstance(text, str)
+    assert set(text.split()) <= set(asr.tokenizer.labels())
+    stamps = asr.token_timestamps(row["wav"])
+    times = [time for _, time in stamps]
+    assert times == sorted(times) and all(0 <= t <= float(row["duration"]) for t in times)
+    assert " ".join(label for label, _ in stamps) == text
+    texts, hyps = asr.transcribe_batch(*_batch([row["wav"]]))
+    assert texts == [text] and len(hyps[0]) == len(stamps)
+
+
+def _batch(paths):
+    from speechbrain.dataio.dataio import read_audio
+
+    signals = [read_audio(path) for path in paths]
+    longest = max(len(s) for s in signals)
+    wavs = torch.stack([torch.nn.functional.pad(s, (0, longest - len(s))) for s in signals])
+    return wavs, torch.tensor([len(s) / longest for s in signals])
+
+
+def test_plm_store_holds_each_training_transcript_feature_by_id(run):
+    store = TeacherStore(run["store"])
+    assert store.metadata.kind == "plm"
+    rows = read_manifest(os.path.join(run["corpus"], "train.csv"))
+    assert set(store.ids("train")) == {row["ID"] for row in rows}
+    extractor = PLMFeatureExtractor(run["plm"])
+    record = store.get(rows[0]["ID"])
+    expected = extractor.features([rows[0]["wrd"]])[0]
+    assert record.features.shape == (len(rows[0]["wrd"].split()) + 1, 32) == expected.shape
+    assert abs(record.features.astype("float32") - expected).max() < 2e-2  # float16 storage
+
+
+@pytest.mark.parametrize("variant", ["acd", "lrd", "hieradist"])
+def test_distilled_variants_train_and_load(run, variant):
+    result = train_asr_model(["hparams/synth/cif_kd.yaml", f"--variant={variant}", f"--teacher_store={run['store']}",
+                              *run["data"], *SMALL_MODEL, *FAST], distillation=True)
+    assert result["model_dir"].endswith(f"cif_{variant}/model")
+    wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[1]["wav"]
+    assert isinstance(load(result["model_dir"]).transcribe_file(wav), str)
+
+
+@pytest.mark.parametrize("variant,modules", [("acd", {"acd_proj"}), ("lrd", {"lrd_proj"}),
+                                             ("hieradist", {"acd_proj", "lrd_proj"})])
+def test_every_trained_parameter_gets_a_gradient(run, variant, modules):
+    """What DDP needs (no unused parameters): one training step of each variant."""
+    import speechbrain as sb
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from hieradist_lobes.brains import HieraDistBrain
+    from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_dataset
+    from hieradist_lobes.experiment import label_splitter, make_tokenizer
+    from hieradist_lobes.hparams import load_hparams
+
+    overrides = {arg[2:].split("=")[0]: arg.split("=", 1)[1] for arg in run["data"] + SMALL_MODEL}
+    overrides.update(variant=variant, teacher_store=run["store"])
+    hparams = load_hparams("hparams/synth/cif_kd.yaml", "\n".join(f"{k}: {v}" for k, v in overrides.items())).hparams
+    manifest = os.path.join(run["corpus"], "train.csv")
+    tokenizer = make_tokenizer(hparams, {"train": manifest})
+    hparams["tokenizer"] = tokenizer
+    store = TeacherStore(run["store"])
+    dataset = asr_dataset(manifest, tokenizer, "wrd", split_labels=label_splitter(hparams), teacher_store=store,
+                          teacher_items=PLMFeatureItems(store), teacher_keys=PLM_KEYS)
+    batch = PaddedBatch([dataset[i] for i in range(4)])
+    brain = HieraDistBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                           run_opts={"device": "cpu"})
+    assert {"acd_proj", "lrd_proj"} & set(brain.modules.keys()) == modules
+    outputs = brain.compute_forward(batch, sb.Stage.TRAIN)
+    brain.on_stage_start(sb.Stage.TRAIN)
+    brain.compute_objectives(outputs, batch, sb.Stage.TRAIN).backward()
+    missing = [name for name, p in brain.modules.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert set(brain.loss_parts) >= {"ce", "quantity", "ctc"} | {m.split("_")[0] for m in modules}
+
+
+def test_lm_trains_in_the_asr_vocabulary_and_fuses(run):
+    result = train_lm(["hparams/synth/cif.yaml", *run["data"], *SMALL_MODEL, *FAST])
+    assert result["lm_dir"].endswith(os.path.join("lm", "model"))
+    assert result["valid_perplexity"] > 1
+    wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"]
+    asr = load(run["baseline"]["model_dir"], lm_folder=result["lm_dir"], lm_weight=0.5)
+    assert asr.lm is not None and isinstance(asr.transcribe_file(wav), str)
+
+
+def test_distillation_without_a_store_is_refused(run):
+    from hieradist_lobes.hparams import HparamsError
+
+    with pytest.raises(HparamsError, match="teacher_store"):
+        train_asr_model(["hparams/synth/cif.yaml", *run["data"], *SMALL_MODEL, *FAST], distillation=True)
+
+
+def test_torchrun_distillation_without_unused_parameters(run, torchrun):
+    """DDP (find_unused_parameters off) fails if a parameter gets no gradient: ACD alone has no LRD projection."""
+    completed = torchrun("recipes/train_kd.py", ["hparams/synth/cif_kd.yaml", "--variant=acd",
+                                                 f"--teacher_store={run['store']}", "--experiment_name=cif_ddp",
+                                                 "--train_sorting=random", *run["data"], *SMALL_MODEL, *FAST])
+    assert "model folder" in completed.stdout
+    assert os.path.isfile(os.path.join(run["results"], "cif_ddp", "model", "model.ckpt"))

@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from hieradist_lobes.conformer import PooledConformerEncoder, padding_mask
+
+
+def make(pool_after=(1, 2)):
+    torch.manual_seed(0)
+    return PooledConformerEncoder(input_size=12, d_model=16, num_layers=3, nhead=2, d_ffn=32, kernel_size=3,
+                                  pool_after=pool_after, frontend_channels=4, dropout=0.0).eval()
+
+
+def test_subsampling_is_two_per_pool_times_two():
+    assert make((1, 2)).subsampling == 8
+    assert make((2,)).subsampling == 4
+    out = make((1, 2))(torch.randn(3, 77, 12))
+    assert out.shape == (3, 10, 16)  # ceil(ceil(ceil(77/2)/2)/2)
+
+
+def test_padded_frames_do_not_win_the_max_pool():
+    encoder = make((2, 3))  # the last layer pools: its padded output frames are all padding
+    feats = torch.randn(2, 64, 12)
+    out = encoder(feats, torch.tensor([1.0, 0.5]))
+    assert out.shape == (2, 8, 16) and torch.isfinite(out).all()
+    # Pooled frames made only of padding are 0 before the final LayerNorm: all equal.
+    assert torch.allclose(out[1, 4:], out[1, 4:5].expand(4, -1), atol=1e-6)
+    assert not torch.allclose(out[1, 3], out[1, 4])
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="outside 1..3"):
+        make((1, 4))
+    with pytest.raises(ValueError, match="batch × frames × features"):
+        make()(torch.randn(2, 12))
+    assert padding_mask(torch.tensor([0.25]), 8).tolist() == [[False, False, True, True, True, True, True, True]]
