@@ -210,8 +210,9 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
     import matplotlib.pyplot as plt
 
     systems = summary["systems"]
-    figure, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(14, 5))
     names = list(systems)
+
     def colour(system):
         if system["kind"] == "teacher":
             return "tab:blue"
@@ -226,12 +227,14 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
         bars.text(index, rate, f"{rate:.1f}", ha="center", va="bottom", fontsize=8)
     bars.set_ylabel("test error rate (%): PER, CIF: token ER")
     bars.set_title("Test speakers (unseen voices)")
-    bars.tick_params(axis="x", rotation=35)
-    for name in names:
+    bars.set_xticks(range(len(names)), names, rotation=40, ha="right")
+    line_colours = plt.get_cmap("tab20").colors
+    for index, name in enumerate(names):
         history = read_history(systems[name]["model_dir"])
         if history:
             curves.plot([h["epoch"] for h in history], [h["valid_error_rate"] for h in history], marker="o",
-                        label=name, linestyle="--" if systems[name]["kind"] == "teacher" else "-")
+                        markersize=3, label=name, color=line_colours[index % len(line_colours)],
+                        linestyle="--" if systems[name]["kind"] == "teacher" else "-")
     from matplotlib.ticker import MaxNLocator
 
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -239,7 +242,7 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
     curves.set_ylabel("valid error rate (%, greedy decoding)")
     curves.set_title("Training curves")
     curves.set_ylim(bottom=0)
-    curves.legend(fontsize=8)
+    curves.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -1,7 +1,10 @@
 """What the recipes share: parse, load YAML, prepare data, train, export.
 
 ``recipes/train_teacher.py`` and ``recipes/train_kd.py`` are thin wrappers
-around :func:`train_asr_model`; the YAML chooses the Brain class.
+around :func:`train_asr_model` (the YAML chooses the Brain class: joint
+CTC/attention or CIF, with or without distillation), ``recipes/save_teachers.py``
+around :func:`save_teachers` (CTC/attention teachers' outputs, or a PLM's token
+features) and ``recipes/train_lm.py`` around :func:`train_lm`.
 
 Example
 -------

@@ -21,12 +21,13 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Dict
+from typing import Dict, Iterator
 
 import torch
 
@@ -139,11 +140,42 @@ def export_model_folder(
     for name in MODEL_FILES:
         if not os.path.isfile(os.path.join(checkpoint_dir, name)):
             raise FileNotFoundError(f"checkpoint {checkpoint_dir} has no {name}")
+    model_yaml = resolved_subtree(loaded, model_key)
+    with staged_folder(folder) as staging:
+        _write_model_files(staging, loaded, model_yaml, checkpoint_dir, tokenizer, info, interface)
+    return folder
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str) -> Iterator[str]:
+    """Write a folder under a temporary name and put it in place (replacing
+    ``folder``) only when complete, so that a crash never leaves half a model.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "model")
+    >>> with staged_folder(target) as staging:
+    ...     _ = open(os.path.join(staging, "a.txt"), "w").write("x")
+    >>> os.listdir(target)
+    ['a.txt']
+    """
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     os.chmod(staging, 0o755)
-    model_yaml = resolved_subtree(loaded, model_key)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+
+
+def _write_model_files(staging: str, loaded: LoadedHparams, model_yaml: str, checkpoint_dir: str,
+                       tokenizer: LabelTokenizer, info: Dict[str, object], interface: str) -> None:
     with open(os.path.join(staging, "hyperparams.yaml"), "w", encoding="utf-8") as handle:
         handle.write(f"# Model exported from {loaded.files[0]} (base {loaded.base_file}).\n")
         handle.write(model_yaml)
@@ -162,10 +194,6 @@ def export_model_folder(
     })
     with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
         json.dump(details, handle, indent=2)
-    if os.path.isdir(folder):
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
-    return folder
 
 
 def read_info(folder: str) -> Dict[str, object]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Callable, Optional, Sequence
 
 import speechbrain as sb
@@ -31,6 +32,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from hieradist_lobes.data.pipelines import label_items
+from hieradist_lobes.export import staged_folder
 from hieradist_lobes.tokens import LabelTokenizer, load_label_encoder
 
 
@@ -107,20 +109,11 @@ def load_lm(folder: str, expected_labels: Optional[Sequence[str]] = None, device
 def export_lm_folder(lm_yaml: str, checkpoint: str, tokenizer: LabelTokenizer, folder: str,
                      info: dict) -> str:
     """Write an LM folder: ``lm_yaml`` (resolved text defining ``lm_model``), the checkpoint, the vocabulary."""
-    import shutil
-    import tempfile
-
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    os.chmod(staging, 0o755)
-    with open(os.path.join(staging, "hyperparams.yaml"), "w", encoding="utf-8") as handle:
-        handle.write("lm_model:\n" + "".join(f"    {line}\n" for line in lm_yaml.splitlines()))
-    shutil.copyfile(checkpoint, os.path.join(staging, "lm.ckpt"))
-    tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
-    with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2)
-    if os.path.isdir(folder):
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    with staged_folder(folder) as staging:
+        with open(os.path.join(staging, "hyperparams.yaml"), "w", encoding="utf-8") as handle:
+            handle.write("lm_model:\n" + "".join(f"    {line}\n" for line in lm_yaml.splitlines()))
+        shutil.copyfile(checkpoint, os.path.join(staging, "lm.ckpt"))
+        tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
+        with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2)
     return folder

@@ -45,6 +45,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hieradist_lobes.export import file_sha256
 from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter
 
 logger = logging.getLogger(__name__)
@@ -117,14 +118,6 @@ def _weight_files(path: str) -> List[str]:
     return []
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_sha256(path: str) -> Tuple[str, str]:
     """The weights file of a model folder and its SHA-256.
 
@@ -143,8 +136,8 @@ def weights_sha256(path: str) -> Tuple[str, str]:
     if not files:
         raise FileNotFoundError(f"PLM folder {path} has no weights ({', '.join(_WEIGHT_PATTERNS)})")
     if len(files) == 1:
-        return os.path.basename(files[0]), _file_sha256(files[0])
-    lines = "".join(f"{os.path.basename(f)} {_file_sha256(f)}\n" for f in files)
+        return os.path.basename(files[0]), file_sha256(files[0])
+    lines = "".join(f"{os.path.basename(f)} {file_sha256(f)}\n" for f in files)
     return os.path.basename(files[0]), hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -593,7 +586,7 @@ def _cached_sha256(path: str) -> str:
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime)
     if key not in _SHA256_CACHE:
-        _SHA256_CACHE[key] = _file_sha256(path)
+        _SHA256_CACHE[key] = file_sha256(path)
     return _SHA256_CACHE[key]
 
 

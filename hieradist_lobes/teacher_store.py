@@ -471,7 +471,8 @@ class TeacherStore:
                 self._split_of_file.append(str(handle.attrs["split"]))
                 for utt_id in handle["utts"].keys():
                     if utt_id in self._index:
-                        raise TeacherStoreError(f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
+                        raise TeacherStoreError(
+                            f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
                     self._index[utt_id] = number
         self._handles: Dict[int, object] = {}
         self._pid = None

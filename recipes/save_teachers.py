@@ -4,6 +4,7 @@
     python recipes/save_teachers.py hparams/synth/save_teachers.yaml
     python recipes/save_teachers.py hparams/timit/save_teachers.yaml --data_folder=/corpora/TIMIT --device=cuda
     torchrun --nproc_per_node=2 recipes/save_teachers.py hparams/synth/save_teachers.yaml
+    python recipes/save_teachers.py hparams/synth/cif_plm_features.yaml   (a PLM's token features, for CIF)
 
 Teachers are rebuilt from their model folders (teacher_dirs or
 teacher_list_file).  Killing it and starting again continues where it

@@ -3,6 +3,11 @@
 
     python recipes/train_kd.py hparams/synth/train_kd.yaml --strategy=weighted
     torchrun --nproc_per_node=2 recipes/train_kd.py hparams/synth/train_kd.yaml --strategy=best
+    python recipes/train_kd.py hparams/synth/cif_kd.yaml --variant=hieradist     (or acd, lrd)
+
+CIF models (cif_kd.yaml) are distilled from the stored token features of a
+pre-trained LM: acoustic contrastive (ACD), linguistic regression (LRD) or
+both (HieraDist); weights in the dataset's cif.yaml.
 
 The YAML (an overlay of the dataset's asr.yaml) names the teacher store, the
 strategy (average, best, weighted), the CTC distillation (pseudo_label or kl),

@@ -2,7 +2,8 @@
 """Train a token language model for shallow fusion with a CIF model.
 
     python recipes/train_lm.py hparams/synth/cif.yaml
-    python recipes/train_lm.py hparams/aishell1/cif.yaml --data_folder=/corpora/aishell --plm_path=/models/bert-base-chinese
+    python recipes/train_lm.py hparams/aishell1/cif.yaml --data_folder=/corpora/aishell \
+        --plm_path=/models/bert-base-chinese
 
 It reads the dataset's CIF YAML (its lm_* settings), so the LM is trained on
 the training transcripts in the CIF model's own vocabulary, and exports

@@ -31,3 +31,18 @@ def test_bad_arguments():
         build_label_encoder("char", "from_data")
     with pytest.raises(ValueError, match="unknown label_set"):
         build_label_encoder("phn", "phones61")
+
+
+def test_wordpiece_vocabulary_with_unknown_survives_save_and_load(tmp_path):
+    from hieradist_lobes.tokens import load_label_encoder
+
+    tokenizer = build_label_encoder("wordpiece", "from_data", [["the", "clean", "##s"], ["the", "dog"]], unknown=True)
+    assert tokenizer.labels() == ["<blank>", "<bos>", "<eos>", "<unk>", "##s", "clean", "dog", "the"]
+    # A piece never seen in training maps to <unk> (a test transcript must not crash the pipeline).
+    assert tokenizer.encode_sequence(["the", "cat"]) == [7, 3]
+    assert tokenizer.decode_ids([7, 5, 4, 6, 2]) == "the cleans dog"
+    tokenizer.save(str(tmp_path / "tokenizer.ckpt"))
+    loaded = load_label_encoder(str(tmp_path / "tokenizer.ckpt"), "wordpiece")
+    assert loaded.labels() == tokenizer.labels() and loaded.encode_sequence(["cat"]) == [3]
+    with pytest.raises(ValueError, match="unit must be one of"):
+        build_label_encoder("bpe", "from_data", [["a"]])

@@ -31,7 +31,8 @@ SORTINGS = ("random", "ascending", "descending")
 
 
 def label_items(label_encoder: LabelTokenizer, unit: str,
-                split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> Callable[[str], Dict[str, torch.Tensor]]:
+                split_labels: Optional[Callable[[str], Sequence[str]]] = None,
+                ) -> Callable[[str], Dict[str, torch.Tensor]]:
     """A function from a manifest label string to the token tensors.
 
     ``split_labels`` turns the manifest text into labels (default: split on
@@ -49,6 +50,17 @@ def label_items(label_encoder: LabelTokenizer, unit: str,
         }
 
     return encode
+
+
+def read_checked(store: TeacherStore, utt_id: str, tokens: torch.Tensor, hint: str):
+    """The store's record of ``utt_id``, whose reference tokens must equal the student's."""
+    record = store.get(utt_id)
+    if list(record.tokens) != tokens.tolist():
+        raise TeacherStoreError(
+            f"utterance {utt_id}: the teacher store's reference labels {list(record.tokens)} differ from "
+            f"the student's {tokens.tolist()} ({hint})"
+        )
+    return record
 
 
 class TeacherItems:
@@ -70,12 +82,7 @@ class TeacherItems:
         self.store = store
 
     def __call__(self, utt_id: str, tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
-        record = self.store.get(utt_id)
-        if list(record.tokens) != tokens.tolist():
-            raise TeacherStoreError(
-                f"utterance {utt_id}: the teacher store's reference labels {list(record.tokens)} differ from "
-                f"the student's {tokens.tolist()} (other manifest or label vocabulary?)"
-            )
+        record = read_checked(self.store, utt_id, tokens, "other manifest or label vocabulary?")
         lengths = [m.shape[0] for m in record.ctc_logprobs]
         ctc = torch.zeros(max(lengths), len(lengths), record.ctc_logprobs[0].shape[1])
         for k, matrix in enumerate(record.ctc_logprobs):
@@ -101,12 +108,7 @@ class PLMFeatureItems:
         self.store = store
 
     def __call__(self, utt_id: str, tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
-        record = self.store.get(utt_id)
-        if list(record.tokens) != tokens.tolist():
-            raise TeacherStoreError(
-                f"utterance {utt_id}: the PLM feature store's tokens {list(record.tokens)} differ from the "
-                f"student's {tokens.tolist()} (other manifest, PLM tokenizer or label vocabulary?)"
-            )
+        record = read_checked(self.store, utt_id, tokens, "other manifest, PLM tokenizer or label vocabulary?")
         return {"plm_features": torch.from_numpy(record.features.astype(np.float32))}
 
 

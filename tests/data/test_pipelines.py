@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+import torch
+
+from hieradist_lobes.data.pipelines import PLMFeatureItems
+from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStore, TeacherStoreError, TeacherStoreWriter
+
+
+def test_plm_features_are_read_by_id_and_their_tokens_checked(tmp_path):
+    metadata = StoreMetadata(labels=["<blank>", "<bos>", "<eos>", "<unk>", "a", "b"], teachers=[{"name": "plm"}],
+                             frame_rate=0.0, kind="plm", feature_dim=4)
+    features = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with TeacherStoreWriter(str(tmp_path), "train", metadata) as writer:
+        writer.add("utt1", PLMRecord(features=features, tokens=[4, 5], duration=1.0))
+    items = PLMFeatureItems(TeacherStore(str(tmp_path)))
+    out = items("utt1", torch.tensor([4, 5]))
+    assert out["plm_features"].dtype == torch.float32 and torch.equal(out["plm_features"], torch.from_numpy(features))
+    with pytest.raises(TeacherStoreError, match="utterance utt1: .*\\[4, 5\\] differ from the student's \\[5, 4\\]"):
+        items("utt1", torch.tensor([5, 4]))
+    with pytest.raises(TeacherStoreError, match="not in the teacher store"):
+        items("utt2", torch.tensor([4]))
