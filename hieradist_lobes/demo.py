@@ -39,7 +39,7 @@ STRATEGIES = ("average", "best", "weighted")
 CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
 PARTS = ("kd", "cif")
 # ``--quick`` (what ``make demo`` runs): the whole demo within 30 minutes on 2 CPU cores.
-QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 4
+QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 3
 
 
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
