@@ -21,6 +21,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from speechbrain.utils.data_utils import batch_pad_right
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -35,18 +36,12 @@ def load(model_dir: str, beam_size: int, lm_dir: Optional[str], lm_weight: float
     return CIFASR.from_hparams(source=model_dir, savedir=model_dir, overrides=overrides)
 
 
-def padded(signals: List[torch.Tensor]):
-    longest = max(len(s) for s in signals)
-    wavs = torch.stack([torch.nn.functional.pad(s, (0, longest - len(s))) for s in signals])
-    return wavs, torch.tensor([len(s) / longest for s in signals])
-
-
 def measure(asr: CIFASR, signals: List[torch.Tensor], batch_size: int) -> Dict[str, float]:
     """Seconds for decoding all signals, and the encoder + CIF part of it."""
     encode_seconds = 0.0
     start = time.perf_counter()
     for first in range(0, len(signals), batch_size):
-        wavs, lens = padded(signals[first:first + batch_size])
+        wavs, lens = batch_pad_right(signals[first:first + batch_size])
         tick = time.perf_counter()
         with torch.no_grad():
             asr.mods.cif(asr.encode_batch(wavs, lens), lens)

@@ -56,8 +56,8 @@ class ASROutput:
 
 
 class ProjectBrain(sb.Brain):
-    """What every Brain of the project shares: CPU-safe DDP wrapping and
-    the per-epoch ``history.jsonl``."""
+    """What every Brain of the project shares: CPU-safe DDP wrapping, the
+    per-epoch ``history.jsonl``, and scoring hypotheses and test results."""
 
     def _wrap_distributed(self) -> None:
         # SpeechBrain 1.1 turns BatchNorm into SyncBatchNorm before wrapping in
@@ -76,6 +76,22 @@ class ProjectBrain(sb.Brain):
         path = os.path.join(self.hparams.output_folder, "history.jsonl")
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({k: float(v) for k, v in entry.items()}) + "\n")
+
+    def _score_hypotheses(self, batch, hyps: List[List[int]]) -> None:
+        """Add decoded hypotheses and the batch's references to ``error_metrics``."""
+        tokens, tokens_lens = batch.tokens
+        decode = self.hparams.tokenizer.decode_ndim
+        self.error_metrics.append(batch.id, [decode(hyp) for hyp in hyps],
+                                  [decode(seq) for seq in undo_padding(tokens, tokens_lens)])
+
+    def _finish_test(self, stats) -> None:
+        """Log the test statistics, keep them in ``test_stats``, write the error details."""
+        self.hparams.train_logger.log_stats(stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                                            test_stats=stats)
+        self.test_stats = stats
+        if if_main_process():
+            with open(self.hparams.error_rate_file, "w", encoding="utf-8") as handle:
+                self.error_metrics.write_stats(handle)
 
 
 class CTCAttentionBrain(ProjectBrain):
@@ -136,11 +152,7 @@ class CTCAttentionBrain(ProjectBrain):
     def track_hypotheses(self, outputs: ASROutput, batch, stage) -> None:
         if stage == sb.Stage.TRAIN or outputs.hyps is None:
             return
-        tokens, tokens_lens = batch.tokens
-        decode = self.hparams.tokenizer.decode_ndim
-        predicted = [decode(hyp) for hyp in outputs.hyps]
-        targets = [decode(seq) for seq in undo_padding(tokens, tokens_lens)]
-        self.error_metrics.append(batch.id, predicted, targets)
+        self._score_hypotheses(batch, outputs.hyps)
 
     def on_stage_start(self, stage, epoch=None) -> None:
         if stage != sb.Stage.TRAIN:
@@ -162,13 +174,7 @@ class CTCAttentionBrain(ProjectBrain):
                                   "valid_loss": stage_loss, "valid_error_rate": stats["error_rate"]})
             self.checkpointer.save_and_keep_only(meta={"error_rate": stats["error_rate"]}, min_keys=["error_rate"])
         else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
-            )
-            self.test_stats = stats
-            if if_main_process():
-                with open(self.hparams.error_rate_file, "w", encoding="utf-8") as handle:
-                    self.error_metrics.write_stats(handle)
+            self._finish_test(stats)
 
 class DistillationBrain(CTCAttentionBrain):
     """A student distilled from several teachers (multi-teacher KD).
@@ -320,10 +326,7 @@ class CIFBrain(ProjectBrain):
         return loss
 
     def track_hypotheses(self, outputs: CIFOutputs, batch) -> None:
-        tokens, tokens_lens = batch.tokens
-        labels = self.hparams.tokenizer.decode_ndim
-        self.error_metrics.append(batch.id, [labels(hyp) for hyp in outputs.hyps],
-                                  [labels(seq) for seq in undo_padding(tokens, tokens_lens)])
+        self._score_hypotheses(batch, outputs.hyps)
         self.fire_count_error += float((outputs.fire_counts - outputs.target_lengths).abs().sum())
         self.utterances += len(batch.id)
 
@@ -360,12 +363,7 @@ class CIFBrain(ProjectBrain):
                                   "valid_fire_count_error": stats["fire_count_error"]})
             self.checkpointer.save_and_keep_only(meta={"error_rate": stats["error_rate"]}, min_keys=["error_rate"])
         else:
-            self.hparams.train_logger.log_stats(stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-                                                test_stats=stats)
-            self.test_stats = stats
-            if if_main_process():
-                with open(self.hparams.error_rate_file, "w", encoding="utf-8") as handle:
-                    self.error_metrics.write_stats(handle)
+            self._finish_test(stats)
 
 
 DISTILLATIONS = ("acd", "lrd", "hieradist")

@@ -161,17 +161,14 @@ def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, 
 def token_error_rate(asr, rows: Sequence[Dict[str, str]], split_labels, batch_size: int = 16) -> float:
     """Token error rate (%) of a :class:`CIFASR` on manifest rows; ``split_labels``
     turns a ``wrd`` transcript into reference tokens (the PLM's tokenizer)."""
-    import torch
     from speechbrain.dataio.dataio import read_audio
+    from speechbrain.utils.data_utils import batch_pad_right
     from speechbrain.utils.edit_distance import wer_details_for_batch
 
     references, hypotheses = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        signals = [read_audio(row["wav"]) for row in chunk]
-        longest = max(len(signal) for signal in signals)
-        wavs = torch.stack([torch.nn.functional.pad(s, (0, longest - len(s))) for s in signals])
-        _, hyps = asr.transcribe_batch(wavs, torch.tensor([len(s) / longest for s in signals]))
+        _, hyps = asr.transcribe_batch(*batch_pad_right([read_audio(row["wav"]) for row in chunk]))
         labels = asr.tokenizer.ind2lab
         hypotheses += [[labels[int(i)] for i in hyp] for hyp in hyps]
         references += [list(split_labels(row["wrd"])) for row in chunk]

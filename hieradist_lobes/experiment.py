@@ -28,7 +28,7 @@ from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datase
 from hieradist_lobes.export import export_model_folder, load_encoder_weights
 from hieradist_lobes.hparams import HparamsError, LoadedHparams, load_hparams, resolved_subtree
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
-from hieradist_lobes.tokens import LabelTokenizer, build_label_encoder
+from hieradist_lobes.tokens import LabelTokenizer, build_label_encoder, first_difference
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +89,19 @@ class PLMSplitter:
         return self.tokenizer.pieces(transcript_text(value, self.unit))
 
 
-def make_tokenizer(hparams: Dict[str, object], manifests: Dict[str, str]) -> LabelTokenizer:
+def make_tokenizer(hparams: Dict[str, object], manifests: Dict[str, str],
+                   split_labels: Optional[Callable[[str], List[str]]] = None) -> LabelTokenizer:
     """The label vocabulary of the YAML's ``unit`` and ``label_set``.
 
     ``phones39``: the fixed phone set; ``from_data``: the labels of the
     training manifest; ``plm``: the PLM tokens of the training transcripts,
-    plus ``<unk>`` for pieces that only other splits have.
+    plus ``<unk>`` for pieces that only other splits have.  ``split_labels``:
+    the caller's :func:`label_splitter` (made here if not given).
     """
     unit = hparams["unit"]
     label_set = hparams["label_set"]
     if label_set == "plm":
-        split = label_splitter(hparams)
+        split = split_labels or label_splitter(hparams)
         sequences = [split(row[unit]) for row in read_manifest(manifests["train"])]
         return build_label_encoder("wordpiece", "from_data", sequences, unknown=True)
     sequences = None
@@ -112,7 +114,7 @@ def check_store_vocabulary(store: TeacherStore, tokenizer: LabelTokenizer) -> No
     """Teachers and student must share the label vocabulary, index by index."""
     theirs, mine = store.metadata.labels, tokenizer.labels()
     if theirs != mine:
-        first = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b), min(len(theirs), len(mine)))
+        first = first_difference(theirs, mine)
         raise TeacherStoreError(
             f"the teacher store {store.path} has a different label vocabulary from the student: "
             f"{len(theirs)} vs {len(mine)} labels, first difference at index {first} "
@@ -138,7 +140,8 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
     loaded, run_opts = setup(argv)
     hparams = loaded.hparams
     manifests = prepare_manifests(hparams)
-    tokenizer = make_tokenizer(hparams, manifests)
+    split_labels = label_splitter(hparams)
+    tokenizer = make_tokenizer(hparams, manifests, split_labels)
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     hparams["tokenizer"] = tokenizer
 
@@ -152,13 +155,13 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
         if store.metadata.kind == "plm":
             store_reader = {"teacher_items": PLMFeatureItems(store), "teacher_keys": PLM_KEYS}
     unit = hparams["unit"]
-    common = {"max_duration": hparams.get("max_duration"), "split_labels": label_splitter(hparams)}
+    common = {"max_duration": hparams.get("max_duration"), "split_labels": split_labels}
     train = asr_dataset(manifests["train"], tokenizer, unit, hparams.get("train_sorting", "random"),
                         teacher_store=store,
                         skip_missing_teacher_outputs=bool(hparams.get("skip_missing_teacher_outputs", False)),
                         **store_reader, **common)
     valid = asr_dataset(manifests["valid"], tokenizer, unit, "ascending", **common)
-    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=common["split_labels"])
+    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=split_labels)
 
     if hparams.get("init_encoder_from"):
         load_encoder_weights(hparams["init_encoder_from"], hparams["modules"]["enc"])
@@ -262,16 +265,17 @@ def save_teachers(argv: Sequence[str]) -> str:
 def save_plm_store(hparams: Dict[str, object], manifests: Dict[str, str], rank: int, world_size: int,
                    device: str) -> None:
     """PLM token features of the YAML's splits (``store_kind: plm``)."""
-    from hieradist_lobes.plm import PLMFeatureExtractor, PLMTokenizer, save_plm_features
+    from hieradist_lobes.plm import PLMFeatureExtractor, save_plm_features
 
-    tokenizer = make_tokenizer(hparams, manifests)
     extractor = PLMFeatureExtractor(hparams["plm_path"], layer=int(hparams["plm_layer"]), device=device)
+    # The ASR's tokenizer is the PLM's own (label_splitter): share the extractor's.
+    tokenizer = make_tokenizer(hparams, manifests, PLMSplitter(extractor.tokenizer, hparams["unit"]))
     for split in hparams["store_splits"]:
         if split not in manifests:
             raise HparamsError(f"store_splits names {split!r}; the manifests are {', '.join(manifests)}")
         save_plm_features(
             extractor, tokenizer, manifests[split], split, hparams["store_path"], hparams["unit"],
-            tokenizer=PLMTokenizer(hparams["plm_path"]), batch_size=hparams["store_batch_size"],
+            batch_size=hparams["store_batch_size"],
             dtype=hparams["store_dtype"], rank=rank, world_size=world_size, part_size=hparams["store_part_size"],
             on_mismatch=hparams["plm_on_mismatch"], progress=rank == 0,
         )
@@ -324,9 +328,9 @@ def train_lm(argv: Sequence[str]) -> Dict[str, object]:
     loaded, run_opts = setup(argv)
     hparams = loaded.hparams
     manifests = prepare_manifests(hparams)
-    tokenizer = make_tokenizer(hparams, manifests)
-    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     split = label_splitter(hparams)
+    tokenizer = make_tokenizer(hparams, manifests, split)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     datasets = {name: text_dataset(manifests[name], tokenizer, hparams["unit"], split)
                 for name in ("train", "valid", "test")}
     brain_hparams = dict(hparams, epoch_counter=hparams["lm_epoch_counter"], train_logger=hparams["lm_logger"],

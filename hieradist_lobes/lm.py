@@ -33,7 +33,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 
 from hieradist_lobes.data.pipelines import label_items
 from hieradist_lobes.export import staged_folder
-from hieradist_lobes.tokens import LabelTokenizer, load_label_encoder
+from hieradist_lobes.tokens import LabelTokenizer, first_difference, load_label_encoder
 
 
 class TokenLM(torch.nn.Module):
@@ -99,8 +99,7 @@ def load_lm(folder: str, expected_labels: Optional[Sequence[str]] = None, device
     if expected_labels is not None:
         labels = load_label_encoder(paths["tokenizer.ckpt"], "wordpiece").labels()
         if list(labels) != list(expected_labels):
-            first = next((i for i, (a, b) in enumerate(zip(labels, expected_labels)) if a != b),
-                         min(len(labels), len(expected_labels)))
+            first = first_difference(labels, list(expected_labels))
             raise ValueError(f"the LM in {folder} has another vocabulary than the ASR model "
                              f"({len(labels)} vs {len(expected_labels)} labels, first difference at index {first})")
     return lm.to(device).eval()

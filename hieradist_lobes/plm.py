@@ -47,6 +47,7 @@ import numpy as np
 
 from hieradist_lobes.export import file_sha256
 from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter
+from hieradist_lobes.tokens import first_difference
 
 logger = logging.getLogger(__name__)
 
@@ -336,8 +337,7 @@ class PLMFeatureExtractor:
                       utt_id: Optional[str]) -> None:
         where = f"utterance {utt_id}" if utt_id is not None else f"text {text!r}"
         if expected is not None and list(expected) != pieces:
-            first = next((k for k, (a, b) in enumerate(zip(pieces, expected)) if a != b),
-                         min(len(pieces), len(expected)))
+            first = first_difference(pieces, list(expected))
             raise PLMAlignmentError(
                 f"{where}: the PLM {self.path} tokenises {text!r} into {len(pieces)} tokens {pieces}, "
                 f"the ASR into {len(expected)} tokens {list(expected)} (first difference at token {first}); "

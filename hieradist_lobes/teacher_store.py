@@ -76,7 +76,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -537,71 +537,55 @@ class TeacherStore:
 
     def summary(self) -> Dict[str, object]:
         """Splits, counts, mean error rates per teacher (asr) or tokens (plm), classes, dtype, size."""
-        import h5py
-
+        size = sum(os.path.getsize(f) for f in self._files)
+        common = {
+            "path": self.path,
+            "kind": self.metadata.kind,
+            "teachers": [t.get("name", str(i)) for i, t in enumerate(self.metadata.teachers)],
+            "classes": len(self.metadata.labels),
+            "dtype": self.metadata.dtype,
+            "size_bytes": size,
+        }
         if self.metadata.kind == "plm":
-            return self._plm_summary()
-        splits: Dict[str, Dict[str, object]] = {}
-        teachers = self.metadata.num_teachers
-        for number, part in enumerate(self._files):
-            split = self._split_of_file[number]
-            entry = splits.setdefault(split, {"utterances": 0, "hours": 0.0, "ctc": np.zeros(teachers),
-                                              "att": np.zeros(teachers)})
-            with h5py.File(part, "r") as handle:
-                for group in handle["utts"].values():
-                    entry["utterances"] += 1
-                    entry["hours"] += float(group.attrs["duration"]) / 3600
-                    entry["ctc"] += group.attrs["ctc_error_rate"]
-                    entry["att"] += group.attrs["att_error_rate"]
-        size = sum(os.path.getsize(f) for f in self._files)
-        hours = sum(entry["hours"] for entry in splits.values())
-        return {
-            "path": self.path,
-            "kind": "asr",
-            "splits": {
-                split: {
-                    "utterances": entry["utterances"],
-                    "hours": round(entry["hours"], 3),
-                    "mean_ctc_error_rate": [round(x / max(entry["utterances"], 1), 2) for x in entry["ctc"]],
-                    "mean_att_error_rate": [round(x / max(entry["utterances"], 1), 2) for x in entry["att"]],
-                }
-                for split, entry in sorted(splits.items())
-            },
-            "teachers": [t.get("name", str(i)) for i, t in enumerate(self.metadata.teachers)],
-            "classes": len(self.metadata.labels),
-            "dtype": self.metadata.dtype,
-            "top_k": self.metadata.top_k,
-            "frame_rate": self.metadata.frame_rate,
-            "size_bytes": size,
-            "megabytes_per_hour_per_teacher": round(size / 2**20 / max(hours, 1e-9) / max(teachers, 1), 2),
-        }
+            def count_tokens(entry, group):
+                entry["tokens"] += len(group.attrs["tokens"])
 
-    def _plm_summary(self) -> Dict[str, object]:
+            splits, hours = self._split_totals(count_tokens, tokens=0)
+            return {**common, "splits": splits, "feature_dim": self.metadata.feature_dim,
+                    "megabytes_per_hour": round(size / 2**20 / max(hours, 1e-9), 2)}
+
+        teachers = self.metadata.num_teachers
+
+        def add_error_rates(entry, group):
+            for head in ("ctc", "att"):
+                entry[head] = entry[head] + group.attrs[f"{head}_error_rate"]
+
+        splits, hours = self._split_totals(add_error_rates, ctc=np.zeros(teachers), att=np.zeros(teachers))
+        for entry in splits.values():
+            for head in ("ctc", "att"):
+                entry[f"mean_{head}_error_rate"] = [round(x / max(entry["utterances"], 1), 2)
+                                                    for x in entry.pop(head)]
+        return {**common, "splits": splits, "top_k": self.metadata.top_k, "frame_rate": self.metadata.frame_rate,
+                "megabytes_per_hour_per_teacher": round(size / 2**20 / max(hours, 1e-9) / max(teachers, 1), 2)}
+
+    def _split_totals(self, add, **initial) -> Tuple[Dict[str, Dict[str, object]], float]:
+        """Per split (sorted): utterances and hours, plus the ``initial`` fields
+        that ``add(entry, group)`` accumulates from each utterance's HDF5 group
+        (``add`` makes new values, it does not modify them); and the total hours."""
         import h5py
 
-        splits: Dict[str, Dict[str, float]] = {}
+        splits: Dict[str, Dict[str, object]] = {}
         for number, part in enumerate(self._files):
-            entry = splits.setdefault(self._split_of_file[number], {"utterances": 0, "hours": 0.0, "tokens": 0})
+            entry = splits.setdefault(self._split_of_file[number], {"utterances": 0, "hours": 0.0, **initial})
             with h5py.File(part, "r") as handle:
                 for group in handle["utts"].values():
                     entry["utterances"] += 1
                     entry["hours"] += float(group.attrs["duration"]) / 3600
-                    entry["tokens"] += len(group.attrs["tokens"])
-        size = sum(os.path.getsize(f) for f in self._files)
+                    add(entry, group)
         hours = sum(entry["hours"] for entry in splits.values())
-        return {
-            "path": self.path,
-            "kind": "plm",
-            "splits": {split: {"utterances": entry["utterances"], "hours": round(entry["hours"], 3),
-                               "tokens": entry["tokens"]}
-                       for split, entry in sorted(splits.items())},
-            "teachers": [t.get("name", str(i)) for i, t in enumerate(self.metadata.teachers)],
-            "classes": len(self.metadata.labels),
-            "feature_dim": self.metadata.feature_dim,
-            "dtype": self.metadata.dtype,
-            "size_bytes": size,
-            "megabytes_per_hour": round(size / 2**20 / max(hours, 1e-9), 2),
-        }
+        for entry in splits.values():
+            entry["hours"] = round(entry["hours"], 3)
+        return dict(sorted(splits.items())), hours
 
     def close(self) -> None:
         for handle in self._handles.values():

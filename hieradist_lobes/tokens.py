@@ -119,6 +119,18 @@ def build_label_encoder(
     return tokenizer
 
 
+def first_difference(first: Sequence[str], second: Sequence[str]) -> int:
+    """Index of the first position where two label sequences differ (the
+    shorter length if one is a prefix of the other), for error messages.
+
+    Example
+    -------
+    >>> first_difference(["a", "b", "c"], ["a", "x"]), first_difference(["a"], ["a", "b"])
+    (1, 1)
+    """
+    return next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+
+
 def load_label_encoder(path: str, unit: str = "phn") -> LabelTokenizer:
     """Load a label vocabulary saved with ``tokenizer.save(path)``."""
     tokenizer = LabelTokenizer(unit)

@@ -92,14 +92,30 @@ def test_float16_and_top_k_are_smaller(tmp_path):
     assert sizes["f16"] < sizes["f32"] and sizes["top2"] < sizes["f16"]
 
 
+def _write_until_killed(path, metadata, make_record, ids, killed_at, part_size):
+    """Write ``ids`` as ``make_record(number)`` until a KeyboardInterrupt at ``killed_at``."""
+    with pytest.raises(KeyboardInterrupt):
+        with TeacherStoreWriter(str(path), "train", metadata, part_size=part_size) as writer:
+            for number, utt in enumerate(ids):
+                if number == killed_at:
+                    raise KeyboardInterrupt
+                writer.add(utt, make_record(number))
+
+
+def _resume(path, metadata, make_record, ids, part_size):
+    """Write the ``ids`` the store does not have yet; return the writer."""
+    writer = TeacherStoreWriter(str(path), "train", metadata, part_size=part_size)
+    done = writer.done_ids()
+    with writer:
+        for number, utt in enumerate(ids):
+            if utt not in done:
+                writer.add(utt, make_record(number))
+    return writer
+
+
 def test_interrupted_write_resumes_without_bad_reads(tmp_path):
     ids = [f"u{i}" for i in range(10)]
-    with pytest.raises(KeyboardInterrupt):
-        with TeacherStoreWriter(str(tmp_path), "train", _metadata(), part_size=4) as writer:
-            for number, utt in enumerate(ids):
-                if number == 6:
-                    raise KeyboardInterrupt
-                writer.add(utt, _record(number))
+    _write_until_killed(tmp_path, _metadata(), _record, ids, killed_at=6, part_size=4)
     # One complete part (u0-u3); u4, u5 were in the unfinished part.
     leftovers = [name for name in os.listdir(tmp_path / "train") if name.endswith(".tmp")]
     assert len(leftovers) == 1
@@ -107,13 +123,9 @@ def test_interrupted_write_resumes_without_bad_reads(tmp_path):
     assert sorted(store.ids()) == ids[:4]
     with pytest.raises(TeacherStoreError, match="u5 is not in the teacher store"):
         store.get("u5")
-    writer = TeacherStoreWriter(str(tmp_path), "train", _metadata(), part_size=4)
-    assert writer.done_ids() == set(ids[:4])
+    assert TeacherStoreWriter(str(tmp_path), "train", _metadata(), part_size=4).done_ids() == set(ids[:4])
     assert not [name for name in os.listdir(tmp_path / "train") if name.endswith(".tmp")]
-    with writer:
-        for number, utt in enumerate(ids):
-            if utt not in writer.done_ids():
-                writer.add(utt, _record(number))
+    _resume(tmp_path, _metadata(), _record, ids, part_size=4)
     store = TeacherStore(str(tmp_path))
     assert sorted(store.ids()) == sorted(ids)
     assert store.get("u7").tokens == list(_record(7).tokens)
@@ -225,18 +237,9 @@ def test_plm_round_trip(tmp_path, dtype, tolerance):
 
 def test_plm_store_resumes(tmp_path):
     ids = [f"u{i}" for i in range(7)]
-    with pytest.raises(KeyboardInterrupt):
-        with TeacherStoreWriter(str(tmp_path), "train", _plm_metadata(), part_size=3) as writer:
-            for number, utt in enumerate(ids):
-                if number == 4:
-                    raise KeyboardInterrupt
-                writer.add(utt, _plm_record(number))
-    writer = TeacherStoreWriter(str(tmp_path), "train", _plm_metadata(), part_size=3)
-    assert writer.done_ids() == set(ids[:3])
-    with writer:
-        for number, utt in enumerate(ids):
-            if utt not in writer.done_ids():
-                writer.add(utt, _plm_record(number))
+    _write_until_killed(tmp_path, _plm_metadata(), _plm_record, ids, killed_at=4, part_size=3)
+    assert TeacherStoreWriter(str(tmp_path), "train", _plm_metadata(), part_size=3).done_ids() == set(ids[:3])
+    _resume(tmp_path, _plm_metadata(), _plm_record, ids, part_size=3)
     store = TeacherStore(str(tmp_path))
     assert sorted(store.ids()) == ids
     assert np.allclose(store.get("u5").features, _plm_record(5).features, atol=1e-2)
