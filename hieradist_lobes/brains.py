@@ -16,6 +16,8 @@ also ``strategy``, ``kd_alpha``, ``kd_temperature``, ``ctc_kd``
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -40,7 +42,31 @@ from hieradist_lobes.losses import (
     strategy_weights,
 )
 
+logger = logging.getLogger(__name__)
+
 CTC_KD_METHODS = ("pseudo_label", "kl")
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged: a loss or the model's weights are no longer finite."""
+
+
+def nonfinite_parameters(modules: torch.nn.Module) -> List[str]:
+    """Names of the parameters and buffers of ``modules`` holding NaN or inf.
+
+    Example
+    -------
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> nonfinite_parameters(layer)
+    []
+    >>> with torch.no_grad():
+    ...     layer.bias[0] = float("nan")
+    >>> nonfinite_parameters(layer)
+    ['bias']
+    """
+    tensors = list(modules.named_parameters()) + list(modules.named_buffers())
+    return [name for name, tensor in tensors
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 @dataclass
@@ -57,7 +83,61 @@ class ASROutput:
 
 class ProjectBrain(sb.Brain):
     """What every Brain of the project shares: CPU-safe DDP wrapping, the
-    per-epoch ``history.jsonl``, and scoring hypotheses and test results."""
+    per-epoch ``history.jsonl``, scoring hypotheses and test results, and
+    stopping on divergence.
+
+    Divergence: a non-finite training loss is skipped up to SpeechBrain's
+    ``--nonfinite_patience`` batches, then stops the run with
+    :class:`DivergenceError` naming the epoch, step and loss terms; a
+    non-finite validation or test loss, or non-finite weights at the end of
+    an epoch, stop it at once (SpeechBrain would average the loss over the
+    finite batches only, and log 0 when none is).  Subclasses report their
+    loss terms with :meth:`remember_terms`.
+    """
+
+    def remember_terms(self, terms: Dict[str, torch.Tensor]) -> None:
+        """Keep the batch's loss terms, to name them if the loss is not finite."""
+        self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
+
+    def _describe_loss(self, loss: torch.Tensor) -> str:
+        terms = getattr(self, "last_terms", {})
+        bad = [name for name, value in terms.items() if not math.isfinite(value)]
+        listed = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
+        return (f"the loss is {float(loss):.4g}" + (f" (terms: {listed})" if listed else "")
+                + (f"; not finite: {', '.join(bad)}" if bad else ""))
+
+    def _epoch(self) -> int:
+        return int(self.hparams.epoch_counter.current)
+
+    def check_loss_isfinite(self, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss):
+            return
+        self.nonfinite_count += 1
+        where = f"epoch {self._epoch()}, step {self.step}"
+        if self.nonfinite_count > self.nonfinite_patience:
+            raise DivergenceError(
+                f"training diverged at {where}: {self._describe_loss(loss)}; {self.nonfinite_count} non-finite "
+                f"batches (--nonfinite_patience {self.nonfinite_patience}). Lower the learning rate (lr) or "
+                "check the data; nothing was exported")
+        logger.warning("%s: %s; batch skipped (%d of --nonfinite_patience %d)", where, self._describe_loss(loss),
+                       self.nonfinite_count, self.nonfinite_patience)
+
+    def evaluate_batch(self, batch, stage):
+        loss = super().evaluate_batch(batch, stage)
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"{stage.name.lower()} loss not finite at epoch {self._epoch()} (utterances "
+                f"{', '.join(batch.id[:4])}{', ...' if len(batch.id) > 4 else ''}): {self._describe_loss(loss)}. "
+                "The model has diverged (lower lr) or these utterances are broken; nothing was exported")
+        return loss
+
+    def check_weights_finite(self) -> None:
+        """Stop with :class:`DivergenceError` if any weight is NaN or inf."""
+        bad = nonfinite_parameters(self.modules)
+        if bad:
+            raise DivergenceError(
+                f"model weights are not finite after epoch {self._epoch()} ({len(bad)} tensors, e.g. "
+                f"{', '.join(bad[:3])}): training diverged; lower the learning rate (lr). Nothing was exported")
 
     def _wrap_distributed(self) -> None:
         # SpeechBrain 1.1 turns BatchNorm into SyncBatchNorm before wrapping in
@@ -146,6 +226,7 @@ class CTCAttentionBrain(ProjectBrain):
 
     def compute_objectives(self, outputs: ASROutput, batch, stage) -> torch.Tensor:
         ctc, seq = self.hard_losses(outputs, batch)
+        self.remember_terms({"ctc": ctc, "seq": seq})
         self.track_hypotheses(outputs, batch, stage)
         return self.combine_heads(ctc, seq)
 
@@ -165,6 +246,7 @@ class CTCAttentionBrain(ProjectBrain):
             return
         stats["error_rate"] = self.error_metrics.summarize("error_rate")
         if stage == sb.Stage.VALID:
+            self.check_weights_finite()
             old_lr, new_lr = self.hparams.lr_annealing(stats["error_rate"])
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
@@ -230,9 +312,11 @@ class DistillationBrain(CTCAttentionBrain):
         ctc, seq = self.hard_losses(outputs, batch)
         self.track_hypotheses(outputs, batch, stage)
         if stage != sb.Stage.TRAIN:
+            self.remember_terms({"ctc": ctc, "seq": seq})
             return self.combine_heads(ctc, seq)
         alpha = float(self.hparams.kd_alpha)
         kd_ctc, kd_seq = self.distillation_losses(outputs, batch)
+        self.remember_terms({"ctc": ctc, "seq": seq, "kd_ctc": kd_ctc, "kd_seq": kd_seq})
         return self.combine_heads(alpha * kd_ctc + (1 - alpha) * ctc, alpha * kd_seq + (1 - alpha) * seq)
 
 
@@ -315,6 +399,7 @@ class CIFBrain(ProjectBrain):
 
     def compute_objectives(self, outputs: CIFOutputs, batch, stage) -> torch.Tensor:
         terms = self.loss_terms(outputs, batch, stage)
+        self.remember_terms(terms)
         weights = self.loss_weights()
         tokens = outputs.target_lengths.sum().clamp(min=1)
         loss = sum(weights[name] * value for name, value in terms.items()) / tokens
@@ -354,6 +439,7 @@ class CIFBrain(ProjectBrain):
         stats["error_rate"] = self.error_metrics.summarize("error_rate")
         stats["fire_count_error"] = self.fire_count_error / max(self.utterances, 1)
         if stage == sb.Stage.VALID:
+            self.check_weights_finite()
             lr = self.optimizer.param_groups[0]["lr"]
             self.hparams.train_logger.log_stats(stats_meta={"epoch": epoch, "lr": lr},
                                                 train_stats=self.train_stats, valid_stats=stats)
@@ -436,7 +522,9 @@ class LMBrain(ProjectBrain):
 
     def compute_objectives(self, logprobs, batch, stage) -> torch.Tensor:
         tokens_eos, lengths = batch.tokens_eos
-        return sb.nnet.losses.nll_loss(logprobs, tokens_eos, length=lengths)
+        loss = sb.nnet.losses.nll_loss(logprobs, tokens_eos, length=lengths)
+        self.remember_terms({"nll": loss})
+        return loss
 
     def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
         if stage == sb.Stage.TRAIN:
@@ -444,6 +532,7 @@ class LMBrain(ProjectBrain):
             return
         stats = {"loss": stage_loss, "perplexity": float(torch.exp(torch.tensor(stage_loss)))}
         if stage == sb.Stage.VALID:
+            self.check_weights_finite()
             self.hparams.train_logger.log_stats(stats_meta={"epoch": epoch}, train_stats={"loss": self.train_loss},
                                                 valid_stats=stats)
             self._append_history({"epoch": epoch, "train_loss": self.train_loss, "valid_loss": stage_loss,

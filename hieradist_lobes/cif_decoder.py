@@ -131,8 +131,11 @@ def cif_beam_search(
     Step ``i`` scores every token given the prefix and fire ``i``:
     ``log p_asr + lm_weight · log p_lm`` (shallow fusion when ``lm`` is
     given; it maps ``B × L`` token prefixes starting with ``<bos>`` to
-    ``B × L × vocab`` log-probabilities).  A hypothesis that emits ``<eos>``
-    is finished and keeps its score; at the last fire all hypotheses end.
+    ``B × L × vocab`` log-probabilities).  Every fire is one output token,
+    so ``<eos>`` may only be emitted at the last fire (the model was trained
+    with N tokens + eos = N + 1 fires): an early ``<eos>`` would drop every
+    later fire's token, which on long audio cut the transcript short.  At
+    the last fire all hypotheses end.
 
     Arguments
     ---------
@@ -163,6 +166,7 @@ def cif_beam_search(
     scores[:, 0] = 0.0
     finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
     fired_beams = fired.repeat_interleave(k, dim=0)
+    fire_counts = fired_lengths.to(device)
     for step in range(steps):
         logits, _ = decoder(tokens, fired_beams[:, : step + 1])
         logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
@@ -172,6 +176,8 @@ def cif_beam_search(
         logprobs = logprobs.view(batch, k, vocab)
         if blocked:
             logprobs[:, :, list(blocked)] = float("-inf")
+        before_last_fire = (step < fire_counts - 1)[:, None]
+        logprobs[:, :, eos_index] = logprobs[:, :, eos_index].masked_fill(before_last_fire, float("-inf"))
         # Finished hypotheses (and utterances with fewer fires) only extend
         # with <eos> at no cost, so that they keep their score.
         done = finished | (step >= fired_lengths.to(device))[:, None]

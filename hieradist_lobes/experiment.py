@@ -23,8 +23,9 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from hieradist_lobes.data import prepare_dataset
-from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.data.manifest import CORE_FIELDS, SPLITS, read_manifest
 from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_dataset
+from hieradist_lobes.data.validation import label_check, validated_manifest
 from hieradist_lobes.export import export_model_folder, load_encoder_weights
 from hieradist_lobes.hparams import HparamsError, LoadedHparams, load_hparams, resolved_subtree
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
@@ -49,13 +50,55 @@ def setup(argv: Sequence[str]) -> Tuple[LoadedHparams, Dict[str, object]]:
 
 
 def prepare_manifests(hparams: Dict[str, object]) -> Dict[str, str]:
-    """Prepare the dataset named in the YAML (once, on the main process)."""
+    """The manifests of the YAML's dataset: a user's own CSVs (``dataset:
+    csv`` with ``train_csv``, ``valid_csv``, ``test_csv``), or a corpus
+    prepared once, on the main process (``synth``, ``timit``, ``aishell1``,
+    ``librispeech``)."""
+    if hparams["dataset"] == "csv":
+        manifests = {split: hparams.get(f"{split}_csv") for split in SPLITS}
+        unset = [f"{split}_csv" for split, path in manifests.items() if not path]
+        if unset:
+            raise HparamsError(f"dataset: csv needs {', '.join(unset)} (paths of CSV manifests with at least "
+                               f"the columns ID, duration, wav and the label column {hparams['unit']!r})")
+        missing = [f"{split}_csv = {path}" for split, path in manifests.items() if not os.path.isfile(str(path))]
+        if missing:
+            raise HparamsError(f"manifest file(s) not found: {'; '.join(missing)}")
+        return {split: os.path.abspath(str(path)) for split, path in manifests.items()}
     options = {}
     if hparams["dataset"] == "synth":
         options = {"size": hparams.get("corpus_size", "small"), "seed": hparams.get("corpus_seed", 1234)}
     save_folder = hparams.get("manifest_folder", hparams["data_folder"])
     run_on_main(prepare_dataset, args=[hparams["dataset"], hparams["data_folder"], save_folder], kwargs=options)
     return prepare_dataset(hparams["dataset"], hparams["data_folder"], save_folder, **options)
+
+
+def checked_manifests(hparams: Dict[str, object], manifests: Dict[str, str], splits: Sequence[str],
+                      tokenizer: LabelTokenizer, split_labels: Optional[Callable[[str], List[str]]] = None
+                      ) -> Dict[str, str]:
+    """Validate the manifests of ``splits`` before anything runs
+    (:mod:`hieradist_lobes.data.validation`): every problem of a split is
+    reported at once, or with ``bad_rows: drop`` the bad rows are left out
+    and counted.  Returns split -> the manifest to use."""
+    checked = dict(manifests)
+    vocabulary_key = "|".join(tokenizer.labels()) + f"|{getattr(split_labels, 'unknown_piece', '')}"
+    for split in splits:
+        if split not in manifests:
+            raise HparamsError(f"no {split!r} manifest; the manifests are {', '.join(manifests)}")
+        checked[split] = validated_manifest(
+            manifests[split], hparams["unit"], hparams["manifest_check_folder"],
+            labels_ok=label_check(tokenizer, split_labels), vocabulary_key=vocabulary_key,
+            bad_rows=hparams["bad_rows"], sample_rate=int(hparams["sample_rate"]),
+            duration_tolerance=float(hparams["duration_tolerance"]), resample=bool(hparams["resample"]),
+            mix_down=bool(hparams["mix_down"]), progress=if_main_process(),
+        )
+    return checked
+
+
+def audio_options(hparams: Dict[str, object]) -> Dict[str, object]:
+    """How the data pipeline reads audio: the model's rate, and whether to
+    resample or mix down (explicit YAML choices, never silent)."""
+    return {"sample_rate": int(hparams["sample_rate"]), "resample": bool(hparams["resample"]),
+            "mix_down": bool(hparams["mix_down"])}
 
 
 def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str) -> None:
@@ -78,10 +121,16 @@ def label_splitter(hparams: Dict[str, object]) -> Optional[Callable[[str], List[
 
 
 class PLMSplitter:
-    """Manifest cell → the PLM's tokens (picklable, for DataLoader workers)."""
+    """Manifest cell → the PLM's tokens (picklable, for DataLoader workers).
+
+    ``unknown_piece`` is the PLM's unknown token: a transcript that has it
+    is a bad row (:func:`~hieradist_lobes.data.validation.label_check`), and
+    it never becomes an ASR label.
+    """
 
     def __init__(self, tokenizer, unit: str) -> None:
         self.tokenizer, self.unit = tokenizer, unit
+        self.unknown_piece = tokenizer.unk_token
 
     def __call__(self, value: str) -> List[str]:
         from hieradist_lobes.plm import transcript_text
@@ -100,13 +149,16 @@ def make_tokenizer(hparams: Dict[str, object], manifests: Dict[str, str],
     """
     unit = hparams["unit"]
     label_set = hparams["label_set"]
+    # Tolerant reading: the rows' problems are reported together by checked_manifests.
+    rows = read_manifest(manifests["train"], CORE_FIELDS + [unit], unique_ids=False) if label_set != "phones39" else []
     if label_set == "plm":
         split = split_labels or label_splitter(hparams)
-        sequences = [split(row[unit]) for row in read_manifest(manifests["train"])]
+        unknown = getattr(split, "unknown_piece", None)
+        sequences = [[piece for piece in split(row[unit] or "") if piece != unknown] for row in rows]
         return build_label_encoder("wordpiece", "from_data", sequences, unknown=True)
     sequences = None
     if label_set == "from_data":
-        sequences = [row[unit].split() for row in read_manifest(manifests["train"])]
+        sequences = [(row[unit] or "").split() for row in rows]
     return build_label_encoder(unit, label_set, sequences)
 
 
@@ -144,6 +196,7 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
     tokenizer = make_tokenizer(hparams, manifests, split_labels)
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     hparams["tokenizer"] = tokenizer
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
 
     store: Optional[TeacherStore] = None
     if distillation and not hparams.get("teacher_store"):
@@ -155,13 +208,15 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
         if store.metadata.kind == "plm":
             store_reader = {"teacher_items": PLMFeatureItems(store), "teacher_keys": PLM_KEYS}
     unit = hparams["unit"]
-    common = {"max_duration": hparams.get("max_duration"), "split_labels": split_labels}
+    common = {"max_duration": hparams.get("max_duration"), "split_labels": split_labels,
+              "audio": audio_options(hparams)}
     train = asr_dataset(manifests["train"], tokenizer, unit, hparams.get("train_sorting", "random"),
                         teacher_store=store,
                         skip_missing_teacher_outputs=bool(hparams.get("skip_missing_teacher_outputs", False)),
                         **store_reader, **common)
     valid = asr_dataset(manifests["valid"], tokenizer, unit, "ascending", **common)
-    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=split_labels)
+    test = asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=split_labels,
+                       audio=audio_options(hparams))
 
     if hparams.get("init_encoder_from"):
         load_encoder_weights(hparams["init_encoder_from"], hparams["modules"]["enc"])
@@ -269,10 +324,10 @@ def save_plm_store(hparams: Dict[str, object], manifests: Dict[str, str], rank: 
 
     extractor = PLMFeatureExtractor(hparams["plm_path"], layer=int(hparams["plm_layer"]), device=device)
     # The ASR's tokenizer is the PLM's own (label_splitter): share the extractor's.
-    tokenizer = make_tokenizer(hparams, manifests, PLMSplitter(extractor.tokenizer, hparams["unit"]))
+    splitter = PLMSplitter(extractor.tokenizer, hparams["unit"])
+    tokenizer = make_tokenizer(hparams, manifests, splitter)
+    manifests = checked_manifests(hparams, manifests, hparams["store_splits"], tokenizer, splitter)
     for split in hparams["store_splits"]:
-        if split not in manifests:
-            raise HparamsError(f"store_splits names {split!r}; the manifests are {', '.join(manifests)}")
         save_plm_features(
             extractor, tokenizer, manifests[split], split, hparams["store_path"], hparams["unit"],
             batch_size=hparams["store_batch_size"],
@@ -287,16 +342,15 @@ def save_asr_teacher_store(hparams: Dict[str, object], manifests: Dict[str, str]
     from hieradist_lobes.teachers import Teacher, save_teacher_outputs
 
     teachers = [Teacher(folder, device=device) for folder in teacher_folders(hparams)]
+    manifests = checked_manifests(hparams, manifests, hparams["store_splits"], teachers[0].tokenizer)
     options = {"splits": list(hparams["store_splits"]), "attention_error_rate": "greedy decoding",
                "ctc_error_rate": "greedy decoding"}
     for split in hparams["store_splits"]:
-        if split not in manifests:
-            raise HparamsError(f"store_splits names {split!r}; the manifests are {', '.join(manifests)}")
         save_teacher_outputs(
             teachers, manifests[split], split, hparams["store_path"], hparams["unit"],
             batch_size=hparams["store_batch_size"], dtype=hparams["store_dtype"], top_k=hparams["store_top_k"],
             rank=rank, world_size=world_size, part_size=hparams["store_part_size"], options=options,
-            progress=rank == 0,
+            progress=rank == 0, audio=audio_options(hparams),
         )
 
 
@@ -331,6 +385,7 @@ def train_lm(argv: Sequence[str]) -> Dict[str, object]:
     split = label_splitter(hparams)
     tokenizer = make_tokenizer(hparams, manifests, split)
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split)
     datasets = {name: text_dataset(manifests[name], tokenizer, hparams["unit"], split)
                 for name in ("train", "valid", "test")}
     brain_hparams = dict(hparams, epoch_counter=hparams["lm_epoch_counter"], train_logger=hparams["lm_logger"],

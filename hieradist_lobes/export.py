@@ -27,9 +27,10 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List, Sequence
 
 import torch
+from speechbrain.utils.parameter_transfer import Pretrainer
 
 from hieradist_lobes.hparams import LoadedHparams, resolved_subtree
 from hieradist_lobes.tokens import LabelTokenizer
@@ -60,7 +61,7 @@ modules:
     ctc_lin: !ref <ctc_lin>
     seq_lin: !ref <seq_lin>
 
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+pretrainer: !new:hieradist_lobes.export.CheckedPretrainer
     loadables:
         model: !ref <asr_model>
         normalize: !ref <normalize>
@@ -81,7 +82,7 @@ modules:
     dec: !ref <dec>
     ctc_lin: !ref <ctc_lin>
 
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+pretrainer: !new:hieradist_lobes.export.CheckedPretrainer
     loadables:
         model: !ref <asr_model>
         normalize: !ref <normalize>
@@ -99,6 +100,42 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class ModelFolderError(ValueError):
+    """A model folder (or the checkpoint to export) is missing a file, has a
+    corrupt one, or holds non-finite weights."""
+
+
+def nonfinite_tensors(state: Dict[str, object]) -> List[str]:
+    """Keys of a state dict whose floating-point tensors hold NaN or inf.
+
+    Example
+    -------
+    >>> nonfinite_tensors({"w": torch.ones(2), "b": torch.tensor([1.0, float("inf")]), "n": torch.tensor(3)})
+    ['b']
+    """
+    return [key for key, value in state.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def check_finite_checkpoint(path: str) -> Dict[str, object]:
+    """Load a checkpoint file's state dict, refusing non-finite weights.
+
+    Raises
+    ------
+    ModelFolderError
+        If the file cannot be read or holds NaN or inf weights.
+    """
+    try:
+        state = torch.load(path, map_location="cpu")
+    except Exception as error:  # torch raises several types for a bad file
+        raise ModelFolderError(f"cannot read the checkpoint {path}: {error}") from error
+    bad = nonfinite_tensors(state) if isinstance(state, dict) else []
+    if bad:
+        raise ModelFolderError(f"{path} holds non-finite weights ({len(bad)} tensors, e.g. {', '.join(bad[:3])}): "
+                               "the training diverged; retrain with a lower learning rate")
+    return state
 
 
 def export_model_folder(
@@ -183,7 +220,7 @@ def _write_model_files(staging: str, loaded: LoadedHparams, model_yaml: str, che
     for name in MODEL_FILES:
         shutil.copyfile(os.path.join(checkpoint_dir, name), os.path.join(staging, name))
     tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
-    state = torch.load(os.path.join(staging, "model.ckpt"), map_location="cpu")
+    state = check_finite_checkpoint(os.path.join(staging, "model.ckpt"))
     details = {"params": int(sum(t.numel() for t in state.values() if torch.is_tensor(t)))}
     details.update(info)
     details.update({
@@ -191,9 +228,66 @@ def _write_model_files(staging: str, loaded: LoadedHparams, model_yaml: str, che
         "unit": tokenizer.unit,
         "labels": len(tokenizer),
         "interface": interface,
+        # Checked at every load (verify_model_folder): a truncated copy fails at once, naming the file.
+        "files": {name: file_sha256(os.path.join(staging, name))
+                  for name in MODEL_FILES + ("tokenizer.ckpt",)},
     })
     with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
         json.dump(details, handle, indent=2)
+
+
+def verify_model_folder(folder: str, files: Sequence[str] = ("model.ckpt", "normalize.ckpt", "tokenizer.ckpt")
+                        ) -> None:
+    """Check that a model folder has ``files``, each matching the SHA-256
+    recorded in its ``info.json`` (folders exported before hashes were
+    recorded are checked for presence only).
+
+    Raises
+    ------
+    ModelFolderError
+        Naming the folder and the missing or corrupt file.
+    """
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(folder):
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    recorded: Dict[str, str] = {}
+    if os.path.isfile(os.path.join(folder, "info.json")):
+        try:
+            recorded = dict(read_info(folder).get("files", {}))
+        except (ValueError, OSError) as error:
+            raise ModelFolderError(f"model folder {folder}: info.json is corrupt ({error}); re-export the model") \
+                from error
+    for name in files:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise ModelFolderError(f"model folder {folder} has no {name} (incomplete copy?); copy the whole "
+                                   "folder again or re-export it")
+        if name in recorded and file_sha256(path) != recorded[name]:
+            raise ModelFolderError(f"model folder {folder}: {name} is corrupt or was replaced (its SHA-256 differs "
+                                   "from the one in info.json); copy the folder again or re-export it")
+
+
+class CheckedPretrainer(Pretrainer):
+    """SpeechBrain's Pretrainer, checking a local model folder before loading.
+
+    SpeechBrain would link a missing file into its cache and fail later,
+    naming the cache link; this checks the source folder first
+    (:func:`verify_model_folder`) and names the source folder and file when
+    a checkpoint cannot be loaded.
+    """
+
+    def collect_files(self, default_source=None, *args, **kwargs):
+        self._source = str(default_source) if default_source is not None else None
+        if self._source is not None and os.path.isdir(self._source):
+            verify_model_folder(self._source, [name + ".ckpt" for name in self.loadables])
+        return super().collect_files(default_source, *args, **kwargs)
+
+    def load_collected(self):
+        try:
+            return super().load_collected()
+        except Exception as error:  # whatever the loader raised, name the source
+            source = getattr(self, "_source", None) or "the model folder"
+            raise ModelFolderError(f"cannot load the model in {source}: {error}") from error
 
 
 def read_info(folder: str) -> Dict[str, object]:

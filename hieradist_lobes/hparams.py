@@ -31,9 +31,11 @@ Example
 from __future__ import annotations
 
 import io
+import math
+import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
@@ -54,6 +56,145 @@ class LoadedHparams:
     base_file: str
     overrides: str  # all overrides applied to the base file, as YAML text
     files: List[str]  # the overlay chain, top file first
+
+
+class Rule:
+    """The type and range a hyperparameter must have.
+
+    Arguments
+    ---------
+    kind : str
+        ``int``, ``number`` (int or float), ``bool`` or ``choice``.
+    low, high : float, optional
+        Bounds (``None``: unbounded).
+    low_open, high_open : bool
+        Exclude the bound itself.
+    choices : tuple of str
+        Allowed values of a ``choice``.
+    optional : bool
+        ``null`` is allowed too.
+
+    Example
+    -------
+    >>> Rule("number", 0, 1).problem(1.5)
+    'must be a number in [0, 1]'
+    >>> Rule("number", 0, 1).problem(0.5) is None
+    True
+    """
+
+    def __init__(self, kind: str, low: Optional[float] = None, high: Optional[float] = None,
+                 low_open: bool = False, high_open: bool = False, choices: Sequence[str] = (),
+                 optional: bool = False) -> None:
+        self.kind, self.low, self.high = kind, low, high
+        self.low_open, self.high_open, self.choices, self.optional = low_open, high_open, tuple(choices), optional
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            text = f"one of {', '.join(self.choices)}"
+        elif self.kind == "bool":
+            text = "True or False"
+        else:
+            noun = "an integer" if self.kind == "int" else "a number"
+            if self.low is None and self.high is None:
+                text = noun
+            elif self.high is None:
+                text = f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
+            elif self.low is None:
+                text = f"{noun} {'<' if self.high_open else '<='} {self.high:g}"
+            else:
+                text = (f"{noun} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                        f"{')' if self.high_open else ']'}")
+        return text + (" (or null)" if self.optional else "")
+
+    def problem(self, value: Any) -> Optional[str]:
+        """``None`` if ``value`` is allowed, else what it must be."""
+        if value is None:
+            return None if self.optional else f"must be {self.describe()}"
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else f"must be {self.describe()}"
+        if self.kind == "choice":
+            return None if str(value) in self.choices and isinstance(value, str) else f"must be {self.describe()}"
+        # bool is an int in Python; True is no batch size.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"must be {self.describe()}"
+        if self.kind == "int" and not float(value).is_integer():
+            return f"must be {self.describe()}"
+        if not math.isfinite(float(value)):
+            return f"must be {self.describe()}"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return f"must be {self.describe()}"
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return f"must be {self.describe()}"
+        return None
+
+
+_UNIT = Rule("number", 0, 1)               # mixing weights, probabilities
+_NONNEGATIVE = Rule("number", 0)           # loss weights
+_POSITIVE = Rule("number", 0, low_open=True)
+_COUNT = Rule("int", 1)                    # epochs, sizes, batch sizes
+_NONNEGATIVE_INT = Rule("int", 0)
+_BOOL = Rule("bool")
+
+# The numbers and switches users set, by key; a YAML that does not use a key
+# is not affected.  Checked by load_hparams before any object is built.
+HPARAM_RULES: Dict[str, Rule] = {
+    **{key: _UNIT for key in ("ctc_weight", "kd_alpha", "ctc_weight_decode", "dropout", "dec_dropout",
+                              "cif_dropout", "decoder_dropout", "lm_dropout")},
+    "label_smoothing": Rule("number", 0, 1, high_open=True),
+    **{key: _NONNEGATIVE for key in ("quantity_weight", "acd_weight", "lrd_weight", "lm_weight", "weight_decay",
+                                     "duration_tolerance")},
+    **{key: _POSITIVE for key in ("lr", "lm_lr", "kd_temperature", "weighted_temperature", "acd_temperature",
+                                  "max_grad_norm", "cif_threshold", "tail_threshold")},
+    "max_duration": Rule("number", 0, low_open=True, optional=True),
+    **{key: _COUNT for key in ("number_of_epochs", "batch_size", "beam_size", "store_batch_size",
+                               "store_part_size", "lm_epochs", "lm_batch_size", "acd_negatives", "output_neurons",
+                               "sample_rate", "n_mels", "n_fft", "d_model", "encoder_layers", "encoder_heads",
+                               "decoder_layers", "decoder_heads", "plm_size", "rnn_layers", "rnn_neurons",
+                               "dnn_neurons", "dec_neurons", "emb_size")},
+    **{key: _NONNEGATIVE_INT for key in ("num_workers", "store_top_k", "warmup_steps", "hold_steps",
+                                         "decay_steps", "dnn_blocks", "manifest_check_workers")},
+    **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
+    "strategy": Rule("choice", choices=("average", "best", "weighted")),
+    "ctc_kd": Rule("choice", choices=("pseudo_label", "kl")),
+    "distillation": Rule("choice", choices=("acd", "lrd", "hieradist")),
+    "store_dtype": Rule("choice", choices=("float16", "float32")),
+    "train_sorting": Rule("choice", choices=("random", "ascending", "descending")),
+    "plm_on_mismatch": Rule("choice", choices=("error", "skip")),
+    "bad_rows": Rule("choice", choices=("error", "drop")),
+    "label_set": Rule("choice", choices=("phones39", "from_data", "plm")),
+    "dataset": Rule("choice", choices=("synth", "timit", "aishell1", "librispeech", "csv")),
+}
+
+
+def check_hparams(values: Mapping[str, Any], where: str, rules: Optional[Mapping[str, Rule]] = None) -> None:
+    """Check the types and ranges of the hyperparameters that have a rule.
+
+    Every problem is reported at once, each naming the key, its value and
+    what it must be.
+
+    Raises
+    ------
+    HparamsError
+        If any value is of the wrong type or out of range.
+
+    Example
+    -------
+    >>> check_hparams({"kd_alpha": 0.5, "lr": 0.001}, "kd.yaml")
+    >>> check_hparams({"kd_alpha": 1.5}, "kd.yaml")
+    Traceback (most recent call last):
+    ...
+    hieradist_lobes.hparams.HparamsError: kd.yaml: kd_alpha = 1.5: must be a number in [0, 1]
+    """
+    rules = HPARAM_RULES if rules is None else rules
+    problems = []
+    for key, rule in rules.items():
+        if key not in values or _tagged(values[key]):
+            continue
+        problem = rule.problem(values[key])
+        if problem:
+            problems.append(f"{key} = {values[key]!r}: {problem}")
+    if problems:
+        raise HparamsError(f"{where}: " + "; ".join(problems))
 
 
 def _yaml() -> ruamel.yaml.YAML:
@@ -156,9 +297,14 @@ def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] 
     Raises
     ------
     HparamsError
-        Naming the file, variant or key that is wrong.
+        Naming the file, variant or key that is wrong, or a value of the wrong
+        type or out of range (:data:`HPARAM_RULES`).
     """
     base_file, merged, files = resolve_chain(hparams_file, overrides)
+    with open(base_file, encoding="utf-8") as handle:
+        resolved = _yaml().load(resolve_references(handle, merged or None))
+    # Before any object is built, so that a bad value is named, not a torch traceback.
+    check_hparams(resolved or {}, files[0])
     with open(base_file, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, merged or None, overrides_must_match=False)
     return LoadedHparams(hparams=hparams, base_file=base_file, overrides=merged, files=files)

@@ -11,7 +11,12 @@ Every CIF model folder that training exports (``hyperparams.yaml``,
 Decoding is the beam search over the CIF fires
 (:func:`~hieradist_lobes.cif_decoder.cif_beam_search`, ``beam_size`` of the
 folder's YAML; the CIF module's ``tail_threshold`` decides whether leftover
-weight at the end fires one more token).  Shallow fusion with a token LM
+weight at the end fires one more token); each fire is one token and
+``<eos>`` can only come at the last fire, so nothing is cut.  Recordings
+longer than ``CIFASR.max_segment_seconds`` (30 s; or the
+``max_segment_seconds`` argument) are cut at pauses
+(:mod:`hieradist_lobes.segmentation`) and decoded in segments whose tokens
+and times are joined.  Shallow fusion with a token LM
 trained by ``recipes/train_lm.py``::
 
     CIFASR.from_hparams(source=folder, savedir=folder,
@@ -32,6 +37,7 @@ from speechbrain.inference.interfaces import Pretrained
 
 from hieradist_lobes.cif import fire_times
 from hieradist_lobes.cif_decoder import cif_beam_search
+from hieradist_lobes.segmentation import silence_cuts
 
 
 class CIFASR(Pretrained):
@@ -44,6 +50,8 @@ class CIFASR(Pretrained):
     """
 
     HPARAMS_NEEDED = ["tokenizer", "beam_size", "sample_rate"]
+    #: Files longer than this (seconds) are transcribed in segments cut at pauses.
+    max_segment_seconds = 30.0
     MODULES_NEEDED = ["compute_features", "normalize", "enc", "cif", "dec"]
 
     def __init__(self, *args, **kwargs) -> None:
@@ -84,28 +92,56 @@ class CIFASR(Pretrained):
         hop = self.mods.compute_features.compute_STFT.hop_length  # samples
         return hop / float(self.hparams.sample_rate) * self.mods.enc.subsampling
 
+    def decode_signal(self, signal: torch.Tensor, max_segment_seconds: Optional[float] = None,
+                      segments_per_batch: int = 8) -> Tuple[List[int], List[float]]:
+        """Token indices and times (seconds) of one whole recording.
+
+        A recording longer than ``max_segment_seconds`` (default: the class
+        attribute :attr:`max_segment_seconds`) is cut at pauses
+        (:func:`~hieradist_lobes.segmentation.silence_cuts`), the segments
+        are decoded in batches, and their tokens joined with times offset by
+        each segment's start.
+        """
+        limit = float(max_segment_seconds or self.max_segment_seconds)
+        rate = int(self.hparams.sample_rate)
+        signal = signal.reshape(-1)
+        spans = silence_cuts(signal, rate, max_segment_seconds=limit)
+        tokens: List[int] = []
+        times: List[float] = []
+        for first in range(0, len(spans), segments_per_batch):
+            group = spans[first:first + segments_per_batch]
+            pieces = [signal[start:end] for start, end in group]
+            longest = max(piece.shape[0] for piece in pieces)
+            wavs = torch.stack([torch.nn.functional.pad(piece, (0, longest - piece.shape[0])) for piece in pieces])
+            wav_lens = torch.tensor([piece.shape[0] / longest for piece in pieces])
+            hyps, hyp_times = self.decode_batch(wavs, wav_lens)
+            for (start, _), hyp, stamps in zip(group, hyps, hyp_times):
+                tokens.extend(hyp)
+                times.extend(round(t + start / rate, 3) for t in stamps)
+        return tokens, times
+
     def transcribe_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
         """Transcribe a padded batch: (texts, token indices), as EncoderDecoderASR."""
         hyps, _ = self.decode_batch(wavs, wav_lens)
         return [self.tokenizer.decode_ids(hyp) for hyp in hyps], hyps
 
-    def transcribe_file(self, path: str, **kwargs) -> str:
-        """Transcribe one audio file (resampled to the model's rate)."""
-        waveform = self.load_audio(path, **kwargs)
-        texts, _ = self.transcribe_batch(waveform.unsqueeze(0), torch.tensor([1.0]))
-        return texts[0]
+    def transcribe_file(self, path: str, max_segment_seconds: Optional[float] = None, **kwargs) -> str:
+        """Transcribe one audio file (resampled to the model's rate), whole:
+        a long recording is decoded in segments cut at pauses (:meth:`decode_signal`)."""
+        tokens, _ = self.decode_signal(self.load_audio(path, **kwargs), max_segment_seconds)
+        return self.tokenizer.decode_ids(tokens)
 
-    def token_timestamps(self, path: str, **kwargs) -> List[Tuple[str, float]]:
+    def token_timestamps(self, path: str, max_segment_seconds: Optional[float] = None,
+                         **kwargs) -> List[Tuple[str, float]]:
         """``(token, seconds)`` for each output token of one file."""
-        waveform = self.load_audio(path, **kwargs)
-        hyps, times = self.decode_batch(waveform.unsqueeze(0), torch.tensor([1.0]))
-        labels = [self.tokenizer.ind2lab[int(i)] for i in hyps[0]]
-        return list(zip(labels, times[0]))
+        tokens, times = self.decode_signal(self.load_audio(path, **kwargs), max_segment_seconds)
+        return [(self.tokenizer.ind2lab[int(i)], t) for i, t in zip(tokens, times)]
 
-    def transcribe_file_with_timestamps(self, path: str, **kwargs) -> List[Tuple[str, float]]:
+    def transcribe_file_with_timestamps(self, path: str, max_segment_seconds: Optional[float] = None,
+                                        **kwargs) -> List[Tuple[str, float]]:
         """``(word, seconds)`` per word of one file: wordpieces are merged,
         a word takes the time of its first piece."""
-        return merge_pieces(self.token_timestamps(path, **kwargs))
+        return merge_pieces(self.token_timestamps(path, max_segment_seconds, **kwargs))
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
         return self.transcribe_batch(wavs, wav_lens)

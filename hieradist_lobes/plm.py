@@ -46,7 +46,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from hieradist_lobes.export import file_sha256
-from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter
+from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter, plan_batches
 from hieradist_lobes.tokens import first_difference
 
 logger = logging.getLogger(__name__)
@@ -325,7 +325,8 @@ class PLMFeatureExtractor:
         Raises
         ------
         PLMAlignmentError
-            The tokens differ from ``expected_pieces``.
+            The tokens differ from ``expected_pieces``, or include the PLM's
+            unknown token.
         PLMTextTooLongError
             More than ``max_length`` tokens with [CLS] and [SEP].
         """
@@ -343,6 +344,13 @@ class PLMFeatureExtractor:
                 f"the ASR into {len(expected)} tokens {list(expected)} (first difference at token {first}); "
                 "the ASR labels must be this PLM's tokens"
             )
+        unknown = self.tokenizer.unk_token
+        if unknown and unknown in pieces:
+            # The [UNK] feature stands for no particular text: a silent wrong target.
+            raise PLMAlignmentError(
+                f"{where}: the PLM {self.path} has no token for part of {text!r} (it becomes {unknown} at token "
+                f"{pieces.index(unknown)}); correct the transcript, use a PLM whose vocabulary covers it, or set "
+                "plm_on_mismatch: skip")
         if len(pieces) + 2 > self.max_length:
             raise PLMTextTooLongError(f"{where}: {len(pieces)} PLM tokens + [CLS] + [SEP] exceed max_length "
                                       f"{self.max_length}")
@@ -505,43 +513,51 @@ def save_plm_features(
         options=dict(options or {}, unit=unit, tokenizer=tokenizer.path),
     )
     writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
-    done = writer.done_ids()
-    mine = [row for index, row in enumerate(rows) if index % world_size == rank and row["ID"] not in done]
-    if not mine:
-        logger.info("%s: all %d utterances of %s already have PLM features", split, len(rows), manifest)
-        return 0
-
-    # Check every utterance before the model runs: a mismatch stops at once, not after hours.
-    items = []
-    skipped = 0
-    for row in mine:
-        utt_id = row["ID"]
-        text = transcript_text(row[unit], unit)
-        try:
-            pieces = extractor.check(text, tokenizer.pieces(text), utt_id)
-            tokens = _label_indices(label_encoder, pieces, utt_id)
-        except (PLMAlignmentError, PLMTextTooLongError) as error:
-            if on_mismatch == "error":
-                raise
-            logger.warning("no PLM features for %s (left out of the store): %s", utt_id, error)
-            skipped += 1
-            continue
-        items.append((utt_id, text, pieces, tokens, float(row["duration"])))
+    try:
+        done = writer.done_ids()
+        # Every utterance is checked before the model runs: a mismatch stops at once, not after hours.
+        items = {}
+        skipped = 0
+        for row in rows:
+            utt_id = row["ID"]
+            text = transcript_text(row[unit], unit)
+            try:
+                pieces = extractor.check(text, tokenizer.pieces(text), utt_id)
+                tokens = _label_indices(label_encoder, pieces, utt_id)
+            except (PLMAlignmentError, PLMTextTooLongError) as error:
+                if on_mismatch == "error":
+                    raise
+                logger.warning("no PLM features for %s (left out of the store): %s", utt_id, error)
+                skipped += 1
+                continue
+            items[utt_id] = (text, pieces, tokens, float(row["duration"]))
+    except BaseException:
+        writer.close()
+        raise
     if skipped:
         logger.warning("%s: %d of %d utterances left out of the PLM feature store %s", split, skipped,
-                       len(mine), store_path)
-    # Longest first: a memory problem shows at once, and similar lengths pad little.
-    items.sort(key=lambda item: len(item[2]), reverse=True)
+                       len(rows), store_path)
+    # Fixed batches (longest first, so that similar lengths pad little), so
+    # that a resumed run stores what an uninterrupted one would.
+    batches = plan_batches([(utt, len(item[1])) for utt, item in items.items()], batch_size, rank, world_size)
+    todo = [batch for batch in batches if not all(utt in done for utt in batch)]
+    if not todo:
+        writer.close()
+        logger.info("%s: all %d utterances of %s already have PLM features", split, len(rows), manifest)
+        return 0
     added = 0
-    with writer, tqdm(total=len(items), desc=f"PLM features of {split}", unit="utt", disable=not progress) as bar:
-        for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
-            features = extractor.features([item[1] for item in batch], expected_pieces=[item[2] for item in batch],
-                                          utt_ids=[item[0] for item in batch])
-            for (utt_id, _, _, tokens, duration), matrix in zip(batch, features):
-                writer.add(utt_id, PLMRecord(features=matrix, tokens=tokens, duration=duration))
+    total = sum(1 for batch in todo for utt in batch if utt not in done)
+    with writer, tqdm(total=total, desc=f"PLM features of {split}", unit="utt", disable=not progress) as bar:
+        for batch in todo:
+            features = extractor.features([items[u][0] for u in batch], expected_pieces=[items[u][1] for u in batch],
+                                          utt_ids=batch)
+            missing = [i for i, utt in enumerate(batch) if utt not in done]
+            for i in missing:
+                _, _, tokens, duration = items[batch[i]]
+                writer.add(batch[i], PLMRecord(features=features[i], tokens=tokens, duration=duration),
+                           end_of_batch=i == missing[-1])
                 added += 1
-            bar.update(len(batch))
+            bar.update(len(missing))
     return added
 
 

@@ -200,6 +200,12 @@ class TeacherRecord:
             if matrix.ndim != 2 or matrix.shape[1] != num_classes:
                 raise TeacherStoreError(f"utterance {utt_id}: posteriors of shape {matrix.shape}, "
                                         f"expected (n, {num_classes})")
+        for name in ("ctc_logprobs", "att_logprobs"):
+            # -inf is a valid log-probability (stored at the floor); NaN and +inf are not.
+            if any(np.isnan(m).any() or np.isposinf(m).any() for m in getattr(self, name)):
+                raise TeacherStoreError(f"utterance {utt_id}: {name} contain NaN or +inf (a diverged teacher?)")
+        if not np.isfinite(np.asarray(list(self.ctc_error_rate) + list(self.att_error_rate), dtype=float)).all():
+            raise TeacherStoreError(f"utterance {utt_id}: non-finite error rates")
         for matrix in self.att_logprobs:
             if matrix.shape[0] != len(self.tokens) + 1:
                 raise TeacherStoreError(f"utterance {utt_id}: {matrix.shape[0]} attention rows for "
@@ -279,6 +285,69 @@ def expand_top_k(values: np.ndarray, indices: np.ndarray, num_classes: int) -> n
     return dense
 
 
+def plan_batches(items: Sequence[Tuple[str, float]], batch_size: int, rank: int = 0, world_size: int = 1
+                 ) -> List[List[str]]:
+    """This process's batches of utterance IDs, the same whatever is already stored.
+
+    ``items`` are ``(ID, length)`` pairs of the whole split.  They are sorted
+    longest first (ties by ID) and cut into batches of ``batch_size``; batch
+    ``i`` belongs to rank ``i % world_size``.  Teacher outputs depend a little
+    on which utterances share a padded batch (frame counts rounded from
+    relative lengths, recurrent layers reading padding), so a resumed,
+    re-run or multi-process extraction must form exactly the batches of an
+    uninterrupted one-process run: the batches are fixed here, and the
+    writer closes parts only between batches.
+
+    Example
+    -------
+    >>> plan_batches([("a", 1.0), ("b", 3.0), ("c", 2.0), ("d", 2.0), ("e", 0.5)], 2)
+    [['b', 'c'], ['d', 'a'], ['e']]
+    >>> plan_batches([("a", 1.0), ("b", 3.0), ("c", 2.0), ("d", 2.0), ("e", 0.5)], 2, rank=1, world_size=2)
+    [['d', 'a']]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ordered = [utt for utt, _ in sorted(items, key=lambda item: (-float(item[1]), item[0]))]
+    batches = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
+    return [batch for index, batch in enumerate(batches) if index % world_size == rank]
+
+
+class _WriterLock:
+    """An exclusive lock on one rank of one split of a store (``fcntl.flock``).
+
+    The operating system releases it when the process ends, however it ends,
+    so a killed run never leaves a stale lock; a second writer of the same
+    rank is stopped with a message instead of deleting the first's part in
+    progress.
+    """
+
+    def __init__(self, folder: str, rank: int) -> None:
+        import fcntl
+
+        # Beside the split folders, so that those hold only parts.
+        locks = os.path.join(os.path.dirname(folder), ".locks")
+        os.makedirs(locks, exist_ok=True)
+        self.path = os.path.join(locks, f"{os.path.basename(folder)}-r{rank}.lock")
+        self._handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.seek(0)
+            owner = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            raise TeacherStoreError(
+                f"another process ({owner}) is writing rank {rank} of {folder}; wait for it to finish, or stop it "
+                "and run again (a stopped run resumes where it was)") from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        self._handle.flush()
+
+    def release(self) -> None:
+        if self._handle is not None and not self._handle.closed:
+            self._handle.close()  # closing releases the lock
+
+
 class TeacherStoreWriter:
     """Append utterances to a store, one part file at a time.
 
@@ -293,9 +362,15 @@ class TeacherStoreWriter:
     rank : int
         This process's rank; each rank writes its own parts.
     part_size : int
-        Utterances per part: at most this many are redone after a crash.
+        Utterances per part: about this many are redone after a crash.  A
+        part is closed only at the end of a batch (``add(...,
+        end_of_batch=True)``), so that parts hold whole batches.
     compression : str, optional
         ``gzip`` or ``lzf`` for the HDF5 datasets (default: none).
+
+    Only one process may write a rank of a split at a time: a second one
+    stops with :class:`TeacherStoreError` (see :class:`_WriterLock`).
+    Records with NaN or inf are refused.
     """
 
     def __init__(self, path: str, split: str, metadata: StoreMetadata, rank: int = 0, part_size: int = 256,
@@ -314,13 +389,18 @@ class TeacherStoreWriter:
         self._handle = None
         self._count = 0
         self._temporary = ""
-        # Leftovers of a killed run of this rank are incomplete: discard them.
+        self._lock = _WriterLock(self.folder, rank)
+        # Leftovers of a killed run of this rank are incomplete (and ours: we hold the lock): discard them.
         for leftover in glob.glob(os.path.join(self.folder, f"part-r{rank}-*.h5.tmp")):
             os.remove(leftover)
         existing = [_PART_PATTERN.search(os.path.basename(p)) for p in glob.glob(os.path.join(self.folder, "*.h5"))]
         numbers = [int(m.group(2)) for m in existing if m and int(m.group(1)) == rank]
         self._next_part = max(numbers, default=-1) + 1
-        self._check_existing_metadata(path)
+        try:
+            self._check_existing_metadata(path)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _check_existing_metadata(self, path: str) -> None:
         if not _part_files(path):
@@ -382,8 +462,12 @@ class TeacherStoreWriter:
                                     f"(|x| = {np.abs(features).max():.4g}); use dtype float32")
         return features.astype(np.float16 if self.metadata.dtype == "float16" else np.float32)
 
-    def add(self, utt_id: str, record: Union[TeacherRecord, PLMRecord]) -> None:
-        """Store one utterance's teacher outputs (a :class:`PLMRecord` in a plm store)."""
+    def add(self, utt_id: str, record: Union[TeacherRecord, PLMRecord], end_of_batch: bool = True) -> None:
+        """Store one utterance's teacher outputs (a :class:`PLMRecord` in a plm store).
+
+        ``end_of_batch``: whether the part may be closed after this record
+        (pass False inside a batch, so that parts hold whole batches).
+        """
         wanted = PLMRecord if self.metadata.kind == "plm" else TeacherRecord
         if not isinstance(record, wanted):
             raise TeacherStoreError(f"utterance {utt_id}: a {type(record).__name__} cannot go into a "
@@ -409,12 +493,13 @@ class TeacherStoreWriter:
         group.attrs["tokens"] = np.asarray(record.tokens, dtype=np.int64)
         group.attrs["duration"] = float(record.duration)
         self._count += 1
-        if self._count >= self.part_size:
+        if end_of_batch and self._count >= self.part_size:
             self._close_part()
 
     def close(self) -> None:
         """Finish the current part (call it, or use the writer as a context manager)."""
         self._close_part()
+        self._lock.release()
 
     def __enter__(self) -> "TeacherStoreWriter":
         return self
@@ -422,10 +507,19 @@ class TeacherStoreWriter:
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
             self.close()
-        elif self._handle is not None:
-            # Keep what is complete; an interrupted part is dropped on resume.
-            self._handle.close()
-            self._handle = None
+        else:
+            if self._handle is not None:
+                # Keep what is complete; an interrupted part is dropped on resume.
+                self._handle.close()
+                self._handle = None
+            self._lock.release()
+
+
+def _damaged(part: str, error: object, utt_id: Optional[str] = None) -> TeacherStoreError:
+    what = f"utterance {utt_id} of " if utt_id else ""
+    return TeacherStoreError(
+        f"{what}teacher store part {part} is damaged ({error}): it was truncated, overwritten or corrupted. "
+        "Delete this part file and run save_teachers.py again: it recomputes only the utterances that are missing")
 
 
 def _part_files(path: str, splits: Optional[Sequence[str]] = None) -> List[str]:
@@ -462,18 +556,25 @@ class TeacherStore:
         self._split_of_file: List[str] = []
         self.metadata: Optional[StoreMetadata] = None
         for number, part in enumerate(files):
-            with h5py.File(part, "r") as handle:
-                metadata = StoreMetadata.from_attrs(handle.attrs)
-                if self.metadata is None:
-                    self.metadata = metadata
-                elif metadata.to_attrs() != self.metadata.to_attrs():
-                    raise TeacherStoreError(f"part {part} has other metadata than {files[0]}")
-                self._split_of_file.append(str(handle.attrs["split"]))
-                for utt_id in handle["utts"].keys():
-                    if utt_id in self._index:
-                        raise TeacherStoreError(
-                            f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
-                    self._index[utt_id] = number
+            try:
+                with h5py.File(part, "r") as handle:
+                    metadata = StoreMetadata.from_attrs(handle.attrs)
+                    split = str(handle.attrs["split"])
+                    utt_ids = list(handle["utts"].keys())
+            except TeacherStoreError:
+                raise
+            except Exception as error:  # h5py raises OSError, KeyError, ... for a damaged file
+                raise _damaged(part, error) from error
+            if self.metadata is None:
+                self.metadata = metadata
+            elif metadata.to_attrs() != self.metadata.to_attrs():
+                raise TeacherStoreError(f"part {part} has other metadata than {files[0]}")
+            self._split_of_file.append(split)
+            for utt_id in utt_ids:
+                if utt_id in self._index:
+                    raise TeacherStoreError(
+                        f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
+                self._index[utt_id] = number
         self._handles: Dict[int, object] = {}
         self._pid = None
 
@@ -520,7 +621,27 @@ class TeacherStore:
 
     def get(self, utt_id: str) -> Union[TeacherRecord, PLMRecord]:
         """The teachers' outputs for ``utt_id``: dense float32 log-posteriors
-        (:class:`TeacherRecord`), or float32 features (:class:`PLMRecord`) in a plm store."""
+        (:class:`TeacherRecord`), or float32 features (:class:`PLMRecord`) in a plm store.
+
+        Raises
+        ------
+        TeacherStoreError
+            If the utterance is not stored, its part file is damaged, or its
+            values are not finite (naming the part file and what to do).
+        """
+        try:
+            record = self._read(utt_id)
+        except TeacherStoreError:
+            raise
+        except Exception as error:  # a damaged dataset inside a readable part
+            raise _damaged(self._files[self._index[utt_id]], error, utt_id) from error
+        arrays = ([record.features] if isinstance(record, PLMRecord)
+                  else list(record.ctc_logprobs) + list(record.att_logprobs))
+        if not all(np.isfinite(array).all() for array in arrays):
+            raise _damaged(self._files[self._index[utt_id]], "values are NaN or inf", utt_id)
+        return record
+
+    def _read(self, utt_id: str) -> Union[TeacherRecord, PLMRecord]:
         group = self._group(utt_id)
         if self.metadata.kind == "plm":
             return PLMRecord(features=group["plm"][()].astype(np.float32), tokens=group.attrs["tokens"].tolist(),

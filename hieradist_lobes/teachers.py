@@ -8,10 +8,12 @@ gives the CTC log-posteriors, the attention decoder's log-posteriors
 teacher-forced on the reference, and two error rates measured by *decoding*:
 greedy CTC and free (not teacher-forced) greedy attention decoding.
 
-Work is keyed by utterance ID: each process (``torchrun``) takes every
-``world_size``-th utterance and writes its own store parts; utterances already
-in the store are skipped, so a killed run resumes and a finished one does
-nothing.
+Work is keyed by utterance ID and done in fixed batches
+(:func:`~hieradist_lobes.teacher_store.plan_batches`: longest first, batch
+``i`` to process ``i % world_size`` under ``torchrun``); each process writes
+its own store parts, which hold whole batches.  Utterances already in the
+store are skipped, so a killed run resumes, to exactly the store an
+uninterrupted run makes, and a finished one does nothing.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from speechbrain.decoders.seq2seq import S2SRNNGreedySearcher
 from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
+from hieradist_lobes.brains import nonfinite_parameters
 from hieradist_lobes.data.pipelines import asr_dataset
 from hieradist_lobes.export import file_sha256, read_info
 from hieradist_lobes.losses import greedy_ctc_targets
-from hieradist_lobes.teacher_store import StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter
+from hieradist_lobes.teacher_store import (StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter,
+                                          plan_batches)
 from hieradist_lobes.tokens import LabelTokenizer
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,10 @@ class Teacher:
         self.asr = EncoderDecoderASR.from_hparams(source=self.folder, savedir=self.folder,
                                                   run_opts={"device": device})
         self.asr.eval()
+        bad = nonfinite_parameters(self.asr.mods)
+        if bad:
+            raise TeacherStoreError(f"teacher {self.folder} has non-finite weights ({len(bad)} tensors, e.g. "
+                                    f"{', '.join(bad[:3])}): its training diverged; it cannot be a teacher")
         self.device = device
         self.tokenizer: LabelTokenizer = self.asr.hparams.tokenizer
         mods = self.asr.mods
@@ -130,8 +138,11 @@ def save_teacher_outputs(
     part_size: int = 256,
     options: Optional[Dict[str, object]] = None,
     progress: bool = True,
+    audio: Optional[Dict[str, object]] = None,
 ) -> int:
     """Run every teacher over ``manifest`` and store the outputs by utterance ID.
+
+    ``audio``: how to read the audio (:func:`~hieradist_lobes.data.pipelines.read_signal`).
 
     Returns
     -------
@@ -142,34 +153,39 @@ def save_teacher_outputs(
 
     labels = check_same_vocabulary(teachers)
     tokenizer = teachers[0].tokenizer
-    dataset = asr_dataset(manifest, tokenizer, unit, sorting="random")
+    dataset = asr_dataset(manifest, tokenizer, unit, sorting="random", audio=audio)
     metadata = StoreMetadata(labels=labels, teachers=[t.description() for t in teachers], frame_rate=0.0,
                              dtype=dtype, top_k=top_k, options=dict(options or {}, unit=unit))
     # The CTC frame rate is a property of the teachers: measured on the first utterance.
     metadata.frame_rate = _frame_rate(teachers[0], dataset)
+    durations = {utt: float(dataset.data[utt]["duration"]) for utt in dataset.data_ids}
+    # Fixed batches (longest first), so that a resumed run stores what an uninterrupted one would.
+    batches = plan_batches(list(durations.items()), batch_size, rank, world_size)
     writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
     done = writer.done_ids()
-    ordered = list(dataset.data_ids)
-    mine = [utt for index, utt in enumerate(ordered) if index % world_size == rank and utt not in done]
-    if not mine:
-        logger.info("%s: all %d utterances of %s already stored", split, len(ordered), manifest)
+    todo = [batch for batch in batches if not all(utt in done for utt in batch)]
+    if not todo:
+        writer.close()
+        logger.info("%s: all %d utterances of %s already stored", split, len(durations), manifest)
         return 0
-    # Longest first: a memory problem shows at once, and padding is small.
-    subset = dataset.filtered_sorted(key_test={"id": lambda utt, keep=set(mine): utt in keep},
-                                     sort_key="duration", reverse=True)
     from speechbrain.dataio.batch import PaddedBatch
 
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=PaddedBatch)
-    durations = {row_id: float(subset.data[row_id]["duration"]) for row_id in mine}
+    position = {utt: index for index, utt in enumerate(dataset.data_ids)}
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[position[u] for u in batch] for batch in todo],
+                                         collate_fn=PaddedBatch)
     added = 0
-    with writer, tqdm(total=len(mine), desc=f"teachers on {split}", unit="utt", disable=not progress) as bar:
+    total = sum(1 for batch in todo for utt in batch if utt not in done)
+    with writer, tqdm(total=total, desc=f"teachers on {split}", unit="utt", disable=not progress) as bar:
         for batch in loader:
             wavs, wav_lens = batch.sig
             tokens, tokens_rel = batch.tokens
             tokens_lens = torch.round(tokens_rel * tokens.shape[1]).long()
             tokens_bos, _ = batch.tokens_bos
             per_teacher = [t.outputs(wavs, wav_lens, tokens, tokens_lens, tokens_bos) for t in teachers]
-            for i, utt in enumerate(batch.id):
+            # A batch cut by an earlier part boundary is recomputed whole; only its missing utterances are added.
+            missing = [i for i, utt in enumerate(batch.id) if utt not in done]
+            for i in missing:
+                utt = batch.id[i]
                 writer.add(utt, TeacherRecord(
                     ctc_logprobs=[out["ctc"][i] for out in per_teacher],
                     att_logprobs=[out["att"][i] for out in per_teacher],
@@ -177,9 +193,9 @@ def save_teacher_outputs(
                     att_error_rate=[out["att_error_rate"][i] for out in per_teacher],
                     tokens=tokens[i, : tokens_lens[i]].tolist(),
                     duration=durations[utt],
-                ))
+                ), end_of_batch=i == missing[-1])
                 added += 1
-            bar.update(len(batch.id))
+            bar.update(len(missing))
     return added
 
 

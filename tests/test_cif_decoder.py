@@ -45,6 +45,8 @@ def greedy_reference(decoder, fired, length):
         logits, _ = decoder(torch.tensor([tokens]), fired[None, : step + 1])
         scores = logits[0, -1].clone()
         scores[[BLANK, BOS]] = float("-inf")
+        if step < length - 1:
+            scores[EOS] = float("-inf")  # one token per fire: <eos> only at the last
         token = int(scores.argmax())
         if token == EOS:
             break

@@ -3,6 +3,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 
 from hieradist_lobes.data.manifest import read_manifest
@@ -60,15 +61,70 @@ def test_store_has_every_training_utterance_by_id(run):
 
 def test_save_teachers_resumes_and_then_does_nothing(run):
     parts = sorted(glob.glob(os.path.join(run["store"], "train", "*.h5")))
-    assert len(parts) == 4  # 36 utterances in parts of 10
+    assert len(parts) == 3  # 36 utterances in parts of whole batches of 8: 16, 16, 4
     before = set(TeacherStore(run["store"]).ids())
     os.remove(parts[1])  # as if killed before this part was complete
-    assert len(TeacherStore(run["store"]).ids()) == 26
+    assert len(TeacherStore(run["store"]).ids()) == 20
     save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
     assert set(TeacherStore(run["store"]).ids()) == before
     stamps = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))}
     save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
     assert {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))} == stamps
+
+
+def _store_contents(path):
+    store = TeacherStore(path)
+    return {utt: store.get(utt) for utt in store.ids()}
+
+
+def _assert_same_records(first, second):
+    assert sorted(first) == sorted(second)
+    for utt, record in first.items():
+        other = second[utt]
+        assert record.tokens == other.tokens and record.ctc_error_rate == other.ctc_error_rate
+        assert record.att_error_rate == other.att_error_rate
+        for a, b in zip(record.ctc_logprobs + record.att_logprobs, other.ctc_logprobs + other.att_logprobs):
+            assert np.array_equal(a, b), utt
+
+
+@pytest.mark.parametrize("killed_after", [1, 5, 11])
+def test_a_store_killed_anywhere_resumes_to_the_uninterrupted_store(run, tmp_path, monkeypatch, killed_after):
+    # Part size 5 is not a multiple of the batch size 4: parts close only between batches.
+    options = [*run["data"], run["dirs"], "--store_part_size=5", "--store_batch_size=4"]
+    reference = str(tmp_path / "reference")
+    save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={reference}"])
+    original_add = TeacherStoreWriter.add
+    calls = []
+
+    def add_then_die(self, *args, **kwargs):
+        if len(calls) == killed_after:
+            raise KeyboardInterrupt("killed")
+        calls.append(1)
+        return original_add(self, *args, **kwargs)
+
+    resumed = str(tmp_path / "resumed")
+    monkeypatch.setattr(TeacherStoreWriter, "add", add_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={resumed}"])
+    monkeypatch.setattr(TeacherStoreWriter, "add", original_add)
+    save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={resumed}"])
+    _assert_same_records(_store_contents(reference), _store_contents(resumed))
+
+
+def test_a_diverged_teacher_is_never_stored(run, tmp_path):
+    import shutil
+
+    import torch
+
+    folder = str(tmp_path / "nan_teacher")
+    shutil.copytree(run["teachers"]["tea0"]["model_dir"], folder)
+    state = torch.load(os.path.join(folder, "model.ckpt"))
+    next(value for value in state.values() if value.is_floating_point()).fill_(float("nan"))
+    torch.save(state, os.path.join(folder, "model.ckpt"))
+    os.remove(os.path.join(folder, "info.json"))  # no recorded hashes: the weights themselves are checked
+    with pytest.raises(TeacherStoreError, match=f"teacher {folder} has non-finite weights"):
+        save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], f"--teacher_dirs=[{folder}]",
+                       f"--store_path={tmp_path / 'store'}"])
 
 
 @pytest.mark.parametrize("strategy", ["average", "best", "weighted"])

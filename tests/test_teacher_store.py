@@ -324,3 +324,62 @@ def test_plm_info_command(tmp_path, capsys):
     assert summary["feature_dim"] == 6 and summary["megabytes_per_hour"] > 0
     hours = sum(r.duration for r in records.values()) / 3600
     assert summary["splits"]["train"]["hours"] == pytest.approx(hours, abs=1e-3)
+
+
+def test_a_second_writer_stops_and_never_deletes_the_first_ones_part(tmp_path):
+    first = TeacherStoreWriter(str(tmp_path), "train", _metadata(), part_size=10)
+    first.add("u0", _record(0))
+    in_progress = [name for name in os.listdir(tmp_path / "train") if name.endswith(".tmp")]
+    assert in_progress
+    with pytest.raises(TeacherStoreError, match=f"another process .*pid {os.getpid()}.* is writing rank 0"):
+        TeacherStoreWriter(str(tmp_path), "train", _metadata())
+    assert [name for name in os.listdir(tmp_path / "train") if name.endswith(".tmp")] == in_progress
+    first.add("u1", _record(1))
+    first.close()
+    assert sorted(TeacherStore(str(tmp_path)).ids()) == ["u0", "u1"]
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata()) as writer:  # the lock is free again
+        writer.add("u2", _record(2))
+
+
+def test_a_truncated_or_overwritten_part_is_named(tmp_path):
+    _write(tmp_path, ["u0", "u1", "u2"], part_size=2)
+    part = sorted((tmp_path / "train").iterdir())[1]
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TeacherStoreError, match=f"part {part} is damaged .* Delete this part file and run "
+                                                "save_teachers.py again"):
+        TeacherStore(str(tmp_path))
+    part.write_text("not an HDF5 file")
+    with pytest.raises(TeacherStoreError, match=f"part {part} is damaged"):
+        TeacherStore(str(tmp_path))
+
+
+def test_non_finite_values_are_refused_when_written_and_when_read(tmp_path):
+    import h5py
+
+    record = _record(0)
+    record.ctc_logprobs[1][2, 3] = np.nan
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata()) as writer:
+        with pytest.raises(TeacherStoreError, match="utterance bad: ctc_logprobs contain NaN"):
+            writer.add("bad", record)
+        writer.add("u0", _record(1))
+    with pytest.raises(TeacherStoreError, match="features contain inf or NaN"):
+        with TeacherStoreWriter(str(tmp_path / "plm"), "train", _plm_metadata()) as writer:
+            writer.add("bad", PLMRecord(features=np.full((3, 6), np.inf), tokens=[4, 5], duration=1.0))
+    part = next((tmp_path / "train").iterdir())
+    with h5py.File(part, "a") as handle:  # damaged on disk after writing
+        handle["utts/u0/att"][0, 0] = np.nan
+    with pytest.raises(TeacherStoreError, match=f"utterance u0 of teacher store part {part} is damaged "
+                                                r"\(values are NaN or inf\)"):
+        TeacherStore(str(tmp_path)).get("u0")
+
+
+def test_plan_batches_does_not_depend_on_what_is_done():
+    from hieradist_lobes.teacher_store import plan_batches
+
+    items = [(f"u{i}", float(i % 4)) for i in range(10)]
+    one = plan_batches(items, 3)
+    assert [len(batch) for batch in one] == [3, 3, 3, 1]
+    assert one[0] == ["u3", "u7", "u2"]  # longest first, ties by ID
+    shared = plan_batches(items, 3, 0, 2) + plan_batches(items, 3, 1, 2)
+    assert sorted(map(tuple, shared)) == sorted(map(tuple, one))

@@ -7,7 +7,7 @@ columns of :data:`hieradist_lobes.data.manifest.MANIFEST_FIELDS`;
 Example
 -------
 >>> sorted(DATASETS)
-['aishell1', 'synth', 'timit']
+['aishell1', 'librispeech', 'synth', 'timit']
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ def _aishell1(data_folder: str, save_folder: str, **options) -> Dict[str, str]:
     return prepare_aishell1(data_folder, save_folder, **options)
 
 
-DATASETS: Dict[str, Callable[..., Dict[str, str]]] = {"synth": _synth, "timit": _timit, "aishell1": _aishell1}
+def _librispeech(data_folder: str, save_folder: str, **options) -> Dict[str, str]:
+    from hieradist_lobes.data.librispeech import prepare_librispeech
+
+    return prepare_librispeech(data_folder, save_folder, **options)
+
+
+DATASETS: Dict[str, Callable[..., Dict[str, str]]] = {"synth": _synth, "timit": _timit, "aishell1": _aishell1,
+                                                      "librispeech": _librispeech}
 
 
 def prepare_dataset(dataset: str, data_folder: str, save_folder: str, **options) -> Dict[str, str]:
@@ -46,7 +53,9 @@ def prepare_dataset(dataset: str, data_folder: str, save_folder: str, **options)
     ---------
     dataset : str
         ``synth`` (the built-in corpus, made in ``data_folder``; options
-        ``size``, ``seed``, ``num_workers``), ``timit`` or ``aishell1``.
+        ``size``, ``seed``, ``num_workers``), ``timit``, ``aishell1`` or
+        ``librispeech``.  (A user's own CSVs need no preparation: recipes
+        take them with ``dataset: csv``.)
     data_folder : str
         Where the corpus is (or, for ``synth``, where it is made).
     save_folder : str

@@ -35,11 +35,12 @@ from hieradist_lobes.data.common import (
     already_prepared,
     preparation_main,
     audio_duration,
-    forget_options,
     manifest_paths,
-    record_options,
+    finish_preparation,
+    start_preparation,
+    write_prepared_manifest,
 )
-from hieradist_lobes.data.manifest import chars_of_words, write_manifest
+from hieradist_lobes.data.manifest import chars_of_words
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +163,7 @@ def prepare_aishell1(data_folder: str, save_folder: str, progress: bool = True) 
     if already_prepared(save_folder, options):
         logger.info("AISHELL-1 manifests in %s are up to date, skipping", save_folder)
         return manifests
-    os.makedirs(save_folder, exist_ok=True)
-    forget_options(save_folder)
+    start_preparation(save_folder, options)
 
     transcripts = read_transcripts(os.path.join(corpus, TRANSCRIPT))
     lexicon = read_lexicon(lexicon_path) if has_lexicon else None
@@ -204,12 +204,12 @@ def prepare_aishell1(data_folder: str, save_folder: str, progress: bool = True) 
             )
         if not rows:
             raise PreparationError(f"no utterance of {split_folder} has a transcript in {TRANSCRIPT}")
-        write_manifest(manifests[split], rows)
+        write_prepared_manifest(save_folder, manifests[split], rows)
         logger.info(
             "AISHELL-1 %s: %d utterances, %d skipped without transcript, %d characters missing from the lexicon",
             split, len(rows), untranscribed, unknown,
         )
-    record_options(save_folder, options)
+    finish_preparation(save_folder, options)
     return manifests
 
 

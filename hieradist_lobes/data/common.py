@@ -1,4 +1,13 @@
-"""Helpers shared by the corpus preparations: skip-if-done and audio checks."""
+"""Helpers shared by the corpus preparations: skip-if-done, never overwriting a
+user's file, and audio checks.
+
+A preparation records what it wrote in ``<save_folder>/prepare_options.json``
+(its options, whether it finished, and the SHA-256 of each manifest it
+wrote).  It skips when that record says the same options finished and the
+manifests are unchanged; it rewrites only manifests it wrote itself and that
+nobody edited since; any other ``train.csv``, ``valid.csv`` or ``test.csv``
+stops it with an error naming the file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,9 @@ import argparse
 import json
 import logging
 import os
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from hieradist_lobes.data.manifest import SPLITS, read_manifest
+from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, read_manifest, write_manifest
 
 OPTIONS_FILE = "prepare_options.json"
 
@@ -22,41 +31,113 @@ def manifest_paths(save_folder: str) -> Dict[str, str]:
     return {split: os.path.join(save_folder, f"{split}.csv") for split in SPLITS}
 
 
-def already_prepared(save_folder: str, options: Mapping[str, object]) -> bool:
-    """True when the manifests exist, were made with the same ``options``,
-    and every audio file they name is still there."""
-    options_path = os.path.join(save_folder, OPTIONS_FILE)
-    if not os.path.isfile(options_path):
-        return False
-    with open(options_path, encoding="utf-8") as handle:
-        try:
-            if json.load(handle) != dict(options):
-                return False
-        except json.JSONDecodeError:
-            return False
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_marker(save_folder: str) -> Optional[Dict[str, object]]:
+    """The preparation's record in ``save_folder`` (None if absent or unreadable)."""
+    path = os.path.join(save_folder, OPTIONS_FILE)
+    if not os.path.isfile(path):
+        return None
     try:
-        for path in manifest_paths(save_folder).values():
+        with open(path, encoding="utf-8") as handle:
+            marker = json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("manifests"), dict):
+        return None
+    return marker
+
+
+def _write_marker(save_folder: str, marker: Mapping[str, object]) -> None:
+    path = os.path.join(save_folder, OPTIONS_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(dict(marker), handle, indent=2, ensure_ascii=False)
+    os.replace(temporary, path)
+
+
+def already_prepared(save_folder: str, options: Mapping[str, object]) -> bool:
+    """True when the manifests exist, were made by a finished preparation with
+    the same ``options``, are unchanged since, and every audio file they
+    name is still there."""
+    marker = _read_marker(save_folder)
+    if marker is None or not marker.get("complete") or marker.get("options") != dict(options):
+        return False
+    for path in manifest_paths(save_folder).values():
+        name = os.path.basename(path)
+        if not os.path.isfile(path) or marker["manifests"].get(name) != _sha256(path):
+            return False
+        try:
             if not all(os.path.isfile(row["wav"]) for row in read_manifest(path)):
                 return False
-    except ValueError:
-        return False
+        except ValueError:
+            return False
     return True
 
 
-def forget_options(save_folder: str) -> None:
-    """Remove the options record before rewriting the manifests.
+def start_preparation(save_folder: str, options: Mapping[str, object]) -> None:
+    """Claim ``save_folder`` for a (re)preparation, never overwriting a user's file.
 
-    A crash half way through then leaves nothing claiming a finished run.
+    A manifest that already exists may be rewritten only if the marker
+    (``prepare_options.json``) records it as written by a preparation and it
+    is unchanged since (same SHA-256): a manifest the user wrote or edited
+    stops the preparation with an error naming it.  The marker is then set
+    to "not complete" until :func:`finish_preparation`, so that a crash half
+    way through leaves nothing claiming a finished run.
+
+    Raises
+    ------
+    PreparationError
+        Naming the file that would be overwritten and what to do.
     """
-    options_path = os.path.join(save_folder, OPTIONS_FILE)
-    if os.path.exists(options_path):
-        os.remove(options_path)
+    os.makedirs(save_folder, exist_ok=True)
+    marker = _read_marker(save_folder)
+    recorded = dict(marker["manifests"]) if marker else {}
+    for path in manifest_paths(save_folder).values():
+        name = os.path.basename(path)
+        if not os.path.exists(path):
+            recorded.pop(name, None)
+            continue
+        if name not in recorded:
+            raise PreparationError(
+                f"{path} exists and was not written by a preparation of this project (no record of it in "
+                f"{os.path.join(save_folder, OPTIONS_FILE)}): refusing to overwrite it. To train on your own "
+                "manifests use dataset: csv with train_csv/valid_csv/test_csv; otherwise move the file away or "
+                "choose another folder")
+        if recorded[name] != _sha256(path):
+            raise PreparationError(
+                f"{path} was changed after the preparation wrote it: refusing to overwrite your edits. To train on "
+                "the edited manifests use dataset: csv with train_csv/valid_csv/test_csv; to prepare again, move "
+                "the file away or choose another folder")
+    _write_marker(save_folder, {"options": dict(options), "complete": False, "manifests": recorded})
 
 
-def record_options(save_folder: str, options: Mapping[str, object]) -> None:
-    """Record the options of a finished preparation (written last)."""
-    with open(os.path.join(save_folder, OPTIONS_FILE), "w", encoding="utf-8") as handle:
-        json.dump(dict(options), handle, indent=2, ensure_ascii=False)
+def write_prepared_manifest(save_folder: str, path: str, rows: Iterable[Mapping[str, object]],
+                            fields: Sequence[str] = MANIFEST_FIELDS) -> None:
+    """Write one manifest of a preparation and record it in the marker (as soon
+    as it is written, so that a crash leaves it known as the preparation's own)."""
+    write_manifest(path, rows, fields)
+    marker = _read_marker(save_folder) or {"options": {}, "complete": False, "manifests": {}}
+    marker["manifests"][os.path.basename(path)] = _sha256(path)
+    marker["complete"] = False
+    _write_marker(save_folder, marker)
+
+
+def finish_preparation(save_folder: str, options: Mapping[str, object]) -> None:
+    """Record a finished preparation with its ``options`` (written last)."""
+    marker = _read_marker(save_folder) or {"manifests": {}}
+    for path in manifest_paths(save_folder).values():
+        if os.path.isfile(path):
+            marker["manifests"][os.path.basename(path)] = _sha256(path)
+    _write_marker(save_folder, {"options": dict(options), "complete": True, "manifests": marker["manifests"]})
 
 
 def audio_duration(path: str, expected_rate: int = 16000) -> float:

@@ -34,6 +34,9 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 MANIFEST_FIELDS: List[str] = ["ID", "duration", "wav", "spk_id", "phn", "wrd", "char"]
+# What every manifest needs; a user's own CSV (``dataset: csv``) has these and
+# the label column of the YAML's ``unit``.
+CORE_FIELDS: List[str] = ["ID", "duration", "wav"]
 SPLITS: List[str] = ["train", "valid", "test"]
 
 
@@ -79,13 +82,17 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
     os.replace(temporary, path)
 
 
-def read_manifest(path: str, fields: Sequence[str] = MANIFEST_FIELDS) -> List[Dict[str, str]]:
-    """Read a manifest and check that it has the required columns.
+def read_manifest(path: str, fields: Sequence[str] = CORE_FIELDS, unique_ids: bool = True) -> List[Dict[str, str]]:
+    """Read a manifest and check that it has the columns ``fields``.
+
+    For a complete check of the rows and their audio, see
+    :mod:`hieradist_lobes.data.validation`.
 
     Raises
     ------
     ManifestError
-        If the file does not exist, lacks a column, or repeats an ID.
+        If the file does not exist, lacks a column, or (``unique_ids``)
+        repeats an ID.
     """
     if not os.path.isfile(path):
         raise ManifestError(f"manifest {path} does not exist")
@@ -96,62 +103,8 @@ def read_manifest(path: str, fields: Sequence[str] = MANIFEST_FIELDS) -> List[Di
             raise ManifestError(f"manifest {path} lacks the column(s) {', '.join(missing)}")
         rows = list(reader)
     seen = set()
-    for line, row in enumerate(rows, start=2):
+    for line, row in enumerate(rows if unique_ids else [], start=2):
         if row["ID"] in seen:
             raise ManifestError(f"manifest {path}, line {line}: ID {row['ID']!r} appears twice")
         seen.add(row["ID"])
-    return rows
-
-
-def validate_manifest(
-    path: str,
-    sample_rate: int = 16000,
-    check_audio: bool = True,
-    duration_tolerance: float = 0.01,
-    require: Sequence[str] = ("phn", "wrd"),
-) -> List[Dict[str, str]]:
-    """Check a manifest row by row and return its rows.
-
-    Arguments
-    ---------
-    path : str
-        The CSV file.
-    sample_rate : int
-        Sample rate every audio file must have.
-    check_audio : bool
-        Open every audio file and compare its duration with the manifest's.
-    duration_tolerance : float
-        Allowed difference in seconds.
-    require : sequence of str
-        Columns that must not be empty.
-
-    Raises
-    ------
-    ManifestError
-        Naming the file, the line and the utterance ID of the first problem.
-    """
-    import soundfile
-
-    rows = read_manifest(path)
-    for line, row in enumerate(rows, start=2):
-        where = f"manifest {path}, line {line}, utterance {row['ID']!r}"
-        for field in require:
-            if not row[field].strip():
-                raise ManifestError(f"{where}: empty {field}")
-        try:
-            duration = float(row["duration"])
-        except ValueError as error:
-            raise ManifestError(f"{where}: duration {row['duration']!r} is not a number") from error
-        if check_audio:
-            if not os.path.isfile(row["wav"]):
-                raise ManifestError(f"{where}: audio file {row['wav']} does not exist")
-            info = soundfile.info(row["wav"])
-            if info.samplerate != sample_rate:
-                raise ManifestError(f"{where}: {row['wav']} is {info.samplerate} Hz, expected {sample_rate} Hz")
-            if info.channels != 1:
-                raise ManifestError(f"{where}: {row['wav']} has {info.channels} channels, expected mono")
-            if abs(info.frames / info.samplerate - duration) > duration_tolerance:
-                raise ManifestError(
-                    f"{where}: duration {duration} s in the manifest, {info.frames / info.samplerate:.4f} s in {row['wav']}"
-                )
     return rows

@@ -52,6 +52,40 @@ def label_items(label_encoder: LabelTokenizer, unit: str,
     return encode
 
 
+def read_signal(utt_id: str, wav: str, sample_rate: int = 16000, resample: bool = False,
+                mix_down: bool = False) -> torch.Tensor:
+    """The mono waveform of one utterance at ``sample_rate``.
+
+    Other rates are resampled and several channels averaged only when the
+    YAML says so (``resample``, ``mix_down``); otherwise, and when the file
+    cannot be read, the error names the utterance and the file (the
+    manifest check reports these before training; this guards files that
+    change during a run).
+    """
+    from hieradist_lobes.data.manifest import ManifestError
+
+    try:
+        signal = sb.dataio.dataio.read_audio(wav)
+    except Exception as error:  # torchaudio / soundfile raise several types
+        raise ManifestError(f"utterance {utt_id}: cannot read {wav}: {error}") from error
+    if signal.dim() == 2:
+        if not mix_down:
+            raise ManifestError(f"utterance {utt_id}: {wav} has {signal.shape[1]} channels; the model expects "
+                                "mono (convert it, or set mix_down: True)")
+        signal = signal.mean(dim=1)
+    if resample or signal.numel() == 0:
+        import soundfile
+
+        rate = soundfile.info(wav).samplerate
+        if rate != sample_rate:
+            import torchaudio
+
+            signal = torchaudio.functional.resample(signal, rate, sample_rate)
+    if signal.numel() == 0:
+        raise ManifestError(f"utterance {utt_id}: {wav} holds no samples")
+    return signal
+
+
 def read_checked(store: TeacherStore, utt_id: str, tokens: torch.Tensor, hint: str):
     """The store's record of ``utt_id``, whose reference tokens must equal the student's."""
     record = store.get(utt_id)
@@ -129,6 +163,7 @@ def asr_dataset(
     split_labels: Optional[Callable[[str], Sequence[str]]] = None,
     teacher_items: Optional[Callable] = None,
     teacher_keys: Sequence[str] = TEACHER_KEYS,
+    audio: Optional[Dict[str, object]] = None,
 ) -> DynamicItemDataset:
     """A dataset over one manifest.
 
@@ -154,16 +189,21 @@ def asr_dataset(
     teacher_items, teacher_keys : optional
         How to read the store (default :class:`TeacherItems`, giving
         :data:`TEACHER_KEYS`); PLM feature stores give other keys.
+    audio : dict, optional
+        Keyword arguments of :func:`read_signal` (``sample_rate``,
+        ``resample``, ``mix_down``).
     """
     if sorting not in SORTINGS:
         raise ValueError(f"sorting must be one of {', '.join(SORTINGS)}, got {sorting!r}")
     dataset = DynamicItemDataset.from_csv(csv_path=manifest)
     encode = label_items(label_encoder, unit, split_labels)
 
-    @sb.utils.data_pipeline.takes("wav")
+    audio = dict(audio or {})
+
+    @sb.utils.data_pipeline.takes("id", "wav")
     @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return sb.dataio.dataio.read_audio(wav)
+    def audio_pipeline(utt_id, wav):
+        return read_signal(utt_id, wav, **audio)
 
     @sb.utils.data_pipeline.takes(unit)
     @sb.utils.data_pipeline.provides("tokens", "tokens_bos", "tokens_eos")

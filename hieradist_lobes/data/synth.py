@@ -57,8 +57,9 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from hieradist_lobes.data.common import already_prepared, forget_options, manifest_paths, record_options
-from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, chars_of_words, read_manifest, write_manifest
+from hieradist_lobes.data.common import (already_prepared, finish_preparation, manifest_paths, start_preparation,
+                                         write_prepared_manifest)
+from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, chars_of_words, read_manifest
 from hieradist_lobes.data.espeak import Espeak
 from hieradist_lobes.data.phones import ipa_to_phones
 from hieradist_lobes.data.sentences import unique_sentences
@@ -279,8 +280,7 @@ def prepare_synth(
         logger.info("synthetic corpus in %s is up to date, skipping", output_folder)
         return manifests
 
-    os.makedirs(output_folder, exist_ok=True)
-    forget_options(output_folder)
+    start_preparation(output_folder, options)
     main_module = getattr(sys.modules.get("__main__"), "__spec__", None)
     if getattr(main_module, "name", None) != _MODULE:
         # Worker processes re-import the caller's main module (a recipe that
@@ -299,7 +299,7 @@ def prepare_synth(
                                f"(exit code {completed.returncode}); see the messages above")
         return manifests
     _render(output_folder, size, seed, num_workers, progress)
-    record_options(output_folder, options)
+    finish_preparation(output_folder, options)
     return manifests
 
 
@@ -334,7 +334,7 @@ def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int]
     manifests = manifest_paths(output_folder)
     for split in SPLITS:
         count = len(plan[split])
-        write_manifest(manifests[split], rows[start:start + count], MANIFEST_FIELDS)
+        write_prepared_manifest(output_folder, manifests[split], rows[start:start + count], MANIFEST_FIELDS)
         start += count
     hours = sum(float(row["duration"]) for row in rows) / 3600
     logger.info("wrote %d utterances (%.2f h) to %s", len(rows), hours, output_folder)

@@ -37,11 +37,12 @@ from hieradist_lobes.data.common import (
     already_prepared,
     preparation_main,
     audio_duration,
-    forget_options,
     manifest_paths,
-    record_options,
+    finish_preparation,
+    start_preparation,
+    write_prepared_manifest,
 )
-from hieradist_lobes.data.manifest import chars_of_words, write_manifest
+from hieradist_lobes.data.manifest import chars_of_words
 from hieradist_lobes.data.phones import TIMIT_61_TO_39, fold_timit
 
 logger = logging.getLogger(__name__)
@@ -184,8 +185,7 @@ def prepare_timit(data_folder: str, save_folder: str, progress: bool = True) -> 
     if already_prepared(save_folder, options):
         logger.info("TIMIT manifests in %s are up to date, skipping", save_folder)
         return manifests
-    os.makedirs(save_folder, exist_ok=True)
-    forget_options(save_folder)
+    start_preparation(save_folder, options)
 
     train_speakers = _speaker_folders(train_folder)
     test_speakers = _speaker_folders(test_folder)
@@ -213,9 +213,9 @@ def prepare_timit(data_folder: str, save_folder: str, progress: bool = True) -> 
                 bar.update()
             if not rows:
                 raise PreparationError(f"no SI/SX utterances found for the TIMIT {split} split")
-            write_manifest(manifests[split], rows)
+            write_prepared_manifest(save_folder, manifests[split], rows)
             logger.info("TIMIT %s: %d utterances", split, len(rows))
-    record_options(save_folder, options)
+    finish_preparation(save_folder, options)
     return manifests
 
 

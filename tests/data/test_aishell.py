@@ -7,7 +7,8 @@ import soundfile
 
 from hieradist_lobes.data.aishell import prepare_aishell1, read_transcripts, words_to_phones
 from hieradist_lobes.data.common import PreparationError
-from hieradist_lobes.data.manifest import read_manifest, validate_manifest
+from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.data.validation import validate_manifest
 
 SPEAKERS = {"train": ["S0002", "S0003"], "dev": ["S0724"], "test": ["S0764"]}
 TRANSCRIPT_WORDS = ["而 对 楼市", "成交 抑制", "作用 最 大"]

@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from hieradist_lobes.data.manifest import (
-    ManifestError,
-    chars_of_words,
-    read_manifest,
-    validate_manifest,
-    write_manifest,
-)
+from hieradist_lobes.data.manifest import MANIFEST_FIELDS, ManifestError, chars_of_words, read_manifest, write_manifest
+from hieradist_lobes.data.validation import validate_manifest
 
 
 def _row(tmp_path, utt="u1", seconds=0.5, rate=16000, **overrides):
@@ -33,37 +28,15 @@ def test_chars_of_words():
     assert chars_of_words("大 家好", word_separator=None) == "大 家 好"
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"phn": " "}, "utterance 'u1': empty phn"),
-        ({"duration": 0.9}, "duration 0.9 s in the manifest"),
-        ({"duration": "abc"}, "is not a number"),
-        ({"wav": "/nonexistent.wav"}, "does not exist"),
-    ],
-)
-def test_bad_rows_are_named(tmp_path, overrides, message):
-    path = tmp_path / "m.csv"
-    write_manifest(str(path), [_row(tmp_path, **overrides)])
-    with pytest.raises(ManifestError, match=message) as error:
-        validate_manifest(str(path))
-    assert str(path) in str(error.value) and "line 2" in str(error.value)
-
-
-def test_wrong_sample_rate(tmp_path):
-    path = tmp_path / "m.csv"
-    write_manifest(str(path), [_row(tmp_path, rate=8000)])
-    with pytest.raises(ManifestError, match="8000 Hz, expected 16000 Hz"):
-        validate_manifest(str(path))
-
-
 def test_missing_column_and_duplicate_id(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("ID,duration,wav\nu1,1.0,/a.wav\n")
     with pytest.raises(ManifestError, match="lacks the column"):
-        read_manifest(str(path))
+        read_manifest(str(path), MANIFEST_FIELDS)
+    assert read_manifest(str(path))[0]["ID"] == "u1"  # ID, duration, wav are all a reader needs
     write_manifest(str(path), [_row(tmp_path), _row(tmp_path)])
     with pytest.raises(ManifestError, match="appears twice"):
         read_manifest(str(path))
+    assert len(read_manifest(str(path), unique_ids=False)) == 2
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(str(tmp_path / "absent.csv"))

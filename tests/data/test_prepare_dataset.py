@@ -11,5 +11,5 @@ def test_dispatches_by_name(tmp_path):
 
 
 def test_unknown_dataset(tmp_path):
-    with pytest.raises(ValueError, match="librispeech.*aishell1, synth, timit"):
-        prepare_dataset("librispeech", str(tmp_path), str(tmp_path))
+    with pytest.raises(ValueError, match="'wsj'.*aishell1, librispeech, synth, timit"):
+        prepare_dataset("wsj", str(tmp_path), str(tmp_path))

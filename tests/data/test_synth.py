@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from hieradist_lobes.data.manifest import SPLITS, read_manifest, validate_manifest
+from hieradist_lobes.data.manifest import SPLITS, read_manifest
+from hieradist_lobes.data.validation import validate_manifest
 from hieradist_lobes.data.phones import PHONES_39
 from hieradist_lobes.data.synth import SIZES, SPLIT_VARIANTS, make_speakers, plan_corpus, prepare_synth
 

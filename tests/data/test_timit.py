@@ -5,7 +5,8 @@ import pytest
 import soundfile
 
 from hieradist_lobes.data.common import PreparationError
-from hieradist_lobes.data.manifest import read_manifest, validate_manifest
+from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.data.validation import validate_manifest
 from hieradist_lobes.data.phones import PHONES_39
 from hieradist_lobes.data.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, prepare_timit
 

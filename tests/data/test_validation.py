@@ -1,0 +1,119 @@
+"""Manifest checks before the first step: every problem named, together, cached, or dropped and counted."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile
+
+from hieradist_lobes.data.manifest import ManifestError, read_manifest, write_manifest
+from hieradist_lobes.data.validation import (
+    ManifestCheckError,
+    check_manifest,
+    label_check,
+    validate_manifest,
+    validated_manifest,
+)
+from hieradist_lobes.tokens import build_label_encoder
+
+FIELDS = ["ID", "duration", "wav", "phn"]
+
+
+def _wav(folder, name, seconds=0.5, rate=16000, channels=1):
+    path = os.path.join(folder, name)
+    samples = np.random.default_rng(0).normal(0, 0.1, (int(seconds * rate), channels)).astype(np.float32)
+    soundfile.write(path, samples if channels > 1 else samples[:, 0], rate)
+    return path
+
+
+def _good(folder, utt, seconds=0.5, phones="k ae t"):
+    return {"ID": utt, "duration": seconds, "wav": _wav(folder, f"{utt}.wav", seconds), "phn": phones}
+
+
+def _bad_manifest(tmp_path):
+    """One good row, then one row per class of problem."""
+    folder = str(tmp_path)
+    truncated = _wav(folder, "truncated.wav", 2.65)
+    data = open(truncated, "rb").read()
+    open(truncated, "wb").write(data[: len(data) // 3])
+    corrupt = os.path.join(folder, "corrupt.wav")
+    open(corrupt, "wb").write(b"RIFF" + bytes(200))
+    rows = [
+        _good(folder, "ok"),
+        {"ID": "trunc", "duration": 2.65, "wav": truncated, "phn": "k ae t"},
+        {"ID": "rate8k", "duration": 0.5, "wav": _wav(folder, "r8.wav", 0.5, 8000), "phn": "k ae t"},
+        {"ID": "stereo", "duration": 0.5, "wav": _wav(folder, "st.wav", 0.5, channels=2), "phn": "k ae t"},
+        {"ID": "corrupt", "duration": 0.5, "wav": corrupt, "phn": "k ae t"},
+        {"ID": "missing", "duration": 0.5, "wav": os.path.join(folder, "nope.wav"), "phn": "k ae t"},
+        {**_good(folder, "empty"), "phn": "  "},
+        {**_good(folder, "oov"), "phn": "k zz t"},
+        {**_good(folder, "ok"), "ID": "ok"},  # duplicate ID
+        {**_good(folder, "baddur"), "duration": "abc"},
+    ]
+    path = os.path.join(folder, "train.csv")
+    write_manifest(path, rows, FIELDS)
+    return path
+
+
+def test_every_problem_is_named_with_manifest_line_and_utterance(tmp_path):
+    path = _bad_manifest(tmp_path)
+    check = label_check(build_label_encoder("phn", "phones39"))
+    result = check_manifest(path, "phn", check)
+    messages = {problem.utt_id: (problem.line, problem.message) for problem in result.problems}
+    assert [row["ID"] for row in result.rows] == ["ok"]
+    assert messages["trunc"][0] == 3 and "2.65 s in the manifest but 0.88" in messages["trunc"][1]
+    assert "8000 Hz, the model expects 16000 Hz" in messages["rate8k"][1]
+    assert "2 channels" in messages["stereo"][1]
+    assert "cannot open" in messages["corrupt"][1]
+    assert "does not exist" in messages["missing"][1]
+    assert "phn: empty transcript" in messages["empty"][1]
+    assert "not in the vocabulary: 'zz'" in messages["oov"][1]
+    assert messages["ok"] == (10, "ID also on line 2; IDs must be unique")
+    assert "not a positive number" in messages["baddur"][1]
+    assert all(str(problem).startswith(f"manifest {path}, line ") for problem in result.problems)
+
+
+def test_all_problems_reported_together_then_cached_or_dropped(tmp_path):
+    path = _bad_manifest(tmp_path)
+    cache = str(tmp_path / "checks")
+    check = label_check(build_label_encoder("phn", "phones39"))
+    with pytest.raises(ManifestCheckError) as caught:
+        validated_manifest(path, "phn", cache, check, progress=False)
+    message = str(caught.value)
+    assert "9 bad row(s)" in message and "line 3" in message and "line 11" in message
+    assert "bad_rows: drop" in message
+    report = [name for name in os.listdir(cache) if name.endswith(".problems.txt")]
+    assert len(open(os.path.join(cache, report[0])).read().splitlines()) == 9
+
+    used = validated_manifest(path, "phn", cache, check, bad_rows="drop", progress=False)
+    assert used != path and [row["ID"] for row in read_manifest(used)] == ["ok"]
+    # Cached by the manifest's size and mtime: a second call reads no audio.
+    os.remove(os.path.join(str(tmp_path), "r8.wav"))
+    assert validated_manifest(path, "phn", cache, check, bad_rows="drop", progress=False) == used
+
+
+def test_resample_and_mix_down_are_explicit_choices(tmp_path):
+    folder = str(tmp_path)
+    rows = [{"ID": "a", "duration": 0.5, "wav": _wav(folder, "a.wav", 0.5, 8000), "phn": "k"},
+            {"ID": "b", "duration": 0.5, "wav": _wav(folder, "b.wav", 0.5, channels=2), "phn": "k"}]
+    path = os.path.join(folder, "m.csv")
+    write_manifest(path, rows, FIELDS)
+    assert len(check_manifest(path, "phn").problems) == 2
+    assert check_manifest(path, "phn", resample=True, mix_down=True).problems == []
+
+
+def test_missing_columns_name_the_manifest(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("ID,wav\nu1,/a.wav\n")
+    with pytest.raises(ManifestCheckError, match=f"manifest {path}, line 1: no column duration, phn"):
+        check_manifest(str(path), "phn")
+    with pytest.raises(ManifestError, match="does not exist"):
+        check_manifest(str(tmp_path / "absent.csv"), "phn")
+
+
+def test_a_clean_manifest_is_used_as_is(tmp_path):
+    path = os.path.join(str(tmp_path), "m.csv")
+    write_manifest(path, [_good(str(tmp_path), "u1"), _good(str(tmp_path), "u2", 1.25)], FIELDS)
+    assert validated_manifest(path, "phn", str(tmp_path / "c"), progress=False) == path
+    rows = validate_manifest(path, require=("phn",))
+    assert [row["ID"] for row in rows] == ["u1", "u2"]
