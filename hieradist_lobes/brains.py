@@ -103,7 +103,7 @@ class ProjectBrain(sb.Brain):
         terms = getattr(self, "last_terms", {})
         bad = [name for name, value in terms.items() if not math.isfinite(value)]
         listed = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
-        return (f"the loss is {float(loss):.4g}" + (f" (terms: {listed})" if listed else "")
+        return (f"the loss is {float(loss.detach()):.4g}" + (f" (terms: {listed})" if listed else "")
                 + (f"; not finite: {', '.join(bad)}" if bad else ""))
 
     def _epoch(self) -> int:
@@ -128,7 +128,7 @@ class ProjectBrain(sb.Brain):
             raise DivergenceError(
                 f"{stage.name.lower()} loss not finite at epoch {self._epoch()} (utterances "
                 f"{', '.join(batch.id[:4])}{', ...' if len(batch.id) > 4 else ''}): {self._describe_loss(loss)}. "
-                "The model has diverged (lower lr) or these utterances are broken; nothing was exported")
+                "Lower the learning rate (lr) if the model diverged, or check these utterances; nothing was exported")
         return loss
 
     def check_weights_finite(self) -> None:

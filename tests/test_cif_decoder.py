@@ -104,3 +104,20 @@ def test_shallow_fusion_adds_the_weighted_lm_score(decoder):
                             lm=FavouriteTokenLM(), lm_weight=1.0)
     assert fused == [[5, 5, 5, 5]]
     assert plain != fused
+
+
+def test_eos_only_at_the_last_fire_even_when_the_decoder_prefers_it(decoder):
+    torch.manual_seed(3)
+    fired = torch.randn(2, 12, 6)
+    lengths = torch.tensor([12, 7])
+    bias = decoder.output_proj.bias
+    original = bias.detach().clone()
+    with torch.no_grad():
+        bias[EOS] += 50.0  # a decoder that would stop at once
+    try:
+        for beam in (1, 3):
+            hyps = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=beam, blocked=[BLANK, BOS])
+            assert [len(h) for h in hyps] == [11, 6]  # one token per fire, <eos> at the last
+    finally:
+        with torch.no_grad():
+            bias.copy_(original)

@@ -137,3 +137,42 @@ def test_torchrun_distillation_without_unused_parameters(run, torchrun):
                                                  "--train_sorting=random", *run["data"], *SMALL_MODEL, *FAST])
     assert "model folder" in completed.stdout
     assert os.path.isfile(os.path.join(run["results"], "cif_ddp", "model", "model.ckpt"))
+
+
+def test_long_audio_is_transcribed_whole_one_token_per_fire(run, tmp_path):
+    """23 utterances joined used to decode to 5 words: <eos> ended the beam at the first fire it won."""
+    import soundfile
+    import torch
+
+    from tests.test_segmentation import concatenated_test_set
+
+    signal, joins, rows = concatenated_test_set(run["corpus"])
+    asr = load(run["baseline"]["model_dir"])
+    with torch.no_grad():
+        fires = asr.mods.cif(asr.encode_batch(signal[None], torch.tensor([1.0])), torch.tensor([1.0]))
+    count = int(fires.fired_lengths[0])
+    tokens, times = asr.decode_signal(signal, max_segment_seconds=1e6)  # one segment
+    assert count > 20 and len(tokens) in (count - 1, count)  # <eos> only at the last fire
+    # In segments cut at pauses: times run on across the joins.
+    path = str(tmp_path / "long.wav")
+    soundfile.write(path, signal.numpy(), 16000)
+    stamps = asr.token_timestamps(path, max_segment_seconds=6.0)
+    seconds = [time for _, time in stamps]
+    assert seconds == sorted(seconds) and seconds[-1] > signal.shape[0] / 16000 - 6.0
+    assert asr.transcribe_file(path, max_segment_seconds=6.0) == " ".join(label for label, _ in stamps)
+
+
+def test_own_csv_corpus_trains_the_cif_baseline(run, tmp_path):
+    from hieradist_lobes.data.manifest import write_manifest
+
+    own = ["--dataset=csv"]
+    for split in ("train", "valid", "test"):
+        rows = [{key: row[key] for key in ("ID", "duration", "wav", "wrd")}
+                for row in read_manifest(os.path.join(run["corpus"], f"{split}.csv"))]
+        path = str(tmp_path / "corpus" / f"{split}.csv")
+        write_manifest(path, rows, ["ID", "duration", "wav", "wrd"])
+        own.append(f"--{split}_csv={path}")
+    data = [arg for arg in run["data"] if not arg.startswith(("--output_root", "--data_folder", "--corpus_size"))]
+    result = train_asr_model(["hparams/synth/cif.yaml", *own, *data, f"--output_root={tmp_path / 'results'}",
+                              *SMALL_MODEL, *FAST])
+    assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))

@@ -118,3 +118,28 @@ def test_synth_cif_variants_choose_the_distillation_terms():
         hparams = load_hparams("hparams/synth/cif_kd.yaml", f"variant: {variant}").hparams
         assert hparams["distillation"] == variant and hparams["output_folder"].endswith(f"cif_{variant}")
     assert load_hparams("hparams/synth/cif.yaml").hparams["brain_class"].__name__ == "CIFBrain"
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"kd_alpha": 1.5}, "kd_alpha = 1.5: must be a number in [0, 1]"),
+    ({"lr": -0.001}, "lr = -0.001: must be a number > 0"),
+    ({"number_of_epochs": 0}, "number_of_epochs = 0: must be an integer >= 1"),
+    ({"batch_size": "eight"}, "batch_size = 'eight': must be an integer >= 1"),
+    ({"batch_size": 2.5}, "batch_size = 2.5: must be an integer >= 1"),
+    ({"kd_temperature": 0}, "kd_temperature = 0: must be a number > 0"),
+    ({"strategy": "median"}, "strategy = 'median': must be one of average, best, weighted"),
+    ({"skip_missing_teacher_outputs": "yes"}, "skip_missing_teacher_outputs = 'yes': must be True or False"),
+    ({"label_smoothing": 1.0}, "label_smoothing = 1.0: must be a number in [0, 1)"),
+])
+def test_values_out_of_range_or_of_the_wrong_type_name_the_key(override, message):
+    with pytest.raises(HparamsError) as caught:
+        load_hparams("hparams/synth/train_kd.yaml", override)
+    assert "hparams/synth/train_kd.yaml" in str(caught.value) and message in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once_and_references_are_resolved_first():
+    with pytest.raises(HparamsError, match=r"ctc_weight = 2.0: .*; kd_alpha = -1"):
+        load_hparams("hparams/synth/train_kd.yaml", {"kd_alpha": -1, "ctc_weight": 2.0})
+    # acd_weight is checked after the overlay; a variant's values too.
+    with pytest.raises(HparamsError, match="acd_temperature = -0.02"):
+        load_hparams("hparams/synth/cif_kd.yaml", {"acd_temperature": -0.02})

@@ -304,3 +304,30 @@ def test_minilm_features(monkeypatch):
     features = extractor.features(["THE GARDEN COULD TRAVEL"], expected_pieces=[pieces])[0]
     assert features.shape == (5, 384) and np.isfinite(features).all()
     assert extractor.describe()["checkpoint_sha256"] == plm.MINILM_SHA256
+
+
+def test_a_transcript_the_plm_cannot_spell_is_a_mismatch_not_an_unk_feature(tmp_path, bert, extractor, caplog):
+    sentences = SENTENCES + ["A ZEBRA SAT"]  # "zebra" is not in the PLM's vocabulary: [UNK]
+    _manifest(tmp_path / "train.csv", sentences)
+    encoder = _encoder(bert, sentences=sentences, unknown=True)
+    manifest, store_path = str(tmp_path / "train.csv"), str(tmp_path / "store")
+    with pytest.raises(PLMAlignmentError, match=r"utterance utt06: the PLM .* has no token for part of "
+                                                r"'A ZEBRA SAT' \(it becomes \[UNK\] at token 1\)"):
+        save_plm_features(extractor, encoder, manifest, "train", store_path, "wrd", progress=False)
+    with caplog.at_level(logging.WARNING, logger="hieradist_lobes.plm"):
+        added = save_plm_features(extractor, encoder, manifest, "train", store_path, "wrd", on_mismatch="skip",
+                                  progress=False)
+    assert added == 6 and "1 of 7 utterances left out" in caplog.text and "utt06" not in TeacherStore(store_path)
+
+
+def test_the_asr_vocabulary_never_grows_an_unk_class_from_the_plm(tmp_path, bert):
+    from hieradist_lobes.data.validation import label_check
+    from hieradist_lobes.experiment import PLMSplitter, make_tokenizer
+
+    _manifest(tmp_path / "train.csv", SENTENCES + ["A ZEBRA SAT"])
+    splitter = PLMSplitter(PLMTokenizer(bert), "wrd")
+    tokenizer = make_tokenizer({"unit": "wrd", "label_set": "plm"}, {"train": str(tmp_path / "train.csv")}, splitter)
+    assert "[UNK]" not in tokenizer.labels() and "<unk>" in tokenizer.labels()
+    check = label_check(tokenizer, splitter)
+    assert check("THE CATS SAT") is None
+    assert "has no token for part of 'A ZEBRA SAT' (it would become [UNK])" in check("A ZEBRA SAT")

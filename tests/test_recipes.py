@@ -127,6 +127,87 @@ def test_a_diverged_teacher_is_never_stored(run, tmp_path):
                        f"--store_path={tmp_path / 'store'}"])
 
 
+@pytest.mark.parametrize("patience, stage", [(0, "training diverged at epoch 1, step 2"),
+                                             (3, "valid loss not finite at epoch 1")])
+def test_divergence_stops_the_run_and_exports_nothing(run, tmp_path, patience, stage):
+    from hieradist_lobes.brains import DivergenceError
+
+    data = [arg for arg in run["data"] if not arg.startswith("--output_root")] + [f"--output_root={tmp_path}"]
+    with pytest.raises(DivergenceError, match=stage + r".*(ctc|seq) nan.*Lower the learning rate"):
+        train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *data, *run["fast"], "--lr=1e30",
+                         f"--nonfinite_patience={patience}"])
+    assert not os.path.exists(tmp_path / "tea0" / "model")
+    assert not glob.glob(str(tmp_path / "tea0" / "save" / "CKPT*"))
+
+
+def test_own_csv_corpus_outside_the_data_folder_trains(run, tmp_path):
+    """dataset: csv with only ID, duration, wav and the label column."""
+    from hieradist_lobes.data.manifest import write_manifest
+
+    manifests = {}
+    for split in ("train", "valid", "test"):
+        rows = [{key: row[key] for key in ("ID", "duration", "wav", "phn")}
+                for row in read_manifest(os.path.join(run["corpus"], f"{split}.csv"))]
+        manifests[split] = str(tmp_path / "my_corpus" / f"{split}_list.csv")
+        write_manifest(manifests[split], rows, ["ID", "duration", "wav", "phn"])
+    own = ["--dataset=csv", *[f"--{split}_csv={path}" for split, path in manifests.items()],
+           f"--output_root={tmp_path / 'results'}", "--num_workers=0"]
+    result = train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *own, *run["fast"]])
+    assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))
+    with pytest.raises(HparamsError, match="dataset: csv needs valid_csv"):
+        train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *[a for a in own if "valid_csv" not in a],
+                         "--valid_csv=null", *run["fast"]])
+
+
+def test_bad_rows_stop_before_training_or_are_dropped_and_counted(run, tmp_path):
+    from hieradist_lobes.data.manifest import write_manifest
+    from hieradist_lobes.data.validation import ManifestCheckError
+
+    manifests = {split: os.path.join(run["corpus"], f"{split}.csv") for split in ("train", "valid", "test")}
+    rows = read_manifest(manifests["train"])
+    rows[2]["phn"] = ""                 # empty transcript
+    rows[4]["phn"] = rows[4]["phn"] + " zz"   # label outside the vocabulary
+    rows[5]["duration"] = "9.5"         # the file is shorter
+    manifests["train"] = str(tmp_path / "train.csv")
+    write_manifest(manifests["train"], rows)
+    own = ["--dataset=csv", *[f"--{split}_csv={path}" for split, path in manifests.items()],
+           f"--output_root={tmp_path / 'results'}", "--num_workers=0"]
+    with pytest.raises(ManifestCheckError) as caught:
+        train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *own, *run["fast"]])
+    message = str(caught.value)
+    assert "3 bad row(s)" in message
+    for line, utt in ((4, rows[2]["ID"]), (6, rows[4]["ID"]), (7, rows[5]["ID"])):
+        assert f"line {line}, utterance {utt!r}" in message
+    assert not glob.glob(str(tmp_path / "results" / "tea0" / "save" / "CKPT*"))  # stopped before training
+    train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *own, *run["fast"], "--bad_rows=drop"])
+    checks = tmp_path / "results" / "manifest_checks"
+    kept = [name for name in os.listdir(checks) if name.startswith("train-") and name.endswith(".csv")]
+    assert len(kept) == 1 and len(read_manifest(str(checks / kept[0]))) == 33  # 36 - 3, counted
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("remove", "has no normalize.ckpt"),
+    ("truncate", "model.ckpt is corrupt or was replaced"),
+])
+def test_a_damaged_model_folder_fails_at_load_naming_the_folder_and_file(run, tmp_path, damage, message):
+    import shutil
+
+    from speechbrain.inference.ASR import EncoderDecoderASR
+
+    from hieradist_lobes.export import ModelFolderError
+
+    folder = str(tmp_path / "copy")
+    shutil.copytree(run["teachers"]["tea0"]["model_dir"], folder)
+    if damage == "remove":
+        os.remove(os.path.join(folder, "normalize.ckpt"))
+    else:
+        path = os.path.join(folder, "model.ckpt")
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ModelFolderError, match=f"model folder {folder}.*{message}"):
+        EncoderDecoderASR.from_hparams(source=folder, savedir=str(tmp_path / "cache"))
+
+
 @pytest.mark.parametrize("strategy", ["average", "best", "weighted"])
 def test_students_distil_and_load(run, strategy):
     result = train_asr_model(["hparams/synth/train_kd.yaml", f"--strategy={strategy}", f"--teacher_store={run['store']}",
