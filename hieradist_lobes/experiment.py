@@ -247,13 +247,21 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
     result["params"] = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())
     if if_main_process():
         info = {"name": str(hparams.get("experiment_name") or hparams.get("variant") or "model"),
-                "dataset": hparams["dataset"], **{k: v for k, v in result.items() if k != "model_dir"}}
+                "dataset": hparams["dataset"], **{k: v for k, v in result.items() if k != "model_dir"},
+                # How long the training utterances were: inference cuts long files to a similar length.
+                "train_median_seconds": median_duration(manifests["train"])}
         if hparams.get("distillation") and hparams.get("teacher_store"):
             info["distillation"] = hparams["distillation"]
         export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info,
                             interface=hparams.get("model_interface", "encoder_decoder"))
         logger.info("model folder: %s", hparams["model_dir"])
     return result
+
+
+def median_duration(manifest: str) -> float:
+    """Median utterance duration (seconds) of a manifest."""
+    durations = sorted(float(row["duration"]) for row in read_manifest(manifest))
+    return round(durations[len(durations) // 2], 3) if durations else 0.0
 
 
 def main_train(argv: Optional[List[str]] = None, distillation: bool = False) -> None:

@@ -22,7 +22,6 @@ True
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Dict, Iterator, List, Sequence
 import torch
 from speechbrain.utils.parameter_transfer import Pretrainer
 
+from hieradist_lobes.checksums import file_sha256
 from hieradist_lobes.hparams import LoadedHparams, resolved_subtree
 from hieradist_lobes.tokens import LabelTokenizer
 
@@ -91,15 +91,6 @@ pretrainer: !new:hieradist_lobes.export.CheckedPretrainer
 
 # The YAML's ``model_interface`` chooses how the folder is loaded.
 INTERFACES = {"encoder_decoder": INFERENCE_INTERFACE, "cif": CIF_INTERFACE}
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ModelFolderError(ValueError):

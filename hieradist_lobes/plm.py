@@ -45,7 +45,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hieradist_lobes.export import file_sha256
+from hieradist_lobes.checksums import file_sha256
 from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter, plan_batches
 from hieradist_lobes.tokens import first_difference
 

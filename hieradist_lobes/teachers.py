@@ -29,7 +29,8 @@ from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from hieradist_lobes.brains import nonfinite_parameters
 from hieradist_lobes.data.pipelines import asr_dataset
-from hieradist_lobes.export import file_sha256, read_info
+from hieradist_lobes.checksums import file_sha256
+from hieradist_lobes.export import read_info
 from hieradist_lobes.losses import greedy_ctc_targets
 from hieradist_lobes.teacher_store import (StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter,
                                           plan_batches)

@@ -147,7 +147,12 @@ def test_long_audio_is_transcribed_whole_one_token_per_fire(run, tmp_path):
     from tests.test_segmentation import concatenated_test_set
 
     signal, joins, rows = concatenated_test_set(run["corpus"])
+    from hieradist_lobes.experiment import median_duration
+    from hieradist_lobes.inference import segment_seconds_for
+
     asr = load(run["baseline"]["model_dir"])
+    # Long files are cut to about twice the training utterances (recorded at export).
+    assert asr.max_segment_seconds == segment_seconds_for(median_duration(os.path.join(run["corpus"], "train.csv")))
     with torch.no_grad():
         fires = asr.mods.cif(asr.encode_batch(signal[None], torch.tensor([1.0])), torch.tensor([1.0]))
     count = int(fires.fired_lengths[0])
@@ -160,6 +165,8 @@ def test_long_audio_is_transcribed_whole_one_token_per_fire(run, tmp_path):
     seconds = [time for _, time in stamps]
     assert seconds == sorted(seconds) and seconds[-1] > signal.shape[0] / 16000 - 6.0
     assert asr.transcribe_file(path, max_segment_seconds=6.0) == " ".join(label for label, _ in stamps)
+    asr.max_segment_seconds = 6.0
+    assert asr.transcribe_file(path) == " ".join(label for label, _ in stamps)
 
 
 def test_own_csv_corpus_trains_the_cif_baseline(run, tmp_path):
@@ -176,3 +183,15 @@ def test_own_csv_corpus_trains_the_cif_baseline(run, tmp_path):
     result = train_asr_model(["hparams/synth/cif.yaml", *own, *data, f"--output_root={tmp_path / 'results'}",
                               *SMALL_MODEL, *FAST])
     assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))
+
+
+def test_a_cif_folder_without_its_tokenizer_fails_at_load(run, tmp_path):
+    import shutil
+
+    from hieradist_lobes.export import ModelFolderError
+
+    folder = str(tmp_path / "copy")
+    shutil.copytree(run["baseline"]["model_dir"], folder)
+    os.remove(os.path.join(folder, "tokenizer.ckpt"))
+    with pytest.raises(ModelFolderError, match=f"model folder {folder} has no tokenizer.ckpt"):
+        load(folder)

@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
+from hieradist_lobes.checksums import file_sha256
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, read_manifest, write_manifest
 
 OPTIONS_FILE = "prepare_options.json"
@@ -31,16 +32,6 @@ def manifest_paths(save_folder: str) -> Dict[str, str]:
     return {split: os.path.join(save_folder, f"{split}.csv") for split in SPLITS}
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_marker(save_folder: str) -> Optional[Dict[str, object]]:
     """The preparation's record in ``save_folder`` (None if absent or unreadable)."""
     path = os.path.join(save_folder, OPTIONS_FILE)
@@ -51,7 +42,14 @@ def _read_marker(save_folder: str) -> Optional[Dict[str, object]]:
             marker = json.load(handle)
     except (OSError, json.JSONDecodeError):
         return None
-    if not isinstance(marker, dict) or not isinstance(marker.get("manifests"), dict):
+    if not isinstance(marker, dict):
+        return None
+    if "manifests" not in marker:
+        # Written before manifests were recorded (a plain dict of options): the
+        # manifests beside it are that finished preparation's, as they are now.
+        found = {os.path.basename(p): file_sha256(p) for p in manifest_paths(save_folder).values() if os.path.isfile(p)}
+        return {"options": marker, "complete": True, "manifests": found}
+    if not isinstance(marker.get("manifests"), dict):
         return None
     return marker
 
@@ -73,7 +71,7 @@ def already_prepared(save_folder: str, options: Mapping[str, object]) -> bool:
         return False
     for path in manifest_paths(save_folder).values():
         name = os.path.basename(path)
-        if not os.path.isfile(path) or marker["manifests"].get(name) != _sha256(path):
+        if not os.path.isfile(path) or marker["manifests"].get(name) != file_sha256(path):
             return False
         try:
             if not all(os.path.isfile(row["wav"]) for row in read_manifest(path)):
@@ -112,7 +110,7 @@ def start_preparation(save_folder: str, options: Mapping[str, object]) -> None:
                 f"{os.path.join(save_folder, OPTIONS_FILE)}): refusing to overwrite it. To train on your own "
                 "manifests use dataset: csv with train_csv/valid_csv/test_csv; otherwise move the file away or "
                 "choose another folder")
-        if recorded[name] != _sha256(path):
+        if recorded[name] != file_sha256(path):
             raise PreparationError(
                 f"{path} was changed after the preparation wrote it: refusing to overwrite your edits. To train on "
                 "the edited manifests use dataset: csv with train_csv/valid_csv/test_csv; to prepare again, move "
@@ -126,7 +124,7 @@ def write_prepared_manifest(save_folder: str, path: str, rows: Iterable[Mapping[
     as it is written, so that a crash leaves it known as the preparation's own)."""
     write_manifest(path, rows, fields)
     marker = _read_marker(save_folder) or {"options": {}, "complete": False, "manifests": {}}
-    marker["manifests"][os.path.basename(path)] = _sha256(path)
+    marker["manifests"][os.path.basename(path)] = file_sha256(path)
     marker["complete"] = False
     _write_marker(save_folder, marker)
 
@@ -136,7 +134,7 @@ def finish_preparation(save_folder: str, options: Mapping[str, object]) -> None:
     marker = _read_marker(save_folder) or {"manifests": {}}
     for path in manifest_paths(save_folder).values():
         if os.path.isfile(path):
-            marker["manifests"][os.path.basename(path)] = _sha256(path)
+            marker["manifests"][os.path.basename(path)] = file_sha256(path)
     _write_marker(save_folder, {"options": dict(options), "complete": True, "manifests": marker["manifests"]})
 
 

@@ -43,3 +43,14 @@ def test_its_own_manifests_are_remade_when_audio_is_missing(made):
     os.remove(wav)
     prepare_synth(made, size="tiny", num_workers=2, progress=False)
     assert os.path.isfile(wav)
+
+
+def test_a_folder_prepared_before_manifests_were_recorded_is_still_up_to_date(made):
+    import json
+
+    marker = os.path.join(made, "prepare_options.json")
+    options = json.load(open(marker))["options"]
+    json.dump(options, open(marker, "w"))  # the old format: the options alone
+    stamp = os.path.getmtime(os.path.join(made, "train.csv"))
+    prepare_synth(made, size="tiny", num_workers=2, progress=False)
+    assert os.path.getmtime(os.path.join(made, "train.csv")) == stamp
