@@ -32,7 +32,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from hieradist_lobes.data.pipelines import label_items
-from hieradist_lobes.export import staged_folder
+from hieradist_lobes.export import check_finite_checkpoint, staged_folder
 from hieradist_lobes.tokens import LabelTokenizer, first_difference, load_label_encoder
 
 
@@ -95,7 +95,8 @@ def load_lm(folder: str, expected_labels: Optional[Sequence[str]] = None, device
         raise FileNotFoundError(f"{folder} is not an LM folder: no {', '.join(missing)}")
     with open(paths["hyperparams.yaml"], encoding="utf-8") as handle:
         lm = load_hyperpyyaml(handle)["lm_model"]
-    lm.load_state_dict(torch.load(paths["lm.ckpt"], map_location="cpu"))
+    # Names the file when it is damaged, and refuses a diverged LM's NaN weights.
+    lm.load_state_dict(check_finite_checkpoint(paths["lm.ckpt"]))
     if expected_labels is not None:
         labels = load_label_encoder(paths["tokenizer.ckpt"], "wordpiece").labels()
         if list(labels) != list(expected_labels):

@@ -19,3 +19,21 @@ def test_plm_features_are_read_by_id_and_their_tokens_checked(tmp_path):
         items("utt1", torch.tensor([5, 4]))
     with pytest.raises(TeacherStoreError, match="not in the teacher store"):
         items("utt2", torch.tensor([4]))
+
+
+def test_read_signal_converts_only_when_asked(tmp_path):
+    import numpy as np
+    import pytest
+    import soundfile
+
+    from hieradist_lobes.data.manifest import ManifestError
+    from hieradist_lobes.data.pipelines import read_signal
+
+    path = str(tmp_path / "stereo8k.wav")
+    soundfile.write(path, np.random.default_rng(0).normal(0, 0.1, (4000, 2)).astype(np.float32), 8000)
+    with pytest.raises(ManifestError, match=f"utterance u1: {path} has 2 channels.*mix_down: True"):
+        read_signal("u1", path)
+    signal = read_signal("u1", path, sample_rate=16000, resample=True, mix_down=True)
+    assert signal.dim() == 1 and abs(signal.shape[0] - 8000) <= 1
+    with pytest.raises(ManifestError, match="utterance u2: cannot read"):
+        read_signal("u2", str(tmp_path / "absent.wav"))
