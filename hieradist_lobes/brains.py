@@ -95,16 +95,19 @@ class ProjectBrain(sb.Brain):
     loss terms with :meth:`remember_terms`.
     """
 
-    def remember_terms(self, terms: Dict[str, torch.Tensor]) -> None:
-        """Keep the batch's loss terms, to name them if the loss is not finite."""
+    def remember_terms(self, terms: Dict[str, torch.Tensor], batch) -> None:
+        """Keep the batch's loss terms and utterance IDs, to name them if the loss is not finite."""
         self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
+        self.last_ids = list(batch.id)
 
     def _describe_loss(self, loss: torch.Tensor) -> str:
         terms = getattr(self, "last_terms", {})
+        ids = getattr(self, "last_ids", [])
         bad = [name for name, value in terms.items() if not math.isfinite(value)]
         listed = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
         return (f"the loss is {float(loss.detach()):.4g}" + (f" (terms: {listed})" if listed else "")
-                + (f"; not finite: {', '.join(bad)}" if bad else ""))
+                + (f"; not finite: {', '.join(bad)}" if bad else "")
+                + (f"; utterances {', '.join(ids[:4])}{', ...' if len(ids) > 4 else ''}" if ids else ""))
 
     def _epoch(self) -> int:
         return int(self.hparams.epoch_counter.current)
@@ -126,8 +129,7 @@ class ProjectBrain(sb.Brain):
         loss = super().evaluate_batch(batch, stage)
         if not torch.isfinite(loss):
             raise DivergenceError(
-                f"{stage.name.lower()} loss not finite at epoch {self._epoch()} (utterances "
-                f"{', '.join(batch.id[:4])}{', ...' if len(batch.id) > 4 else ''}): {self._describe_loss(loss)}. "
+                f"{stage.name.lower()} loss not finite at epoch {self._epoch()}: {self._describe_loss(loss)}. "
                 "Lower the learning rate (lr) if the model diverged, or check these utterances; nothing was exported")
         return loss
 
@@ -226,7 +228,7 @@ class CTCAttentionBrain(ProjectBrain):
 
     def compute_objectives(self, outputs: ASROutput, batch, stage) -> torch.Tensor:
         ctc, seq = self.hard_losses(outputs, batch)
-        self.remember_terms({"ctc": ctc, "seq": seq})
+        self.remember_terms({"ctc": ctc, "seq": seq}, batch)
         self.track_hypotheses(outputs, batch, stage)
         return self.combine_heads(ctc, seq)
 
@@ -312,11 +314,11 @@ class DistillationBrain(CTCAttentionBrain):
         ctc, seq = self.hard_losses(outputs, batch)
         self.track_hypotheses(outputs, batch, stage)
         if stage != sb.Stage.TRAIN:
-            self.remember_terms({"ctc": ctc, "seq": seq})
+            self.remember_terms({"ctc": ctc, "seq": seq}, batch)
             return self.combine_heads(ctc, seq)
         alpha = float(self.hparams.kd_alpha)
         kd_ctc, kd_seq = self.distillation_losses(outputs, batch)
-        self.remember_terms({"ctc": ctc, "seq": seq, "kd_ctc": kd_ctc, "kd_seq": kd_seq})
+        self.remember_terms({"ctc": ctc, "seq": seq, "kd_ctc": kd_ctc, "kd_seq": kd_seq}, batch)
         return self.combine_heads(alpha * kd_ctc + (1 - alpha) * ctc, alpha * kd_seq + (1 - alpha) * seq)
 
 
@@ -399,7 +401,7 @@ class CIFBrain(ProjectBrain):
 
     def compute_objectives(self, outputs: CIFOutputs, batch, stage) -> torch.Tensor:
         terms = self.loss_terms(outputs, batch, stage)
-        self.remember_terms(terms)
+        self.remember_terms(terms, batch)
         weights = self.loss_weights()
         tokens = outputs.target_lengths.sum().clamp(min=1)
         loss = sum(weights[name] * value for name, value in terms.items()) / tokens
@@ -523,7 +525,7 @@ class LMBrain(ProjectBrain):
     def compute_objectives(self, logprobs, batch, stage) -> torch.Tensor:
         tokens_eos, lengths = batch.tokens_eos
         loss = sb.nnet.losses.nll_loss(logprobs, tokens_eos, length=lengths)
-        self.remember_terms({"nll": loss})
+        self.remember_terms({"nll": loss}, batch)
         return loss
 
     def on_stage_end(self, stage, stage_loss, epoch=None) -> None:

@@ -89,7 +89,7 @@ def checked_manifests(hparams: Dict[str, object], manifests: Dict[str, str], spl
             labels_ok=label_check(tokenizer, split_labels), vocabulary_key=vocabulary_key,
             bad_rows=hparams["bad_rows"], sample_rate=int(hparams["sample_rate"]),
             duration_tolerance=float(hparams["duration_tolerance"]), resample=bool(hparams["resample"]),
-            mix_down=bool(hparams["mix_down"]), progress=if_main_process(),
+            mix_down=bool(hparams["mix_down"]), progress=if_main_process(), data_root=data_root(hparams),
         )
     return checked
 
@@ -98,7 +98,13 @@ def audio_options(hparams: Dict[str, object]) -> Dict[str, object]:
     """How the data pipeline reads audio: the model's rate, and whether to
     resample or mix down (explicit YAML choices, never silent)."""
     return {"sample_rate": int(hparams["sample_rate"]), "resample": bool(hparams["resample"]),
-            "mix_down": bool(hparams["mix_down"])}
+            "mix_down": bool(hparams["mix_down"]), "data_root": data_root(hparams)}
+
+
+def data_root(hparams: Dict[str, object]) -> Optional[str]:
+    """What ``$data_root`` in a user's manifest stands for: ``data_folder``."""
+    folder = hparams.get("data_folder")
+    return os.path.abspath(str(folder)) if folder else None
 
 
 def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str) -> None:
@@ -206,6 +212,10 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
         store = TeacherStore(hparams["teacher_store"], splits=["train"])
         check_store_vocabulary(store, tokenizer)
         if store.metadata.kind == "plm":
+            if int(hparams.get("plm_size", store.metadata.feature_dim)) != store.metadata.feature_dim:
+                raise HparamsError(
+                    f"{loaded.files[0]}: plm_size is {hparams['plm_size']} but the features in {store.path} have "
+                    f"{store.metadata.feature_dim} dimensions; set plm_size: {store.metadata.feature_dim}")
             store_reader = {"teacher_items": PLMFeatureItems(store), "teacher_keys": PLM_KEYS}
     unit = hparams["unit"]
     common = {"max_duration": hparams.get("max_duration"), "split_labels": split_labels,

@@ -121,6 +121,8 @@ class CIFASR(Pretrained):
         limit = float(max_segment_seconds or self.max_segment_seconds)
         rate = int(self.hparams.sample_rate)
         signal = signal.reshape(-1)
+        if signal.numel() == 0:
+            raise ValueError("the signal holds no audio samples")
         spans = silence_cuts(signal, rate, max_segment_seconds=limit)
         tokens: List[int] = []
         times: List[float] = []
@@ -144,14 +146,20 @@ class CIFASR(Pretrained):
     def transcribe_file(self, path: str, max_segment_seconds: Optional[float] = None, **kwargs) -> str:
         """Transcribe one audio file (resampled to the model's rate), whole:
         a long recording is decoded in segments cut at pauses (:meth:`decode_signal`)."""
-        tokens, _ = self.decode_signal(self.load_audio(path, **kwargs), max_segment_seconds)
+        tokens, _ = self.decode_signal(self._load_file(path, **kwargs), max_segment_seconds)
         return self.tokenizer.decode_ids(tokens)
 
     def token_timestamps(self, path: str, max_segment_seconds: Optional[float] = None,
                          **kwargs) -> List[Tuple[str, float]]:
         """``(token, seconds)`` for each output token of one file."""
-        tokens, times = self.decode_signal(self.load_audio(path, **kwargs), max_segment_seconds)
+        tokens, times = self.decode_signal(self._load_file(path, **kwargs), max_segment_seconds)
         return [(self.tokenizer.ind2lab[int(i)], t) for i, t in zip(tokens, times)]
+
+    def _load_file(self, path: str, **kwargs) -> torch.Tensor:
+        signal = self.load_audio(path, **kwargs)
+        if signal.numel() == 0:
+            raise ValueError(f"{path} holds no audio samples")
+        return signal
 
     def transcribe_file_with_timestamps(self, path: str, max_segment_seconds: Optional[float] = None,
                                         **kwargs) -> List[Tuple[str, float]]:

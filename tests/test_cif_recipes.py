@@ -195,3 +195,12 @@ def test_a_cif_folder_without_its_tokenizer_fails_at_load(run, tmp_path):
     os.remove(os.path.join(folder, "tokenizer.ckpt"))
     with pytest.raises(ModelFolderError, match=f"model folder {folder} has no tokenizer.ckpt"):
         load(folder)
+
+
+def test_a_projection_size_other_than_the_stored_features_is_named(run):
+    from hieradist_lobes.hparams import HparamsError
+
+    with pytest.raises(HparamsError, match="plm_size is 48 but the features in .* have 32 dimensions; set plm_size: 32"):
+        train_asr_model(["hparams/synth/cif_kd.yaml", "--variant=lrd", f"--teacher_store={run['store']}",
+                         *[a for a in run["data"] if not a.startswith("--plm_size")], "--plm_size=48",
+                         *SMALL_MODEL, *FAST], distillation=True)

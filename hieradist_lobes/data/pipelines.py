@@ -52,9 +52,23 @@ def label_items(label_encoder: LabelTokenizer, unit: str,
     return encode
 
 
+def expand_data_root(path: str, data_root: Optional[str]) -> str:
+    """``path`` with ``$data_root`` replaced, as SpeechBrain's CSV manifests write it.
+
+    Example
+    -------
+    >>> expand_data_root("$data_root/a.wav", "/corpora/mine"), expand_data_root("/b.wav", None)
+    ('/corpora/mine/a.wav', '/b.wav')
+    """
+    return path.replace("$data_root", str(data_root)) if data_root and "$data_root" in path else path
+
+
 def read_signal(utt_id: str, wav: str, sample_rate: int = 16000, resample: bool = False,
-                mix_down: bool = False) -> torch.Tensor:
+                mix_down: bool = False, data_root: Optional[str] = None) -> torch.Tensor:
     """The mono waveform of one utterance at ``sample_rate``.
+
+    ``$data_root`` in the path stands for ``data_root`` (SpeechBrain's
+    manifest convention).
 
     Other rates are resampled and several channels averaged only when the
     YAML says so (``resample``, ``mix_down``); otherwise, and when the file
@@ -64,6 +78,7 @@ def read_signal(utt_id: str, wav: str, sample_rate: int = 16000, resample: bool 
     """
     from hieradist_lobes.data.manifest import ManifestError
 
+    wav = expand_data_root(wav, data_root)
     try:
         signal = sb.dataio.dataio.read_audio(wav)
     except Exception as error:  # torchaudio / soundfile raise several types

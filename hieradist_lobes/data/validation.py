@@ -148,6 +148,7 @@ def check_manifest(
     mix_down: bool = False,
     num_workers: int = 8,
     progress: bool = False,
+    data_root: Optional[str] = None,
 ) -> CheckResult:
     """Check every row of ``path`` (see the module docstring).
 
@@ -169,7 +170,11 @@ def check_manifest(
         Threads reading audio headers.
     progress : bool
         Show a progress bar.
+    data_root : str, optional
+        What ``$data_root`` in a wav path stands for.
     """
+    from hieradist_lobes.data.pipelines import expand_data_root
+
     problems: List[Problem] = []
     if not os.path.isfile(path):
         raise ManifestError(f"manifest {path} does not exist")
@@ -182,6 +187,8 @@ def check_manifest(
                 f"manifest {path}, line 1: no column {', '.join(missing)} (it has {', '.join(fieldnames) or 'none'}); "
                 f"a manifest needs ID, duration, wav and the label column of the YAML's unit ({unit})")
         rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    if not rows:
+        raise ManifestCheckError(f"manifest {path} has no rows (only a header, or empty)")
     labels_ok = labels_ok or (lambda text: None if (text or "").strip() else "empty transcript")
 
     first_line: Dict[str, int] = {}
@@ -211,7 +218,10 @@ def check_manifest(
         if problem:
             report(line, utt_id, f"{unit}: {problem}")
 
-    wavs = sorted({row["wav"] for _, row in rows if (row.get("wav") or "").strip()})
+    def audio_path(row: Dict[str, str]) -> str:
+        return expand_data_root((row.get("wav") or "").strip(), data_root)
+
+    wavs = sorted({audio_path(row) for _, row in rows if audio_path(row)})
     existing = [wav for wav in wavs if os.path.isfile(wav)]
     from tqdm import tqdm
 
@@ -220,7 +230,7 @@ def check_manifest(
                                         desc=f"checking audio of {os.path.basename(path)}",
                                         disable=not progress)))
     for line, row in rows:
-        wav = (row.get("wav") or "").strip()
+        wav = audio_path(row)
         if not wav:
             continue
         utt_id = row.get("ID", "")
@@ -273,12 +283,13 @@ def validated_manifest(
     mix_down: bool = False,
     num_workers: int = 8,
     progress: bool = True,
+    data_root: Optional[str] = None,
 ) -> str:
     """Validate ``path`` once (cached) and return the manifest to use.
 
     Arguments
     ---------
-    path, unit, labels_ok, sample_rate, duration_tolerance, resample, mix_down, num_workers, progress
+    path, unit, labels_ok, sample_rate, duration_tolerance, resample, mix_down, num_workers, progress, data_root
         As for :func:`check_manifest`.
     cache_folder : str
         Where the cache, the problem reports and the filtered copies go.
@@ -297,7 +308,8 @@ def validated_manifest(
     if bad_rows not in BAD_ROWS:
         raise ValueError(f"bad_rows must be one of {', '.join(BAD_ROWS)}, got {bad_rows!r}")
     settings = {"unit": unit, "vocabulary": vocabulary_key, "bad_rows": bad_rows, "sample_rate": sample_rate,
-                "duration_tolerance": duration_tolerance, "resample": resample, "mix_down": mix_down}
+                "duration_tolerance": duration_tolerance, "resample": resample, "mix_down": mix_down,
+                "data_root": data_root}
     if not os.path.isfile(path):
         raise ManifestError(f"manifest {path} does not exist")
     key = _settings_key(path, settings)
@@ -311,7 +323,7 @@ def validated_manifest(
             return record["use"]
 
     result = check_manifest(path, unit, labels_ok, sample_rate, duration_tolerance, resample, mix_down,
-                            num_workers, progress)
+                            num_workers, progress, data_root)
     use = path
     if result.problems:
         report = os.path.join(cache_folder, f"{name}-{key}.problems.txt")
@@ -325,6 +337,9 @@ def validated_manifest(
                 f"{bad} bad row(s) in manifest {path}:\n  {listed}"
                 + (f"\n  ... and {more} more" if more > 0 else "")
                 + f"\nAll problems: {report}. Fix them, or set bad_rows: drop to train without these rows.")
+        if not result.rows:
+            raise ManifestCheckError(f"every row of manifest {path} is bad ({bad} rows); the first: "
+                                     f"{result.problems[0]}. All problems: {report}")
         use = os.path.join(cache_folder, f"{name}-{key}.csv")
         write_manifest(use, result.rows, result.fieldnames)
         logger.warning("dropped %d of %d rows of %s (bad_rows: drop); problems listed in %s; using %s",

@@ -117,3 +117,24 @@ def test_a_clean_manifest_is_used_as_is(tmp_path):
     assert validated_manifest(path, "phn", str(tmp_path / "c"), progress=False) == path
     rows = validate_manifest(path, require=("phn",))
     assert [row["ID"] for row in rows] == ["u1", "u2"]
+
+
+def test_an_empty_manifest_or_one_with_only_bad_rows_stops(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("ID,duration,wav,phn\n")
+    with pytest.raises(ManifestCheckError, match=f"manifest {path} has no rows"):
+        check_manifest(str(path), "phn")
+    path.write_text(f"ID,duration,wav,phn\nu1,1.0,{tmp_path}/absent.wav,k\n")
+    with pytest.raises(ManifestCheckError, match=f"every row of manifest {path} is bad"):
+        validated_manifest(str(path), "phn", str(tmp_path / "c"), bad_rows="drop", progress=False)
+
+
+def test_data_root_in_wav_paths_stands_for_the_data_folder(tmp_path):
+    from hieradist_lobes.data.pipelines import read_signal
+
+    _wav(str(tmp_path), "a.wav")
+    path = tmp_path / "m.csv"
+    path.write_text("ID,duration,wav,phn\nu1,0.5,$data_root/a.wav,k ae t\n")
+    assert "does not exist" in check_manifest(str(path), "phn").problems[0].message
+    assert check_manifest(str(path), "phn", data_root=str(tmp_path)).problems == []
+    assert read_signal("u1", "$data_root/a.wav", data_root=str(tmp_path)).shape[0] == 8000
