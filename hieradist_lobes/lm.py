@@ -31,6 +31,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from hieradist_lobes.data.manifest import manifest_data
 from hieradist_lobes.data.pipelines import label_items
 from hieradist_lobes.export import check_finite_checkpoint, staged_folder
 from hieradist_lobes.tokens import LabelTokenizer, first_difference, load_label_encoder
@@ -66,7 +67,7 @@ class TokenLM(torch.nn.Module):
 def text_dataset(manifest: str, tokenizer: LabelTokenizer, unit: str,
                  split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> DynamicItemDataset:
     """The transcripts of a manifest as ``tokens_bos`` / ``tokens_eos`` (no audio is read)."""
-    dataset = DynamicItemDataset.from_csv(csv_path=manifest)
+    dataset = DynamicItemDataset(manifest_data(manifest))
     encode = label_items(tokenizer, unit, split_labels)
 
     @sb.utils.data_pipeline.takes(unit)

@@ -30,8 +30,9 @@ Example
 from __future__ import annotations
 
 import csv
+import io
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 MANIFEST_FIELDS: List[str] = ["ID", "duration", "wav", "spk_id", "phn", "wrd", "char"]
 # What every manifest needs; a user's own CSV (``dataset: csv``) has these and
@@ -82,6 +83,54 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
     os.replace(temporary, path)
 
 
+def read_rows(path: str) -> Tuple[List[str], List[Dict[str, str]]]:
+    """The column names and rows of a CSV manifest, as text.
+
+    The one reader of manifests (preparations, checks, datasets): UTF-8 with
+    or without a byte-order mark (spreadsheets write one), values taken as
+    they are (no ``$`` substitution behind the user's back; ``$data_root``
+    in wav paths is expanded where audio is opened).
+
+    Raises
+    ------
+    ManifestError
+        If the file does not exist or is not UTF-8 text (naming the line).
+    """
+    if not os.path.isfile(path):
+        raise ManifestError(f"manifest {path} does not exist")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ManifestError(f"manifest {path}, line {line}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                            "save it as UTF-8") from error
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = [{key: value for key, value in row.items() if key is not None} for row in reader]
+    return list(reader.fieldnames or []), rows
+
+
+def manifest_data(path: str) -> Dict[str, Dict[str, object]]:
+    """A manifest as SpeechBrain's ``DynamicItemDataset`` takes it: ID ->
+    the other columns, ``duration`` as a float.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.csv")
+    >>> _ = open(path, "w", encoding="utf-8-sig").write("ID,duration,wav,wrd\\nu1,1.5,/a.wav,COST $5\\n")
+    >>> manifest_data(path)
+    {'u1': {'duration': 1.5, 'wav': '/a.wav', 'wrd': 'COST $5'}}
+    """
+    data: Dict[str, Dict[str, object]] = {}
+    for row in read_manifest(path):
+        entry: Dict[str, object] = {key: value for key, value in row.items() if key != "ID"}
+        entry["duration"] = float(row["duration"])
+        data[row["ID"]] = entry
+    return data
+
+
 def read_manifest(path: str, fields: Sequence[str] = CORE_FIELDS, unique_ids: bool = True) -> List[Dict[str, str]]:
     """Read a manifest and check that it has the columns ``fields``.
 
@@ -94,14 +143,10 @@ def read_manifest(path: str, fields: Sequence[str] = CORE_FIELDS, unique_ids: bo
         If the file does not exist, lacks a column, or (``unique_ids``)
         repeats an ID.
     """
-    if not os.path.isfile(path):
-        raise ManifestError(f"manifest {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [field for field in fields if field not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"manifest {path} lacks the column(s) {', '.join(missing)}")
-        rows = list(reader)
+    fieldnames, rows = read_rows(path)
+    missing = [field for field in fields if field not in fieldnames]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks the column(s) {', '.join(missing)}")
     seen = set()
     for line, row in enumerate(rows if unique_ids else [], start=2):
         if row["ID"] in seen:

@@ -24,6 +24,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from hieradist_lobes.data.manifest import manifest_data
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
 from hieradist_lobes.tokens import LabelTokenizer
 
@@ -210,7 +211,8 @@ def asr_dataset(
     """
     if sorting not in SORTINGS:
         raise ValueError(f"sorting must be one of {', '.join(SORTINGS)}, got {sorting!r}")
-    dataset = DynamicItemDataset.from_csv(csv_path=manifest)
+    # Not from_csv: its $-substitution fails on a "$" in a transcript, and it reads no BOM.
+    dataset = DynamicItemDataset(manifest_data(manifest))
     encode = label_items(label_encoder, unit, split_labels)
 
     audio = dict(audio or {})

@@ -35,7 +35,6 @@ Example
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -45,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, write_manifest
+from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, read_rows, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -176,17 +175,13 @@ def check_manifest(
     from hieradist_lobes.data.pipelines import expand_data_root
 
     problems: List[Problem] = []
-    if not os.path.isfile(path):
-        raise ManifestError(f"manifest {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fieldnames = list(reader.fieldnames or [])
-        missing = [name for name in list(CORE_FIELDS) + [unit] if name not in fieldnames]
-        if missing:
-            raise ManifestCheckError(
-                f"manifest {path}, line 1: no column {', '.join(missing)} (it has {', '.join(fieldnames) or 'none'}); "
-                f"a manifest needs ID, duration, wav and the label column of the YAML's unit ({unit})")
-        rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    fieldnames, table = read_rows(path)
+    missing = [name for name in list(CORE_FIELDS) + [unit] if name not in fieldnames]
+    if missing:
+        raise ManifestCheckError(
+            f"manifest {path}, line 1: no column {', '.join(missing)} (it has {', '.join(fieldnames) or 'none'}); "
+            f"a manifest needs ID, duration, wav and the label column of the YAML's unit ({unit})")
+    rows = list(enumerate(table, start=2))
     if not rows:
         raise ManifestCheckError(f"manifest {path} has no rows (only a header, or empty)")
     labels_ok = labels_ok or (lambda text: None if (text or "").strip() else "empty transcript")

@@ -40,3 +40,15 @@ def test_missing_column_and_duplicate_id(tmp_path):
     assert len(read_manifest(str(path), unique_ids=False)) == 2
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(str(tmp_path / "absent.csv"))
+
+
+def test_spreadsheet_manifests_byte_order_mark_dollar_signs_and_bad_encoding(tmp_path):
+    from hieradist_lobes.data.manifest import manifest_data
+
+    path = tmp_path / "m.csv"
+    path.write_text("ID,duration,wav,wrd\nu1,1.5,/a.wav,IT COST $5\n", encoding="utf-8-sig")
+    assert read_manifest(str(path))[0]["ID"] == "u1"
+    assert manifest_data(str(path)) == {"u1": {"duration": 1.5, "wav": "/a.wav", "wrd": "IT COST $5"}}
+    path.write_bytes("ID,duration,wav,wrd\nu1,1.5,/a.wav,CAFÉ\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=f"manifest {path}, line 2: not UTF-8 text"):
+        read_manifest(str(path))

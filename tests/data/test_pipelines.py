@@ -37,3 +37,19 @@ def test_read_signal_converts_only_when_asked(tmp_path):
     assert signal.dim() == 1 and abs(signal.shape[0] - 8000) <= 1
     with pytest.raises(ManifestError, match="utterance u2: cannot read"):
         read_signal("u2", str(tmp_path / "absent.wav"))
+
+
+def test_datasets_read_data_root_paths_and_keep_dollar_signs(tmp_path):
+    import numpy as np
+    import soundfile
+
+    from hieradist_lobes.data.pipelines import asr_dataset
+    from hieradist_lobes.tokens import build_label_encoder
+
+    soundfile.write(str(tmp_path / "a.wav"), np.zeros(8000, dtype=np.float32), 16000)
+    path = tmp_path / "m.csv"
+    path.write_text("ID,duration,wav,wrd\nu1,0.5,$data_root/a.wav,COST $5\n")
+    encoder = build_label_encoder("wrd", "from_data", [["COST", "$5"]])
+    dataset = asr_dataset(str(path), encoder, "wrd", sorting="ascending", audio={"data_root": str(tmp_path)})
+    item = dataset[0]
+    assert item["sig"].shape[0] == 8000 and encoder.decode_ndim(item["tokens"].tolist()) == ["COST", "$5"]
