@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -27,6 +28,8 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from hieradist_lobes.data.manifest import manifest_data
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
 from hieradist_lobes.tokens import LabelTokenizer
+
+logger = logging.getLogger(__name__)
 
 SORTINGS = ("random", "ascending", "descending")
 
@@ -236,6 +239,10 @@ def asr_dataset(
 
     if teacher_store is not None:
         missing = [utt for utt in dataset.data_ids if utt not in teacher_store]
+        if missing and skip_missing_teacher_outputs:
+            logger.warning("%d of %d utterances of %s have no teacher outputs in %s and are left out "
+                           "(skip_missing_teacher_outputs), e.g. %s", len(missing), len(dataset.data_ids), manifest,
+                           teacher_store.path, ", ".join(missing[:3]))
         if missing and not skip_missing_teacher_outputs:
             raise TeacherStoreError(
                 f"{len(missing)} utterance(s) of {manifest} are not in the teacher store {teacher_store.path}, "
@@ -259,6 +266,11 @@ def asr_dataset(
     key_test = {}
     if teacher_store is not None and skip_missing_teacher_outputs:
         key_test["id"] = lambda utt: utt in teacher_store
+    if max_duration:
+        longer = sum(1 for entry in dataset.data.values() if float(entry["duration"]) > max_duration)
+        if longer:
+            logger.warning("%d of %d utterances of %s are longer than max_duration %g s and are left out",
+                           longer, len(dataset.data), manifest, max_duration)
     if sorting != "random" or max_duration or key_test:
         dataset = dataset.filtered_sorted(
             sort_key="duration" if sorting != "random" else None,
