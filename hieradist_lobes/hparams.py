@@ -13,7 +13,10 @@ Three mechanisms keep each fact in one file:
 
 Precedence: base < overlays (outwards) < variant < command line.  A key set
 on the command line or by a variant that no file declares is an error (a typo
-would otherwise be ignored).
+would otherwise be ignored).  The values users set are then checked against
+:data:`HPARAM_RULES` (type and range, e.g. ``kd_alpha`` in [0, 1], ``lr`` >
+0), before any object is built, so that a bad value is named with its key
+rather than failing deep inside torch.
 
 Example
 -------
