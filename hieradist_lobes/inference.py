@@ -40,6 +40,7 @@ from speechbrain.inference.interfaces import Pretrained
 from hieradist_lobes.cif import fire_times
 from hieradist_lobes.cif_decoder import cif_beam_search
 from hieradist_lobes.export import read_info, verify_model_folder
+from hieradist_lobes.hparams import HPARAM_RULES, check_hparams
 from hieradist_lobes.segmentation import silence_cuts
 
 
@@ -72,6 +73,9 @@ class CIFASR(Pretrained):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # Overrides given to from_hparams (beam_size, lm_weight, ...) get the training YAML's range checks.
+        check_hparams({key: getattr(self.hparams, key) for key in HPARAM_RULES if hasattr(self.hparams, key)},
+                      "CIFASR hyperparameters")
         self.tokenizer = self.hparams.tokenizer
         self.lm = None
         lm_folder = getattr(self.hparams, "lm_folder", None)

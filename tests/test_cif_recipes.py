@@ -204,3 +204,10 @@ def test_a_projection_size_other_than_the_stored_features_is_named(run):
         train_asr_model(["hparams/synth/cif_kd.yaml", "--variant=lrd", f"--teacher_store={run['store']}",
                          *[a for a in run["data"] if not a.startswith("--plm_size")], "--plm_size=48",
                          *SMALL_MODEL, *FAST], distillation=True)
+
+
+def test_inference_overrides_are_range_checked(run):
+    from hieradist_lobes.hparams import HparamsError
+
+    with pytest.raises(HparamsError, match="CIFASR hyperparameters: beam_size = 0: must be an integer >= 1"):
+        load(run["baseline"]["model_dir"], beam_size=0)

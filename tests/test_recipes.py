@@ -159,6 +159,26 @@ def test_own_csv_corpus_outside_the_data_folder_trains(run, tmp_path):
                          "--valid_csv=null", *run["fast"]])
 
 
+def test_own_csv_corpus_runs_the_whole_distillation_pipeline(run, tmp_path):
+    """Teacher store and student from a user's CSVs with $data_root paths and only the needed columns."""
+    from hieradist_lobes.data.manifest import write_manifest
+
+    own = ["--dataset=csv", f"--data_folder={run['corpus']}", f"--output_root={tmp_path}", "--num_workers=0"]
+    for split in ("train", "valid", "test"):
+        rows = [{"ID": row["ID"], "duration": row["duration"], "phn": row["phn"],
+                 "wav": row["wav"].replace(str(run["corpus"]), "$data_root")}
+                for row in read_manifest(os.path.join(run["corpus"], f"{split}.csv"))]
+        assert rows[0]["wav"].startswith("$data_root/")
+        path = str(tmp_path / "lists" / f"{split}.csv")
+        write_manifest(path, rows, ["ID", "duration", "wav", "phn"])
+        own.append(f"--{split}_csv={path}")
+    store = save_teachers(["hparams/synth/save_teachers.yaml", *own, run["dirs"]])
+    assert len(TeacherStore(store)) == 36
+    result = train_asr_model(["hparams/synth/train_kd.yaml", *own, f"--teacher_store={store}", *run["fast"]],
+                             distillation=True)
+    assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))
+
+
 def test_bad_rows_stop_before_training_or_are_dropped_and_counted(run, tmp_path):
     from hieradist_lobes.data.manifest import write_manifest
     from hieradist_lobes.data.validation import ManifestCheckError
