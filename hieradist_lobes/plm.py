@@ -46,7 +46,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from hieradist_lobes.checksums import file_sha256
-from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter, plan_batches
+from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter, fill_store
 from hieradist_lobes.tokens import first_difference
 
 logger = logging.getLogger(__name__)
@@ -437,9 +437,10 @@ def save_plm_features(
 
     Per utterance the store keeps the features (:meth:`PLMFeatureExtractor.features`),
     the ASR label indices of its tokens (the student checks them when
-    reading) and the manifest's duration; no audio is read.  Utterances
-    already stored are skipped (resume), and this process takes every
-    ``world_size``-th utterance, starting at ``rank``.
+    reading) and the manifest's duration; no audio is read.  The store is
+    filled by :func:`~hieradist_lobes.teacher_store.fill_store`: fixed
+    batches, this process's share of them, utterances already stored
+    skipped, so a resumed run stores what an uninterrupted one would.
 
     Arguments
     ---------
@@ -499,8 +500,6 @@ def save_plm_features(
     >>> TeacherStore(work + "/store").get("u1").features.shape
     (3, 16)
     """
-    from tqdm import tqdm
-
     from hieradist_lobes.data.manifest import read_manifest
 
     if on_mismatch not in MISMATCH_ACTIONS:
@@ -512,53 +511,37 @@ def save_plm_features(
         kind="plm", feature_dim=extractor.hidden_size,
         options=dict(options or {}, unit=unit, tokenizer=tokenizer.path),
     )
-    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
-    try:
-        done = writer.done_ids()
-        # Every utterance is checked before the model runs: a mismatch stops at once, not after hours.
-        items = {}
-        skipped = 0
-        for row in rows:
-            utt_id = row["ID"]
-            text = transcript_text(row[unit], unit)
-            try:
-                pieces = extractor.check(text, tokenizer.pieces(text), utt_id)
-                tokens = _label_indices(label_encoder, pieces, utt_id)
-            except (PLMAlignmentError, PLMTextTooLongError) as error:
-                if on_mismatch == "error":
-                    raise
-                logger.warning("no PLM features for %s (left out of the store): %s", utt_id, error)
-                skipped += 1
-                continue
-            items[utt_id] = (text, pieces, tokens, float(row["duration"]))
-    except BaseException:
-        writer.close()
-        raise
+    # Every utterance is checked before the model runs: a mismatch stops at once, not after hours.
+    items = {}
+    skipped = 0
+    for row in rows:
+        utt_id = row["ID"]
+        text = transcript_text(row[unit], unit)
+        try:
+            pieces = extractor.check(text, tokenizer.pieces(text), utt_id)
+            tokens = _label_indices(label_encoder, pieces, utt_id)
+        except (PLMAlignmentError, PLMTextTooLongError) as error:
+            if on_mismatch == "error":
+                raise
+            logger.warning("no PLM features for %s (left out of the store): %s", utt_id, error)
+            skipped += 1
+            continue
+        items[utt_id] = (text, pieces, tokens, float(row["duration"]))
     if skipped:
         logger.warning("%s: %d of %d utterances left out of the PLM feature store %s", split, skipped,
                        len(rows), store_path)
-    # Fixed batches (longest first, so that similar lengths pad little), so
-    # that a resumed run stores what an uninterrupted one would.
-    batches = plan_batches([(utt, len(item[1])) for utt, item in items.items()], batch_size, rank, world_size)
-    todo = [batch for batch in batches if not all(utt in done for utt in batch)]
-    if not todo:
-        writer.close()
-        logger.info("%s: all %d utterances of %s already have PLM features", split, len(rows), manifest)
-        return 0
-    added = 0
-    total = sum(1 for batch in todo for utt in batch if utt not in done)
-    with writer, tqdm(total=total, desc=f"PLM features of {split}", unit="utt", disable=not progress) as bar:
-        for batch in todo:
+
+    def records_of(batches: List[List[str]]):
+        for batch in batches:
             features = extractor.features([items[u][0] for u in batch], expected_pieces=[items[u][1] for u in batch],
                                           utt_ids=batch)
-            missing = [i for i, utt in enumerate(batch) if utt not in done]
-            for i in missing:
-                _, _, tokens, duration = items[batch[i]]
-                writer.add(batch[i], PLMRecord(features=features[i], tokens=tokens, duration=duration),
-                           end_of_batch=i == missing[-1])
-                added += 1
-            bar.update(len(missing))
-    return added
+            yield {utt: PLMRecord(features=matrix, tokens=items[utt][2], duration=items[utt][3])
+                   for utt, matrix in zip(batch, features)}
+
+    # Batches by token count (longest first): similar lengths pad little.
+    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
+    lengths = {utt: len(item[1]) for utt, item in items.items()}
+    return fill_store(writer, lengths, batch_size, world_size, records_of, f"PLM features of {split}", progress)
 
 
 def minilm_path() -> str:

@@ -73,12 +73,15 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
@@ -310,6 +313,48 @@ def plan_batches(items: Sequence[Tuple[str, float]], batch_size: int, rank: int 
     ordered = [utt for utt, _ in sorted(items, key=lambda item: (-float(item[1]), item[0]))]
     batches = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
     return [batch for index, batch in enumerate(batches) if index % world_size == rank]
+
+
+Record = Union["TeacherRecord", "PLMRecord"]
+
+
+def fill_store(writer: "TeacherStoreWriter", lengths: Mapping[str, float], batch_size: int, world_size: int,
+               records_of: Callable[[List[List[str]]], Iterable[Mapping[str, Record]]], description: str,
+               progress: bool = True) -> int:
+    """The one resumable, rank-sharded loop that fills a store.
+
+    The batches are planned over the whole split (:func:`plan_batches`, by
+    ``lengths``: seconds of audio or tokens); this writer's rank takes its
+    share; batches whose utterances are all stored are skipped;
+    ``records_of(batches)`` computes the others, yielding per batch a mapping
+    ID -> record (a batch that an earlier part boundary cut is recomputed
+    whole, and only its missing utterances are added).  The writer is closed
+    on every path (its lock released).
+
+    Returns
+    -------
+    int
+        The number of utterances added (0 when all were stored).
+    """
+    from tqdm import tqdm
+
+    with writer:
+        done = writer.done_ids()
+        batches = plan_batches(list(lengths.items()), batch_size, writer.rank, world_size)
+        todo = [batch for batch in batches if not all(utt in done for utt in batch)]
+        if not todo:
+            logger.info("%s: all %d utterances already stored in %s", description, len(lengths), writer.folder)
+            return 0
+        added = 0
+        total = sum(1 for batch in todo for utt in batch if utt not in done)
+        with tqdm(total=total, desc=description, unit="utt", disable=not progress) as bar:
+            for batch, records in zip(todo, records_of(todo)):
+                missing = [utt for utt in batch if utt not in done]
+                for utt in missing:
+                    writer.add(utt, records[utt], end_of_batch=utt == missing[-1])
+                added += len(missing)
+                bar.update(len(missing))
+        return added
 
 
 class _WriterLock:

@@ -32,8 +32,7 @@ from hieradist_lobes.data.pipelines import asr_dataset
 from hieradist_lobes.checksums import file_sha256
 from hieradist_lobes.export import read_info
 from hieradist_lobes.losses import greedy_ctc_targets
-from hieradist_lobes.teacher_store import (StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter,
-                                          plan_batches)
+from hieradist_lobes.teacher_store import StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter, fill_store
 from hieradist_lobes.tokens import LabelTokenizer
 
 logger = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ def save_teacher_outputs(
     int
         The number of utterances this process added (0 when all were done).
     """
-    from tqdm import tqdm
+    from speechbrain.dataio.batch import PaddedBatch
 
     labels = check_same_vocabulary(teachers)
     tokenizer = teachers[0].tokenizer
@@ -160,44 +159,28 @@ def save_teacher_outputs(
     # The CTC frame rate is a property of the teachers: measured on the first utterance.
     metadata.frame_rate = _frame_rate(teachers[0], dataset)
     durations = {utt: float(dataset.data[utt]["duration"]) for utt in dataset.data_ids}
-    # Fixed batches (longest first), so that a resumed run stores what an uninterrupted one would.
-    batches = plan_batches(list(durations.items()), batch_size, rank, world_size)
-    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
-    done = writer.done_ids()
-    todo = [batch for batch in batches if not all(utt in done for utt in batch)]
-    if not todo:
-        writer.close()
-        logger.info("%s: all %d utterances of %s already stored", split, len(durations), manifest)
-        return 0
-    from speechbrain.dataio.batch import PaddedBatch
-
     position = {utt: index for index, utt in enumerate(dataset.data_ids)}
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[position[u] for u in batch] for batch in todo],
-                                         collate_fn=PaddedBatch)
-    added = 0
-    total = sum(1 for batch in todo for utt in batch if utt not in done)
-    with writer, tqdm(total=total, desc=f"teachers on {split}", unit="utt", disable=not progress) as bar:
+
+    def records_of(batches: List[List[str]]):
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[position[u] for u in b] for b in batches],
+                                             collate_fn=PaddedBatch)
         for batch in loader:
             wavs, wav_lens = batch.sig
             tokens, tokens_rel = batch.tokens
             tokens_lens = torch.round(tokens_rel * tokens.shape[1]).long()
             tokens_bos, _ = batch.tokens_bos
             per_teacher = [t.outputs(wavs, wav_lens, tokens, tokens_lens, tokens_bos) for t in teachers]
-            # A batch cut by an earlier part boundary is recomputed whole; only its missing utterances are added.
-            missing = [i for i, utt in enumerate(batch.id) if utt not in done]
-            for i in missing:
-                utt = batch.id[i]
-                writer.add(utt, TeacherRecord(
-                    ctc_logprobs=[out["ctc"][i] for out in per_teacher],
-                    att_logprobs=[out["att"][i] for out in per_teacher],
-                    ctc_error_rate=[out["ctc_error_rate"][i] for out in per_teacher],
-                    att_error_rate=[out["att_error_rate"][i] for out in per_teacher],
-                    tokens=tokens[i, : tokens_lens[i]].tolist(),
-                    duration=durations[utt],
-                ), end_of_batch=i == missing[-1])
-                added += 1
-            bar.update(len(missing))
-    return added
+            yield {utt: TeacherRecord(
+                ctc_logprobs=[out["ctc"][i] for out in per_teacher],
+                att_logprobs=[out["att"][i] for out in per_teacher],
+                ctc_error_rate=[out["ctc_error_rate"][i] for out in per_teacher],
+                att_error_rate=[out["att_error_rate"][i] for out in per_teacher],
+                tokens=tokens[i, : tokens_lens[i]].tolist(),
+                duration=durations[utt],
+            ) for i, utt in enumerate(batch.id)}
+
+    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
+    return fill_store(writer, durations, batch_size, world_size, records_of, f"teachers on {split}", progress)
 
 
 def _frame_rate(teacher: Teacher, dataset) -> float:

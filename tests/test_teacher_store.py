@@ -383,3 +383,58 @@ def test_plan_batches_does_not_depend_on_what_is_done():
     assert one[0] == ["u3", "u7", "u2"]  # longest first, ties by ID
     shared = plan_batches(items, 3, 0, 2) + plan_batches(items, 3, 1, 2)
     assert sorted(map(tuple, shared)) == sorted(map(tuple, one))
+
+
+class _Killed(Exception):
+    pass
+
+
+def _batch_dependent_records(calls):
+    """Records whose values depend on which utterances share the batch (as padded teacher outputs do)."""
+
+    def records_of(batches):
+        for batch in batches:
+            calls.append(list(batch))
+            neighbours = float(sum(int(utt[1:]) for utt in batch))
+            yield {utt: PLMRecord(features=np.full((2, 6), neighbours + int(utt[1:]) / 100), tokens=[4], duration=1.0)
+                   for utt in batch}
+
+    return records_of
+
+
+@pytest.mark.parametrize("killed_after", [0, 2, 3, 6])
+def test_fill_store_resumes_to_the_uninterrupted_store(tmp_path, killed_after):
+    from hieradist_lobes.teacher_store import fill_store
+
+    lengths = {f"u{i}": float(i % 4) for i in range(11)}
+    calls = []
+    reference = str(tmp_path / "reference")
+    assert fill_store(TeacherStoreWriter(reference, "train", _plm_metadata(), part_size=4), lengths, 3, 1,
+                      _batch_dependent_records(calls), "test", progress=False) == 11
+
+    resumed = str(tmp_path / "resumed")
+    writer = TeacherStoreWriter(resumed, "train", _plm_metadata(), part_size=4)
+    original_add = writer.add
+
+    def add_then_die(utt, record, end_of_batch=True):
+        if len(added) == killed_after:
+            raise _Killed
+        added.append(utt)
+        original_add(utt, record, end_of_batch)
+
+    added = []
+    writer.add = add_then_die
+    with pytest.raises(_Killed):
+        fill_store(writer, lengths, 3, 1, _batch_dependent_records([]), "test", progress=False)
+    again = []
+    fill_store(TeacherStoreWriter(resumed, "train", _plm_metadata(), part_size=4), lengths, 3, 1,
+               _batch_dependent_records(again), "test", progress=False)
+    first, second = TeacherStore(reference), TeacherStore(resumed)
+    assert sorted(first.ids()) == sorted(second.ids())
+    for utt in first.ids():
+        assert np.array_equal(first.get(utt).features, second.get(utt).features), utt
+    # A finished store computes nothing.
+    nothing = []
+    assert fill_store(TeacherStoreWriter(resumed, "train", _plm_metadata()), lengths, 3, 1,
+                      _batch_dependent_records(nothing), "test", progress=False) == 0
+    assert nothing == []
