@@ -27,6 +27,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from hieradist_lobes.losses import length_mask
+
 
 def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
     """Sinusoidal position encodings, ``length × dim``."""
@@ -105,7 +107,7 @@ class CIFDecoder(torch.nn.Module):
         causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=x.device), diagonal=1)
         pad = None
         if lengths is not None:
-            pad = torch.arange(steps, device=x.device)[None, :] >= lengths[:, None]
+            pad = ~length_mask(lengths, steps)
             pad[:, 0] = False  # a fully masked row would give NaN
         for layer in self.layers:
             x = layer(x, src_mask=causal, src_key_padding_mask=pad)

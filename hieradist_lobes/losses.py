@@ -33,20 +33,21 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+from speechbrain.dataio.dataio import length_to_mask
 
 STRATEGIES = ("average", "best", "weighted")
 
 
 def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """Boolean ``[batch, max_length]`` mask, True on real positions.
+    """Boolean ``[batch, max_length]`` mask, True on real positions, from
+    absolute lengths (SpeechBrain's ``length_to_mask``).
 
     Example
     -------
     >>> length_mask(torch.tensor([2, 3]), 3).int().tolist()
     [[1, 1, 0], [1, 1, 1]]
     """
-    positions = torch.arange(max_length, device=lengths.device)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+    return length_to_mask(lengths, max_length, dtype=torch.bool)
 
 
 def greedy_ctc_targets(
