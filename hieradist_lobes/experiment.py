@@ -20,7 +20,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, get_rank, if_main_process, run_on_main
 
 from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import CORE_FIELDS, SPLITS, read_manifest
@@ -317,7 +317,7 @@ def save_teachers(argv: Sequence[str]) -> str:
     loaded, run_opts = setup(argv)
     hparams = loaded.hparams
     manifests = prepare_manifests(hparams)
-    rank = int(os.environ.get("RANK", 0))
+    rank = get_rank() or 0
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     device = str(run_opts.get("device") or "cpu")
     if device.startswith("cuda") and world_size > 1 and ":" not in device:
@@ -326,10 +326,7 @@ def save_teachers(argv: Sequence[str]) -> str:
         save_plm_store(hparams, manifests, rank, world_size, device)
     else:
         save_asr_teacher_store(hparams, manifests, rank, world_size, device)
-    if world_size > 1 and torch_distributed_ready():
-        import torch.distributed
-
-        torch.distributed.barrier()
+    ddp_barrier()  # every rank's parts are complete before the summary (a no-op without DDP)
     if rank == 0:
         print(format_summary(TeacherStore(hparams["store_path"]).summary()))
     return hparams["store_path"]
@@ -370,13 +367,6 @@ def save_asr_teacher_store(hparams: Dict[str, object], manifests: Dict[str, str]
             rank=rank, world_size=world_size, part_size=hparams["store_part_size"], options=options,
             progress=rank == 0, audio=audio_options(hparams),
         )
-
-
-def torch_distributed_ready() -> bool:
-    """True when a process group is initialised (SpeechBrain does it under torchrun)."""
-    import torch.distributed
-
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def train_lm(argv: Sequence[str]) -> Dict[str, object]:
