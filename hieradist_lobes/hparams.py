@@ -155,7 +155,7 @@ HPARAM_RULES: Dict[str, Rule] = {
                                "decoder_layers", "decoder_heads", "plm_size", "rnn_layers", "rnn_neurons",
                                "dnn_neurons", "dec_neurons", "emb_size")},
     **{key: _NONNEGATIVE_INT for key in ("num_workers", "store_top_k", "warmup_steps", "hold_steps",
-                                         "decay_steps", "dnn_blocks", "manifest_check_workers")},
+                                         "decay_steps", "dnn_blocks")},
     **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
     "strategy": Rule("choice", choices=("average", "best", "weighted")),
     "ctc_kd": Rule("choice", choices=("pseudo_label", "kl")),
