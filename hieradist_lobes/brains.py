@@ -29,6 +29,7 @@ from speechbrain.utils.distributed import if_main_process, main_process_only
 
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.cif_decoder import cif_beam_search
+from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.losses import (
     acd_loss,
     combine_teachers,
@@ -49,24 +50,6 @@ CTC_KD_METHODS = ("pseudo_label", "kl")
 
 class DivergenceError(RuntimeError):
     """Training diverged: a loss or the model's weights are no longer finite."""
-
-
-def nonfinite_parameters(modules: torch.nn.Module) -> List[str]:
-    """Names of the parameters and buffers of ``modules`` holding NaN or inf.
-
-    Example
-    -------
-    >>> layer = torch.nn.Linear(2, 2)
-    >>> nonfinite_parameters(layer)
-    []
-    >>> with torch.no_grad():
-    ...     layer.bias[0] = float("nan")
-    >>> nonfinite_parameters(layer)
-    ['bias']
-    """
-    tensors = list(modules.named_parameters()) + list(modules.named_buffers())
-    return [name for name, tensor in tensors
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 @dataclass
@@ -96,12 +79,16 @@ class ProjectBrain(sb.Brain):
     """
 
     def remember_terms(self, terms: Dict[str, torch.Tensor], batch) -> None:
-        """Keep the batch's loss terms and utterance IDs, to name them if the loss is not finite."""
-        self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
+        """Keep the batch's loss terms and utterance IDs, to name them if the loss is not finite.
+
+        The terms stay tensors (no device sync per step); they become numbers
+        only when a message needs them.
+        """
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
         self.last_ids = list(batch.id)
 
     def _describe_loss(self, loss: torch.Tensor) -> str:
-        terms = getattr(self, "last_terms", {})
+        terms = {name: float(value) for name, value in getattr(self, "last_terms", {}).items()}
         ids = getattr(self, "last_ids", [])
         bad = [name for name, value in terms.items() if not math.isfinite(value)]
         listed = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
@@ -135,7 +122,7 @@ class ProjectBrain(sb.Brain):
 
     def check_weights_finite(self) -> None:
         """Stop with :class:`DivergenceError` if any weight is NaN or inf."""
-        bad = nonfinite_parameters(self.modules)
+        bad = nonfinite_tensors(self.modules.state_dict())
         if bad:
             raise DivergenceError(
                 f"model weights are not finite after epoch {self._epoch()} ({len(bad)} tensors, e.g. "

@@ -182,7 +182,7 @@ def cif_beam_search(
         logprobs[:, :, eos_index] = logprobs[:, :, eos_index].masked_fill(before_last_fire, float("-inf"))
         # Finished hypotheses (and utterances with fewer fires) only extend
         # with <eos> at no cost, so that they keep their score.
-        done = finished | (step >= fired_lengths.to(device))[:, None]
+        done = finished | (step >= fire_counts)[:, None]
         filler = torch.full((vocab,), float("-inf"), device=device)
         filler[eos_index] = 0.0
         logprobs = torch.where(done[:, :, None], filler, logprobs)

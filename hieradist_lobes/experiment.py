@@ -226,7 +226,7 @@ def train_asr_model(argv: Sequence[str], distillation: bool = False) -> Dict[str
                         **store_reader, **common)
     valid = asr_dataset(manifests["valid"], tokenizer, unit, "ascending", **common)
     test = asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=split_labels,
-                       audio=audio_options(hparams))
+                       audio=common["audio"])
 
     if hparams.get("init_encoder_from"):
         load_encoder_weights(hparams["init_encoder_from"], hparams["modules"]["enc"])

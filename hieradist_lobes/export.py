@@ -99,7 +99,8 @@ class ModelFolderError(ValueError):
 
 
 def nonfinite_tensors(state: Dict[str, object]) -> List[str]:
-    """Keys of a state dict whose floating-point tensors hold NaN or inf.
+    """Keys of a state dict whose floating-point tensors hold NaN or inf
+    (a checkpoint's, or a live model's ``state_dict()``).
 
     Example
     -------

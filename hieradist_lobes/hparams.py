@@ -14,7 +14,7 @@ Three mechanisms keep each fact in one file:
 Precedence: base < overlays (outwards) < variant < command line.  A key set
 on the command line or by a variant that no file declares is an error (a typo
 would otherwise be ignored).  The values users set are then checked against
-:data:`HPARAM_RULES` (type and range, e.g. ``kd_alpha`` in [0, 1], ``lr`` >
+:func:`hparam_rules` (type and range, e.g. ``kd_alpha`` in [0, 1], ``lr`` >
 0), before any object is built, so that a bad value is named with its key
 rather than failing deep inside torch.
 
@@ -33,6 +33,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import numbers
@@ -111,24 +112,23 @@ class Rule:
 
     def problem(self, value: Any) -> Optional[str]:
         """``None`` if ``value`` is allowed, else what it must be."""
+        return None if self.allows(value) else f"must be {self.describe()}"
+
+    def allows(self, value: Any) -> bool:
         if value is None:
-            return None if self.optional else f"must be {self.describe()}"
+            return self.optional
         if self.kind == "bool":
-            return None if isinstance(value, bool) else f"must be {self.describe()}"
+            return isinstance(value, bool)
         if self.kind == "choice":
-            return None if str(value) in self.choices and isinstance(value, str) else f"must be {self.describe()}"
+            return isinstance(value, str) and value in self.choices
         # bool is an int in Python; True is no batch size.
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return f"must be {self.describe()}"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            return False
         if self.kind == "int" and not float(value).is_integer():
-            return f"must be {self.describe()}"
-        if not math.isfinite(float(value)):
-            return f"must be {self.describe()}"
+            return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return f"must be {self.describe()}"
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            return f"must be {self.describe()}"
-        return None
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
 
 
 _UNIT = Rule("number", 0, 1)               # mixing weights, probabilities
@@ -138,35 +138,50 @@ _COUNT = Rule("int", 1)                    # epochs, sizes, batch sizes
 _NONNEGATIVE_INT = Rule("int", 0)
 _BOOL = Rule("bool")
 
-# The numbers and switches users set, by key; a YAML that does not use a key
-# is not affected.  Checked by load_hparams before any object is built.
-HPARAM_RULES: Dict[str, Rule] = {
-    **{key: _UNIT for key in ("ctc_weight", "kd_alpha", "ctc_weight_decode", "dropout", "dec_dropout",
-                              "cif_dropout", "decoder_dropout", "lm_dropout")},
-    "label_smoothing": Rule("number", 0, 1, high_open=True),
-    **{key: _NONNEGATIVE for key in ("quantity_weight", "acd_weight", "lrd_weight", "lm_weight", "weight_decay",
-                                     "duration_tolerance")},
-    **{key: _POSITIVE for key in ("lr", "lm_lr", "kd_temperature", "weighted_temperature", "acd_temperature",
-                                  "max_grad_norm", "cif_threshold", "tail_threshold")},
-    "max_duration": Rule("number", 0, low_open=True, optional=True),
-    **{key: _COUNT for key in ("number_of_epochs", "batch_size", "beam_size", "store_batch_size",
-                               "store_part_size", "lm_epochs", "lm_batch_size", "acd_negatives", "output_neurons",
-                               "sample_rate", "n_mels", "n_fft", "d_model", "encoder_layers", "encoder_heads",
-                               "decoder_layers", "decoder_heads", "plm_size", "rnn_layers", "rnn_neurons",
-                               "dnn_neurons", "dec_neurons", "emb_size")},
-    **{key: _NONNEGATIVE_INT for key in ("num_workers", "store_top_k", "warmup_steps", "hold_steps",
-                                         "decay_steps", "dnn_blocks")},
-    **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
-    "strategy": Rule("choice", choices=("average", "best", "weighted")),
-    "ctc_kd": Rule("choice", choices=("pseudo_label", "kl")),
-    "distillation": Rule("choice", choices=("acd", "lrd", "hieradist")),
-    "store_dtype": Rule("choice", choices=("float16", "float32")),
-    "train_sorting": Rule("choice", choices=("random", "ascending", "descending")),
-    "plm_on_mismatch": Rule("choice", choices=("error", "skip")),
-    "bad_rows": Rule("choice", choices=("error", "drop")),
-    "label_set": Rule("choice", choices=("phones39", "from_data", "plm")),
-    "dataset": Rule("choice", choices=("synth", "timit", "aishell1", "librispeech", "csv")),
-}
+@functools.lru_cache(maxsize=None)
+def hparam_rules() -> Dict[str, Rule]:
+    """The numbers and switches users set, by key; a YAML that does not use a
+    key is not affected.  Checked by :func:`load_hparams` before any object is
+    built.  The choices are the code's own lists (imported here, when first
+    needed, so that this low-level module imports none of them at start-up).
+    """
+    from hieradist_lobes.brains import CTC_KD_METHODS, DISTILLATIONS
+    from hieradist_lobes.data import DATASETS
+    from hieradist_lobes.data.pipelines import SORTINGS
+    from hieradist_lobes.data.validation import BAD_ROWS
+    from hieradist_lobes.losses import STRATEGIES
+    from hieradist_lobes.plm import MISMATCH_ACTIONS
+    from hieradist_lobes.teacher_store import DTYPES
+
+    return {
+        **{key: _UNIT for key in ("ctc_weight", "kd_alpha", "ctc_weight_decode", "dropout", "dec_dropout",
+                                  "cif_dropout", "decoder_dropout", "lm_dropout")},
+        "label_smoothing": Rule("number", 0, 1, high_open=True),
+        **{key: _NONNEGATIVE for key in ("quantity_weight", "acd_weight", "lrd_weight", "lm_weight", "weight_decay",
+                                         "duration_tolerance")},
+        **{key: _POSITIVE for key in ("lr", "lm_lr", "kd_temperature", "weighted_temperature", "acd_temperature",
+                                      "max_grad_norm", "cif_threshold", "tail_threshold")},
+        "max_duration": Rule("number", 0, low_open=True, optional=True),
+        **{key: _COUNT for key in ("number_of_epochs", "batch_size", "beam_size", "store_batch_size",
+                                   "store_part_size", "lm_epochs", "lm_batch_size", "acd_negatives",
+                                   "output_neurons", "sample_rate", "n_mels", "n_fft", "d_model", "encoder_layers",
+                                   "encoder_heads", "decoder_layers", "decoder_heads", "plm_size", "rnn_layers",
+                                   "rnn_neurons", "dnn_neurons", "dec_neurons", "emb_size")},
+        **{key: _NONNEGATIVE_INT for key in ("num_workers", "store_top_k", "warmup_steps", "hold_steps",
+                                             "decay_steps", "dnn_blocks")},
+        **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
+        "strategy": Rule("choice", choices=STRATEGIES),
+        "ctc_kd": Rule("choice", choices=CTC_KD_METHODS),
+        "distillation": Rule("choice", choices=DISTILLATIONS),
+        "store_dtype": Rule("choice", choices=DTYPES),
+        "train_sorting": Rule("choice", choices=SORTINGS),
+        "plm_on_mismatch": Rule("choice", choices=MISMATCH_ACTIONS),
+        "bad_rows": Rule("choice", choices=BAD_ROWS),
+        # phones39 and from_data are build_label_encoder's; plm is the recipes' (the PLM's own tokens).
+        "label_set": Rule("choice", choices=("phones39", "from_data", "plm")),
+        # csv is no preparation: the recipes take the user's manifests as they are.
+        "dataset": Rule("choice", choices=tuple(DATASETS) + ("csv",)),
+    }
 
 
 def check_hparams(values: Mapping[str, Any], where: str, rules: Optional[Mapping[str, Rule]] = None) -> None:
@@ -188,7 +203,7 @@ def check_hparams(values: Mapping[str, Any], where: str, rules: Optional[Mapping
     ...
     hieradist_lobes.hparams.HparamsError: kd.yaml: kd_alpha = 1.5: must be a number in [0, 1]
     """
-    rules = HPARAM_RULES if rules is None else rules
+    rules = hparam_rules() if rules is None else rules
     problems = []
     for key, rule in rules.items():
         if key not in values or _tagged(values[key]):
@@ -301,7 +316,7 @@ def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] 
     ------
     HparamsError
         Naming the file, variant or key that is wrong, or a value of the wrong
-        type or out of range (:data:`HPARAM_RULES`).
+        type or out of range (:func:`hparam_rules`).
     """
     base_file, merged, files = resolve_chain(hparams_file, overrides)
     with open(base_file, encoding="utf-8") as handle:

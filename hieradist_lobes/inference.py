@@ -40,7 +40,7 @@ from speechbrain.inference.interfaces import Pretrained
 from hieradist_lobes.cif import fire_times
 from hieradist_lobes.cif_decoder import cif_beam_search
 from hieradist_lobes.export import read_info, verify_model_folder
-from hieradist_lobes.hparams import HPARAM_RULES, check_hparams
+from hieradist_lobes.hparams import check_hparams, hparam_rules
 from hieradist_lobes.segmentation import silence_cuts
 
 
@@ -64,7 +64,8 @@ class CIFASR(Pretrained):
         """Load a model folder (see the module docstring); a local folder with
         a missing or corrupt file fails here, naming the folder and the file."""
         if os.path.isdir(str(source)):
-            verify_model_folder(str(source), [hparams_file, "model.ckpt", "normalize.ckpt", "tokenizer.ckpt"])
+            # The checkpoints are checked by the folder's CheckedPretrainer; the YAML is read before it exists.
+            verify_model_folder(str(source), [hparams_file])
         asr = super().from_hparams(source, hparams_file=hparams_file, **kwargs)
         info = read_info(str(source)) if os.path.isfile(os.path.join(str(source), "info.json")) else {}
         if info.get("train_median_seconds"):
@@ -74,7 +75,7 @@ class CIFASR(Pretrained):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Overrides given to from_hparams (beam_size, lm_weight, ...) get the training YAML's range checks.
-        check_hparams({key: getattr(self.hparams, key) for key in HPARAM_RULES if hasattr(self.hparams, key)},
+        check_hparams({key: getattr(self.hparams, key) for key in hparam_rules() if hasattr(self.hparams, key)},
                       "CIFASR hyperparameters")
         self.tokenizer = self.hparams.tokenizer
         self.lm = None

@@ -27,9 +27,12 @@ import torch
 
 __all__ = ["frame_energies", "silence_cuts"]
 
+WINDOW_SECONDS = 0.025
+HOP_SECONDS = 0.01
 
-def frame_energies(signal: torch.Tensor, sample_rate: int, window_seconds: float = 0.025,
-                   hop_seconds: float = 0.01) -> torch.Tensor:
+
+def frame_energies(signal: torch.Tensor, sample_rate: int, window_seconds: float = WINDOW_SECONDS,
+                   hop_seconds: float = HOP_SECONDS) -> torch.Tensor:
     """Short-time log energy (dB) of a mono signal, one value per hop.
 
     Frame ``i`` covers samples ``[i·hop, i·hop + window)``.
@@ -75,14 +78,14 @@ def silence_cuts(signal: torch.Tensor, sample_rate: int, max_segment_seconds: fl
     if max_segment_seconds <= 0:
         raise ValueError(f"max_segment_seconds must be > 0, got {max_segment_seconds}")
     total = int(signal.reshape(-1).shape[0])
-    hop = max(1, int(round(0.01 * sample_rate)))
+    hop = max(1, int(round(HOP_SECONDS * sample_rate)))
     longest = max(hop, int(max_segment_seconds * sample_rate))
     shortest = int((max_segment_seconds / 2 if min_segment_seconds is None else min_segment_seconds) * sample_rate)
     shortest = min(max(hop, shortest), longest)
     if total <= longest:
         return [(0, total)]
     energy = frame_energies(signal, sample_rate)
-    width = max(1, int(round(pause_seconds / 0.01)))
+    width = max(1, int(round(pause_seconds / HOP_SECONDS)))
     # Mean energy of the stretch of `width` frames centred on each frame.
     smoothed = torch.nn.functional.avg_pool1d(energy[None, None], width, stride=1, padding=width // 2,
                                               count_include_pad=False)[0, 0][: energy.numel()]
@@ -105,7 +108,7 @@ def silence_cuts(signal: torch.Tensor, sample_rate: int, max_segment_seconds: fl
                 right += 1
             quietest = first + (left + right) // 2
             # Frame i's window is centred half a window after i·hop.
-            cut = min(quietest * hop + int(0.0125 * sample_rate), start + longest)
+            cut = min(quietest * hop + int(WINDOW_SECONDS / 2 * sample_rate), start + longest)
         cut = max(cut, start + 1)
         spans.append((start, cut))
         start = cut

@@ -88,6 +88,7 @@ _PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
 # Log-probabilities below this are stored as this (float16 reaches -65504).
 _LOG_FLOOR = -1.0e4
 KINDS = ("asr", "plm")
+DTYPES = ("float16", "float32")
 # The largest finite float16: PLM features beyond it would be stored as inf.
 _FLOAT16_MAX = 65504.0
 
@@ -422,8 +423,8 @@ class TeacherStoreWriter:
                  compression: Optional[str] = None) -> None:
         import h5py  # noqa: F401  (fail early if missing)
 
-        if metadata.dtype not in ("float16", "float32"):
-            raise ValueError(f"dtype must be float16 or float32, got {metadata.dtype!r}")
+        if metadata.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {metadata.dtype!r}")
         self.folder = os.path.join(path, split)
         os.makedirs(self.folder, exist_ok=True)
         self.split = split

@@ -27,10 +27,9 @@ from speechbrain.decoders.seq2seq import S2SRNNGreedySearcher
 from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
-from hieradist_lobes.brains import nonfinite_parameters
 from hieradist_lobes.data.pipelines import asr_dataset
 from hieradist_lobes.checksums import file_sha256
-from hieradist_lobes.export import read_info
+from hieradist_lobes.export import nonfinite_tensors, read_info
 from hieradist_lobes.losses import greedy_ctc_targets
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter, fill_store
 from hieradist_lobes.tokens import LabelTokenizer
@@ -62,7 +61,7 @@ class Teacher:
         self.asr = EncoderDecoderASR.from_hparams(source=self.folder, savedir=self.folder,
                                                   run_opts={"device": device})
         self.asr.eval()
-        bad = nonfinite_parameters(self.asr.mods)
+        bad = nonfinite_tensors(self.asr.mods.state_dict())
         if bad:
             raise TeacherStoreError(f"teacher {self.folder} has non-finite weights ({len(bad)} tensors, e.g. "
                                     f"{', '.join(bad[:3])}): its training diverged; it cannot be a teacher")

@@ -130,11 +130,9 @@ def write_prepared_manifest(save_folder: str, path: str, rows: Iterable[Mapping[
 
 
 def finish_preparation(save_folder: str, options: Mapping[str, object]) -> None:
-    """Record a finished preparation with its ``options`` (written last)."""
+    """Record a finished preparation with its ``options`` (written last; the
+    manifests' hashes were recorded by :func:`write_prepared_manifest`)."""
     marker = _read_marker(save_folder) or {"manifests": {}}
-    for path in manifest_paths(save_folder).values():
-        if os.path.isfile(path):
-            marker["manifests"][os.path.basename(path)] = file_sha256(path)
     _write_marker(save_folder, {"options": dict(options), "complete": True, "manifests": marker["manifests"]})
 
 

@@ -83,6 +83,17 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
     os.replace(temporary, path)
 
 
+def expand_data_root(path: str, data_root: Optional[str]) -> str:
+    """``path`` with ``$data_root`` replaced, as SpeechBrain's CSV manifests write it.
+
+    Example
+    -------
+    >>> expand_data_root("$data_root/a.wav", "/corpora/mine"), expand_data_root("/b.wav", None)
+    ('/corpora/mine/a.wav', '/b.wav')
+    """
+    return path.replace("$data_root", str(data_root)) if data_root and "$data_root" in path else path
+
+
 def read_rows(path: str) -> Tuple[List[str], List[Dict[str, str]]]:
     """The column names and rows of a CSV manifest, as text.
 

@@ -25,7 +25,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from hieradist_lobes.data.manifest import manifest_data
+from hieradist_lobes.data.manifest import expand_data_root, manifest_data
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
 from hieradist_lobes.tokens import LabelTokenizer
 
@@ -56,17 +56,6 @@ def label_items(label_encoder: LabelTokenizer, unit: str,
     return encode
 
 
-def expand_data_root(path: str, data_root: Optional[str]) -> str:
-    """``path`` with ``$data_root`` replaced, as SpeechBrain's CSV manifests write it.
-
-    Example
-    -------
-    >>> expand_data_root("$data_root/a.wav", "/corpora/mine"), expand_data_root("/b.wav", None)
-    ('/corpora/mine/a.wav', '/b.wav')
-    """
-    return path.replace("$data_root", str(data_root)) if data_root and "$data_root" in path else path
-
-
 def read_signal(utt_id: str, wav: str, sample_rate: int = 16000, resample: bool = False,
                 mix_down: bool = False, data_root: Optional[str] = None) -> torch.Tensor:
     """The mono waveform of one utterance at ``sample_rate``.
@@ -92,7 +81,7 @@ def read_signal(utt_id: str, wav: str, sample_rate: int = 16000, resample: bool 
             raise ManifestError(f"utterance {utt_id}: {wav} has {signal.shape[1]} channels; the model expects "
                                 "mono (convert it, or set mix_down: True)")
         signal = signal.mean(dim=1)
-    if resample or signal.numel() == 0:
+    if resample:
         import soundfile
 
         rate = soundfile.info(wav).samplerate

@@ -42,9 +42,9 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
-from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, read_rows, write_manifest
+from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, expand_data_root, read_rows, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _audio_info(path: str):
 
 def check_manifest(
     path: str,
-    unit: str,
+    unit: Union[str, Sequence[str]],
     labels_ok: Optional[LabelCheck] = None,
     sample_rate: int = 16000,
     duration_tolerance: float = 0.05,
@@ -155,8 +155,8 @@ def check_manifest(
     ---------
     path : str
         The CSV.
-    unit : str
-        The label column.
+    unit : str or sequence of str
+        The label column (or columns, each checked by ``labels_ok``).
     labels_ok : callable, optional
         :func:`label_check` of the vocabulary (default: non-empty only).
     sample_rate : int
@@ -172,17 +172,15 @@ def check_manifest(
     data_root : str, optional
         What ``$data_root`` in a wav path stands for.
     """
-    from hieradist_lobes.data.pipelines import expand_data_root
-
+    units = [unit] if isinstance(unit, str) else list(unit)
     problems: List[Problem] = []
     fieldnames, table = read_rows(path)
-    missing = [name for name in list(CORE_FIELDS) + [unit] if name not in fieldnames]
+    missing = [name for name in list(CORE_FIELDS) + units if name not in fieldnames]
     if missing:
         raise ManifestCheckError(
             f"manifest {path}, line 1: no column {', '.join(missing)} (it has {', '.join(fieldnames) or 'none'}); "
-            f"a manifest needs ID, duration, wav and the label column of the YAML's unit ({unit})")
-    rows = list(enumerate(table, start=2))
-    if not rows:
+            f"a manifest needs ID, duration, wav and the label column of the YAML's unit ({', '.join(units)})")
+    if not table:
         raise ManifestCheckError(f"manifest {path} has no rows (only a header, or empty)")
     labels_ok = labels_ok or (lambda text: None if (text or "").strip() else "empty transcript")
 
@@ -193,7 +191,9 @@ def check_manifest(
         problems.append(Problem(path, line, utt_id, message))
         bad.add(line)
 
-    for line, row in rows:
+    # Per row: (line, ID, duration or None, audio path); the audio is checked below.
+    entries = []
+    for line, row in enumerate(table, start=2):
         utt_id = (row.get("ID") or "").strip()
         if not utt_id:
             report(line, "", "empty ID")
@@ -202,33 +202,31 @@ def check_manifest(
         else:
             first_line[utt_id] = line
         try:
-            duration = float(row.get("duration") or "")
+            duration: Optional[float] = float(row.get("duration") or "")
             if not math.isfinite(duration) or duration <= 0:
                 raise ValueError
         except ValueError:
+            duration = None
             report(line, utt_id, f"duration {row.get('duration')!r} is not a positive number of seconds")
-        if not (row.get("wav") or "").strip():
+        wav = expand_data_root((row.get("wav") or "").strip(), data_root)
+        if not wav:
             report(line, utt_id, "empty wav path")
-        problem = labels_ok(row.get(unit) or "")
-        if problem:
-            report(line, utt_id, f"{unit}: {problem}")
+        for column in units:
+            problem = labels_ok(row.get(column) or "")
+            if problem:
+                report(line, utt_id, f"{column}: {problem}")
+        entries.append((line, utt_id, duration, wav))
 
-    def audio_path(row: Dict[str, str]) -> str:
-        return expand_data_root((row.get("wav") or "").strip(), data_root)
-
-    wavs = sorted({audio_path(row) for _, row in rows if audio_path(row)})
-    existing = [wav for wav in wavs if os.path.isfile(wav)]
     from tqdm import tqdm
 
+    existing = sorted({wav for *_, wav in entries if wav and os.path.isfile(wav)})
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         infos = dict(zip(existing, tqdm(pool.map(_audio_info, existing), total=len(existing), unit="file",
                                         desc=f"checking audio of {os.path.basename(path)}",
                                         disable=not progress)))
-    for line, row in rows:
-        wav = audio_path(row)
+    for line, utt_id, duration, wav in entries:
         if not wav:
             continue
-        utt_id = row.get("ID", "")
         if wav not in infos:
             report(line, utt_id, f"audio file {wav} does not exist")
             continue
@@ -246,16 +244,13 @@ def check_manifest(
         if channels != 1 and not mix_down:
             report(line, utt_id, f"{wav} has {channels} channels, the model expects mono "
                                  "(convert it, or set mix_down: True)")
-        try:
-            duration = float(row["duration"])
-        except ValueError:
-            continue
         actual = frames / rate
-        if abs(actual - duration) > duration_tolerance:
+        if duration is not None and abs(actual - duration) > duration_tolerance:
             report(line, utt_id, f"duration {duration:g} s in the manifest but {actual:.3f} s in {wav} "
                                  "(truncated or replaced file?)")
     problems.sort(key=lambda problem: problem.line)
-    return CheckResult(rows=[row for line, row in rows if line not in bad], problems=problems, fieldnames=fieldnames)
+    return CheckResult(rows=[row for line, row in enumerate(table, start=2) if line not in bad], problems=problems,
+                       fieldnames=fieldnames)
 
 
 def _settings_key(path: str, settings: Dict[str, object]) -> str:
@@ -357,14 +352,7 @@ def validate_manifest(path: str, require: Sequence[str] = ("phn", "wrd"), sample
     ManifestCheckError
         Listing every problem, each with the manifest, line and utterance ID.
     """
-    problems: List[Problem] = []
-    rows: List[Dict[str, str]] = []
-    for number, unit in enumerate(require):
-        result = check_manifest(path, unit, sample_rate=sample_rate, duration_tolerance=duration_tolerance)
-        # Audio problems are the same for every column: keep them once.
-        problems += [p for p in result.problems if number == 0 or p.message.startswith(f"{unit}:")]
-        rows = result.rows if number == 0 else rows
-    if problems:
-        problems.sort(key=lambda problem: problem.line)
-        raise ManifestCheckError("\n".join(str(problem) for problem in problems))
-    return rows
+    result = check_manifest(path, require, sample_rate=sample_rate, duration_tolerance=duration_tolerance)
+    if result.problems:
+        raise ManifestCheckError("\n".join(str(problem) for problem in result.problems))
+    return result.rows
