@@ -26,10 +26,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q hieradist_lobes tests
 
 demo: $(STAMP)
-	$(PY) -m hieradist_lobes.demo --quick --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
+	$(PY) tools/demo.py --quick --output_folder $(DEMO_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
 
 demo-full: $(STAMP)
-	$(PY) -m hieradist_lobes.demo --output_folder $(DEMO_FULL_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
+	$(PY) tools/demo.py --output_folder $(DEMO_FULL_OUTPUT) --data_folder $(DEMO_DATA) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache

@@ -44,7 +44,7 @@ def measure(asr: CIFASR, signals: List[torch.Tensor], batch_size: int) -> Dict[s
         wavs, lens = batch_pad_right(signals[first:first + batch_size])
         tick = time.perf_counter()
         with torch.no_grad():
-            asr.mods.cif(asr.encode_batch(wavs, lens), lens)
+            asr.mods.model.cif(asr.encode_batch(wavs, lens), lens)
         encode_seconds += time.perf_counter() - tick
         asr.transcribe_batch(wavs, lens)
     total = time.perf_counter() - start

@@ -92,7 +92,7 @@ def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int) ->
     from speechbrain.dataio.batch import PaddedBatch
 
     from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
-    from hieradist_lobes.experiment import make_tokenizer
+    from hieradist_lobes.tokens import make_tokenizer
 
     timings = {}
     for name, brain_class in (("plain", CTCAttentionBrain), ("distillation", DistillationBrain)):
@@ -134,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    from hieradist_lobes.experiment import make_tokenizer
+    from hieradist_lobes.tokens import make_tokenizer
 
     overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "teacher_store": args.store}
     hparams = load_hparams(args.hparams, overrides).hparams

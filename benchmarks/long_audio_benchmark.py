@@ -21,7 +21,7 @@ from speechbrain.dataio.dataio import read_audio
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from hieradist_lobes.data.manifest import read_manifest
-from hieradist_lobes.experiment import PLMSplitter
+from hieradist_lobes.plm import PLMSplitter
 from hieradist_lobes.inference import CIFASR
 from hieradist_lobes.plm import PLMTokenizer, minilm_path
 

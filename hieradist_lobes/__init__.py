@@ -10,6 +10,8 @@ Modules:
 * :mod:`hieradist_lobes.teacher_store`: teacher outputs (or PLM token
   features) in HDF5, by utterance ID.
 * :mod:`hieradist_lobes.teachers`: teacher inference into the store.
+* :mod:`hieradist_lobes.models`: the two model classes, each with its one
+  forward pass (training, teacher inference and inference all use it).
 * :mod:`hieradist_lobes.plm`: pre-trained LM tokens and features (the
   HieraDist teacher), offline.
 * :mod:`hieradist_lobes.cif`: continuous integrate-and-fire, vectorised.
@@ -19,10 +21,13 @@ Modules:
 * :mod:`hieradist_lobes.inference`: :class:`~hieradist_lobes.inference.CIFASR`.
 * :mod:`hieradist_lobes.brains`: Brain classes (CTC/attention, distillation,
   CIF, HieraDist, LM).
-* :mod:`hieradist_lobes.hparams`: YAML overlays and named variants.
+* :mod:`hieradist_lobes.hparams`: YAML overlays and range checks.
 * :mod:`hieradist_lobes.export`: self-contained model folders.
-* :mod:`hieradist_lobes.experiment`: what the recipes share.
-* :mod:`hieradist_lobes.demo`: the ``make demo`` pipeline.
+* :mod:`hieradist_lobes.files`: checksums and atomic folders.
+* :mod:`hieradist_lobes.segmentation`: cutting long recordings at pauses.
+
+The recipe scripts that drive them are in ``recipes/multi_teacher_kd/`` and
+``recipes/cif_hieradist/``; the demo (``make demo``) is ``tools/demo.py``.
 """
 
 __version__ = "0.1.0"

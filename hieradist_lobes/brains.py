@@ -1,11 +1,11 @@
 """Brain classes: joint CTC/attention training, multi-teacher distillation,
 and CIF models with hierarchical distillation from a pre-trained LM.
 
-The YAML of a recipe names its Brain class (``brain_class``) and declares the
-modules; the classes here only wire them together:
+Each recipe script builds the Brain it needs; the model's forward pass is
+the model class's (:mod:`hieradist_lobes.models`), the Brains add
+augmentation, losses, decoding for scoring, logging and checkpoints.
 
-``modules``: ``compute_features``, ``normalize``, ``enc``, ``emb``, ``dec``,
-``ctc_lin``, ``seq_lin``.
+``modules``: ``model`` (:class:`~hieradist_lobes.models.CTCAttentionModel`).
 ``hparams``: ``ctc_weight``, ``ctc_cost``, ``seq_cost``, ``valid_search``,
 ``test_search``, ``error_stats``, ``lr_annealing``, ``epoch_counter``,
 ``train_logger``, optionally ``augmentation``; for :class:`DistillationBrain`
@@ -28,8 +28,8 @@ from speechbrain.utils.data_utils import undo_padding
 from speechbrain.utils.distributed import if_main_process, main_process_only
 
 from hieradist_lobes.cif import quantity_loss
-from hieradist_lobes.cif_decoder import cif_beam_search
 from hieradist_lobes.export import nonfinite_tensors
+from hieradist_lobes.models import ASROutput, CIFOutputs
 from hieradist_lobes.losses import (
     acd_loss,
     combine_teachers,
@@ -53,15 +53,10 @@ class DivergenceError(RuntimeError):
 
 
 @dataclass
-class ASROutput:
-    """What the forward pass gives the objectives."""
+class ASRStepOutput(ASROutput):
+    """The model's outputs for a batch, and the decoded hypotheses (valid/test)."""
 
-    ctc_logits: torch.Tensor
-    ctc_logprobs: torch.Tensor
-    seq_logits: torch.Tensor
-    seq_logprobs: torch.Tensor
-    wav_lens: torch.Tensor
-    hyps: Optional[List[List[int]]]
+    hyps: Optional[List[List[int]]] = None
 
 
 class ProjectBrain(sb.Brain):
@@ -120,6 +115,12 @@ class ProjectBrain(sb.Brain):
                 "Lower the learning rate (lr) if the model diverged, or check these utterances; nothing was exported")
         return loss
 
+    def evaluate_error_rate(self, dataset, min_key: str = "error_rate") -> float:
+        """Score the best checkpoint (``min_key``) on ``dataset`` with the test
+        decoding; the error details go to ``error_rate_file``."""
+        self.evaluate(dataset, min_key=min_key, test_loader_kwargs=self.hparams.test_dataloader_opts)
+        return float(self.test_stats["error_rate"])
+
     def check_weights_finite(self) -> None:
         """Stop with :class:`DivergenceError` if any weight is NaN or inf."""
         bad = nonfinite_tensors(self.modules.state_dict())
@@ -171,7 +172,7 @@ class CTCAttentionBrain(ProjectBrain):
     epoch's statistics are appended to ``<output_folder>/history.jsonl``.
     """
 
-    def compute_forward(self, batch, stage) -> ASROutput:
+    def compute_forward(self, batch, stage) -> ASRStepOutput:
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
@@ -180,28 +181,15 @@ class CTCAttentionBrain(ProjectBrain):
             # Time-domain augmentation may change the number of samples (speed
             # perturbation); wav_lens follows, labels are unchanged.
             wavs, wav_lens = augmentation(wavs, wav_lens)
-        feats = self.modules.compute_features(wavs)
-        feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
-        encoded = self.modules.enc(feats)
-        ctc_logits = self.modules.ctc_lin(encoded)
-        embedded = self.modules.emb(tokens_bos)
-        decoded, _ = self.modules.dec(embedded, encoded, wav_lens)
-        seq_logits = self.modules.seq_lin(decoded)
+        outputs = self.modules.model(wavs, wav_lens, tokens_bos, epoch=self.hparams.epoch_counter.current)
         hyps = None
         if stage == sb.Stage.VALID:
-            hyps, _, _, _ = self.hparams.valid_search(encoded.detach(), wav_lens)
+            hyps, _, _, _ = self.hparams.valid_search(outputs.encoded.detach(), wav_lens)
         elif stage == sb.Stage.TEST:
-            hyps, _, _, _ = self.hparams.test_search(encoded.detach(), wav_lens)
-        return ASROutput(
-            ctc_logits=ctc_logits,
-            ctc_logprobs=torch.log_softmax(ctc_logits, dim=-1),
-            seq_logits=seq_logits,
-            seq_logprobs=torch.log_softmax(seq_logits, dim=-1),
-            wav_lens=wav_lens,
-            hyps=hyps,
-        )
+            hyps, _, _, _ = self.hparams.test_search(outputs.encoded.detach(), wav_lens)
+        return ASRStepOutput(**vars(outputs), hyps=hyps)
 
-    def hard_losses(self, outputs: ASROutput, batch):
+    def hard_losses(self, outputs: ASRStepOutput, batch):
         """The supervised CTC and attention losses (batch means)."""
         tokens, tokens_lens = batch.tokens
         tokens_eos, tokens_eos_lens = batch.tokens_eos
@@ -213,13 +201,13 @@ class CTCAttentionBrain(ProjectBrain):
         weight = self.hparams.ctc_weight
         return weight * ctc + (1 - weight) * seq
 
-    def compute_objectives(self, outputs: ASROutput, batch, stage) -> torch.Tensor:
+    def compute_objectives(self, outputs: ASRStepOutput, batch, stage) -> torch.Tensor:
         ctc, seq = self.hard_losses(outputs, batch)
         self.remember_terms({"ctc": ctc, "seq": seq}, batch)
         self.track_hypotheses(outputs, batch, stage)
         return self.combine_heads(ctc, seq)
 
-    def track_hypotheses(self, outputs: ASROutput, batch, stage) -> None:
+    def track_hypotheses(self, outputs: ASRStepOutput, batch, stage) -> None:
         if stage == sb.Stage.TRAIN or outputs.hyps is None:
             return
         self._score_hypotheses(batch, outputs.hyps)
@@ -263,7 +251,7 @@ class DistillationBrain(CTCAttentionBrain):
     Validation and test use the hard losses only (no teacher outputs needed).
     """
 
-    def distillation_losses(self, outputs: ASROutput, batch):
+    def distillation_losses(self, outputs: ASRStepOutput, batch):
         """Teacher-weighted distillation losses (batch means) for both heads."""
         hp = self.hparams
         if hp.ctc_kd not in CTC_KD_METHODS:
@@ -297,7 +285,7 @@ class DistillationBrain(CTCAttentionBrain):
         kd_seq = combine_teachers(torch.stack(seq_losses), att_weights).mean()
         return kd_ctc, kd_seq
 
-    def compute_objectives(self, outputs: ASROutput, batch, stage) -> torch.Tensor:
+    def compute_objectives(self, outputs: ASRStepOutput, batch, stage) -> torch.Tensor:
         ctc, seq = self.hard_losses(outputs, batch)
         self.track_hypotheses(outputs, batch, stage)
         if stage != sb.Stage.TRAIN:
@@ -310,17 +298,12 @@ class DistillationBrain(CTCAttentionBrain):
 
 
 @dataclass
-class CIFOutputs:
-    """What the CIF model's forward pass gives the objectives."""
+class CIFStepOutput(CIFOutputs):
+    """The CIF model's outputs for a batch, and (valid/test) the decoded
+    hypotheses and free-running fire counts."""
 
-    ctc_logprobs: torch.Tensor
-    frame_lengths: torch.Tensor   # encoder frames per utterance (absolute)
-    cif: object                   # hieradist_lobes.cif.CIFOutput (teacher-forced: scaled to the targets)
-    logits: torch.Tensor          # B × (tokens + eos) × vocab
-    states: torch.Tensor          # decoder states before the output projection
-    target_lengths: torch.Tensor  # tokens + eos
-    hyps: Optional[List[List[int]]]
-    fire_counts: Optional[torch.Tensor]  # free-running fires (valid/test)
+    hyps: Optional[List[List[int]]] = None
+    fire_counts: Optional[torch.Tensor] = None
 
 
 class CIFBrain(ProjectBrain):
@@ -337,42 +320,36 @@ class CIFBrain(ProjectBrain):
     running fires (no scaling, tail fire), test with the beam search of the
     YAML (``beam_size``); both report the token error rate.
 
-    ``modules``: ``compute_features``, ``normalize``, ``enc``, ``cif``,
-    ``dec``, ``ctc_lin``; ``hparams``: ``label_smoothing``,
+    ``modules``: ``model`` (:class:`~hieradist_lobes.models.CIFModel`); ``hparams``: ``label_smoothing``,
     ``quantity_weight``, ``ctc_weight``, ``beam_size``, ``lr_scheduler``
     (called with the optimizer step), ``epoch_counter``, ``train_logger``,
     ``error_stats``, optionally ``feature_augmentation`` (SpecAugment).
     """
 
-    def compute_forward(self, batch, stage) -> CIFOutputs:
+    def compute_forward(self, batch, stage) -> CIFStepOutput:
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
         tokens_eos, tokens_eos_lens = batch.tokens_eos
-        feats = self.modules.compute_features(wavs)
-        feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
-        augmentation = getattr(self.hparams, "feature_augmentation", None)
-        if stage == sb.Stage.TRAIN and augmentation is not None:
-            feats, _ = augmentation(feats, wav_lens)
-        encoded = self.modules.enc(feats, wav_lens)
-        frame_lengths = torch.round(wav_lens * encoded.shape[1]).long().clamp(1, encoded.shape[1])
-        ctc_logprobs = torch.log_softmax(self.modules.ctc_lin(encoded), dim=-1)
         target_lengths = torch.round(tokens_eos_lens * tokens_eos.shape[1]).long()
-        cif = self.modules.cif(encoded, wav_lens, target_lengths)
-        logits, states = self.modules.dec(tokens_bos, cif.fired, target_lengths)
+        augmentation = getattr(self.hparams, "feature_augmentation", None) if stage == sb.Stage.TRAIN else None
+        outputs = self.modules.model(wavs, wav_lens, tokens_bos, target_lengths,
+                                     epoch=self.hparams.epoch_counter.current, feature_augmentation=augmentation)
         hyps, fire_counts = None, None
         if stage != sb.Stage.TRAIN:
-            free = self.modules.cif(encoded.detach(), wav_lens)
-            fire_counts = free.fired_lengths
-            beam = 1 if stage == sb.Stage.VALID else int(self.hparams.beam_size)
             tokenizer = self.hparams.tokenizer
-            hyps = cif_beam_search(self.modules.dec, free.fired, free.fired_lengths, tokenizer.get_bos_index(),
-                                   tokenizer.get_eos_index(), beam_size=beam,
-                                   blocked=[tokenizer.get_blank_index(), tokenizer.get_bos_index()])
-        return CIFOutputs(ctc_logprobs=ctc_logprobs, frame_lengths=frame_lengths, cif=cif, logits=logits,
-                          states=states, target_lengths=target_lengths, hyps=hyps, fire_counts=fire_counts)
+            bos = tokenizer.get_bos_index()
+            # Decoding is not a forward pass: call it on the model itself, not on its DDP wrapper.
+            model = self.modules.model
+            model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+            hyps, fires = model.decode(
+                outputs.encoded.detach(), wav_lens, bos, tokenizer.get_eos_index(),
+                blocked=[tokenizer.get_blank_index(), bos],
+                beam_size=1 if stage == sb.Stage.VALID else int(self.hparams.beam_size))
+            fire_counts = fires.fired_lengths
+        return CIFStepOutput(**vars(outputs), hyps=hyps, fire_counts=fire_counts)
 
-    def loss_terms(self, outputs: CIFOutputs, batch, stage) -> Dict[str, torch.Tensor]:
+    def loss_terms(self, outputs: CIFStepOutput, batch, stage) -> Dict[str, torch.Tensor]:
         """Each loss term, summed over the batch (before weighting)."""
         tokens_eos, _ = batch.tokens_eos
         lengths = outputs.target_lengths
@@ -386,7 +363,7 @@ class CIFBrain(ProjectBrain):
     def loss_weights(self) -> Dict[str, float]:
         return {"ce": 1.0, "quantity": float(self.hparams.quantity_weight), "ctc": float(self.hparams.ctc_weight)}
 
-    def compute_objectives(self, outputs: CIFOutputs, batch, stage) -> torch.Tensor:
+    def compute_objectives(self, outputs: CIFStepOutput, batch, stage) -> torch.Tensor:
         terms = self.loss_terms(outputs, batch, stage)
         self.remember_terms(terms, batch)
         weights = self.loss_weights()
@@ -399,7 +376,7 @@ class CIFBrain(ProjectBrain):
             self.track_hypotheses(outputs, batch)
         return loss
 
-    def track_hypotheses(self, outputs: CIFOutputs, batch) -> None:
+    def track_hypotheses(self, outputs: CIFStepOutput, batch) -> None:
         self._score_hypotheses(batch, outputs.hyps)
         self.fire_count_error += float((outputs.fire_counts - outputs.target_lengths).abs().sum())
         self.utterances += len(batch.id)
@@ -475,7 +452,7 @@ class HieraDistBrain(CIFBrain):
     def uses(self, term: str) -> bool:
         return self.hparams.distillation in ("hieradist", term)
 
-    def loss_terms(self, outputs: CIFOutputs, batch, stage) -> Dict[str, torch.Tensor]:
+    def loss_terms(self, outputs: CIFStepOutput, batch, stage) -> Dict[str, torch.Tensor]:
         terms = super().loss_terms(outputs, batch, stage)
         if stage != sb.Stage.TRAIN:
             return terms

@@ -1,32 +1,28 @@
-"""Loading recipe YAML: one base file per dataset, overlays, and named variants.
+"""Loading recipe YAML: one base file per dataset and system, small overlays.
 
-Three mechanisms keep each fact in one file:
+Two mechanisms keep each fact in one file:
 
 * **Overlays**: a YAML whose first key is ``extends: <base.yaml>`` holds only
-  what differs from its base (e.g. ``train_kd.yaml`` adds the distillation
-  settings to the dataset's ``asr.yaml``).
-* **Named variants**: the base file names a variants file
-  (``variants: variants.yaml``) mapping names to overrides; the key
-  ``variant`` selects one, e.g. ``--variant=tea3``.  Ten teachers are ten
-  short entries, not ten files.
+  what differs from the file it extends (e.g. ``tea1.yaml`` the teacher's
+  sizes, ``train_kd.yaml`` the distillation settings of ``student.yaml``).
+  HyperPyYAML has no inheritance; ten TIMIT teachers written out in full were
+  why the upstream recipe was deleted.
 * **Command-line overrides**, as in every SpeechBrain recipe (``--key=value``).
 
-Precedence: base < overlays (outwards) < variant < command line.  A key set
-on the command line or by a variant that no file declares is an error (a typo
-would otherwise be ignored).  The values users set are then checked against
-:func:`hparam_rules` (type and range, e.g. ``kd_alpha`` in [0, 1], ``lr`` >
-0), before any object is built, so that a bad value is named with its key
-rather than failing deep inside torch.
+Precedence: base < overlays (outwards) < command line.  The base file
+declares every key: an overlay or override of a key it does not declare is an
+error (HyperPyYAML's ``overrides_must_match``), so a typo is never ignored.
+The values users set are then checked against :func:`hparam_rules` (type and
+range, e.g. ``kd_alpha`` in [0, 1], ``lr`` > 0), before any object is built,
+so that a bad value is named with its key rather than failing deep inside torch.
 
 Example
 -------
 >>> import os, tempfile
 >>> folder = tempfile.mkdtemp()
->>> _ = open(os.path.join(folder, "base.yaml"), "w").write(
-...     "variant: null\\nvariants: variants.yaml\\nlayers: 2\\nlr: 0.1\\n")
->>> _ = open(os.path.join(folder, "variants.yaml"), "w").write("big: {layers: 4}\\n")
->>> _ = open(os.path.join(folder, "kd.yaml"), "w").write("extends: base.yaml\\nlr: 0.01\\n")
->>> loaded = load_hparams(os.path.join(folder, "kd.yaml"), "variant: big")
+>>> _ = open(os.path.join(folder, "base.yaml"), "w").write("layers: 2\\nlr: 0.1\\n")
+>>> _ = open(os.path.join(folder, "big.yaml"), "w").write("extends: base.yaml\\nlayers: 4\\n")
+>>> loaded = load_hparams(os.path.join(folder, "big.yaml"), "lr: 0.01")
 >>> loaded.hparams["layers"], loaded.hparams["lr"]
 (4, 0.01)
 """
@@ -44,12 +40,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
-VARIANT_KEY = "variant"
-VARIANTS_FILE_KEY = "variants"
-
-
 class HparamsError(ValueError):
-    """A YAML file, overlay or variant is missing or inconsistent."""
+    """A YAML file or overlay is missing or inconsistent, or a value is out of range."""
 
 
 @dataclass
@@ -177,8 +169,9 @@ def hparam_rules() -> Dict[str, Rule]:
         "train_sorting": Rule("choice", choices=SORTINGS),
         "plm_on_mismatch": Rule("choice", choices=MISMATCH_ACTIONS),
         "bad_rows": Rule("choice", choices=BAD_ROWS),
-        # phones39 and from_data are build_label_encoder's; plm is the recipes' (the PLM's own tokens).
-        "label_set": Rule("choice", choices=("phones39", "from_data", "plm")),
+        # The CTC/attention recipes' vocabularies (hieradist_lobes.tokens.build_label_encoder);
+        # the CIF recipes' labels are always the PLM's tokens.
+        "label_set": Rule("choice", choices=("phones39", "from_data")),
         # csv is no preparation: the recipes take the user's manifests as they are.
         "dataset": Rule("choice", choices=tuple(DATASETS) + ("csv",)),
     }
@@ -260,7 +253,14 @@ def _overrides_tree(overrides: Union[str, Dict[str, Any], None]):
 
 
 def resolve_chain(hparams_file: str, overrides: Union[str, Dict[str, Any], None] = None) -> Tuple[str, str, List[str]]:
-    """Follow ``extends`` and the variant; return (base file, overrides text, chain)."""
+    """Follow ``extends``; return (base file, overlays and overrides as YAML text, chain).
+
+    Raises
+    ------
+    HparamsError
+        If a file is missing, ``extends`` loops, or an overlay or override
+        sets a key the base file does not declare.
+    """
     chain: List[Tuple[str, Any]] = []
     path = os.path.abspath(hparams_file)
     while True:
@@ -274,58 +274,60 @@ def resolve_chain(hparams_file: str, overrides: Union[str, Dict[str, Any], None]
         path = os.path.join(os.path.dirname(path), str(parent))
     base_file, base_tree = chain[-1]
 
-    # Overlays apply from the base outwards: the file named on the command line last.
+    # Overlays apply from the base outwards (the file named on the command line
+    # last), then the command line; a tagged node (!new: ...) replaces as a whole.
     merged = ruamel.yaml.comments.CommentedMap()
-    for _, tree in reversed(chain[:-1]):
+    for overlay_path, tree in reversed(chain[:-1]):
+        _check_declared(tree, base_tree, overlay_path, base_file)
         _update(merged, tree)
     command_line = _overrides_tree(overrides)
-    declared = set(base_tree) | set(merged)
-
-    variant = next((layer[VARIANT_KEY] for layer in (command_line, merged, base_tree) if VARIANT_KEY in layer), None)
-    if variant is not None:
-        # The variants file is relative to the file that names it.
-        declaring = next(((p, t) for p, t in chain if VARIANTS_FILE_KEY in t), None)
-        if VARIANTS_FILE_KEY in command_line:
-            variants_path = str(command_line[VARIANTS_FILE_KEY])
-        elif declaring is not None:
-            variants_path = os.path.join(os.path.dirname(declaring[0]), str(declaring[1][VARIANTS_FILE_KEY]))
-        else:
-            raise HparamsError(f"{hparams_file} selects {VARIANT_KEY} {variant!r} but names no {VARIANTS_FILE_KEY} file")
-        variants = _load_tree(variants_path)
-        if str(variant) not in variants:
-            raise HparamsError(f"{VARIANT_KEY} {variant!r} is not in {variants_path}; "
-                               f"known: {', '.join(map(str, variants))}")
-        variant_tree = variants[str(variant)] or {}
-        undeclared = [key for key in variant_tree if key not in declared]
-        if undeclared:
-            raise HparamsError(f"{VARIANT_KEY} {variant!r} of {variants_path} sets undeclared "
-                               f"hyperparameter(s) {', '.join(map(str, undeclared))}")
-        _update(merged, variant_tree)
-    unknown = [key for key in command_line if key not in declared]
-    if unknown:
-        raise HparamsError(f"unknown hyperparameter(s) {', '.join(map(str, unknown))}: "
-                           f"not declared in {hparams_file} or the files it extends")
+    _check_declared(command_line, base_tree, "the command line", base_file)
     _update(merged, command_line)
     return base_file, _dump(merged) if merged else "", [p for p, _ in chain]
 
 
+def _check_declared(layer, base_tree, where: str, base_file: str) -> None:
+    # HyperPyYAML's overrides_must_match would refuse these too (load_hparams
+    # keeps it on); checked here first to name the overlay and every key at once.
+    unknown = [str(key) for key in layer if key not in base_tree]
+    if unknown:
+        raise HparamsError(f"{where} sets {', '.join(unknown)}, not declared in {base_file} (a typo? every key "
+                           "has a declaration, with its default, in the base file)")
+
+
 def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] = None) -> LoadedHparams:
-    """Load a recipe YAML with its overlays, variant and overrides.
+    """Load a recipe YAML with its overlays and overrides.
 
     Raises
     ------
     HparamsError
-        Naming the file, variant or key that is wrong, or a value of the wrong
-        type or out of range (:func:`hparam_rules`).
+        Naming the file or key that is wrong, or a value of the wrong type or
+        out of range (:func:`hparam_rules`).
     """
     base_file, merged, files = resolve_chain(hparams_file, overrides)
     with open(base_file, encoding="utf-8") as handle:
-        resolved = _yaml().load(resolve_references(handle, merged or None))
+        resolved = _yaml().load(resolve_references(handle, merged or None, overrides_must_match=True))
     # Before any object is built, so that a bad value is named, not a torch traceback.
     check_hparams(resolved or {}, files[0])
     with open(base_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, merged or None, overrides_must_match=False)
+        hparams = load_hyperpyyaml(handle, merged or None, overrides_must_match=True)
     return LoadedHparams(hparams=hparams, base_file=base_file, overrides=merged, files=files)
+
+
+def check_distillation_yaml(hparams: Mapping[str, Any], where: str, distillation: bool) -> None:
+    """A distillation recipe needs a YAML naming its ``teacher_store``; a
+    plain training recipe refuses one (it would silently ignore the store).
+
+    Example
+    -------
+    >>> check_distillation_yaml({"teacher_store": None}, "asr.yaml", distillation=False)
+    """
+    store = hparams.get("teacher_store")
+    if distillation and not store:
+        raise HparamsError(f"{where} names no teacher_store: is it a distillation YAML? (train_kd.yaml, cif_kd.yaml)")
+    if not distillation and store:
+        raise HparamsError(f"{where} names a teacher_store ({store}): it is a distillation YAML; run the "
+                           "system's train_kd.py with it")
 
 
 def resolved_subtree(loaded: LoadedHparams, key: str) -> str:

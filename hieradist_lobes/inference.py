@@ -38,7 +38,6 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from hieradist_lobes.cif import fire_times
-from hieradist_lobes.cif_decoder import cif_beam_search
 from hieradist_lobes.export import read_info, verify_model_folder
 from hieradist_lobes.hparams import check_hparams, hparam_rules
 from hieradist_lobes.segmentation import silence_cuts
@@ -48,8 +47,9 @@ class CIFASR(Pretrained):
     """A CIF ASR model (encoder, CIF, decoder) ready to transcribe.
 
     Loaded with :meth:`from_hparams` from a model folder; see the module
-    docstring.  ``self.mods`` holds ``compute_features``, ``normalize``,
-    ``enc``, ``cif``, ``dec``; ``self.hparams`` the tokenizer, ``beam_size``,
+    docstring.  ``self.mods.model`` is the
+    :class:`~hieradist_lobes.models.CIFModel` (its ``encode`` and ``decode``
+    are the training's); ``self.hparams`` the tokenizer, ``beam_size``,
     ``sample_rate``, ``lm_folder`` and ``lm_weight``.
     """
 
@@ -57,7 +57,7 @@ class CIFASR(Pretrained):
     #: Files longer than this (seconds) are transcribed in segments cut at pauses;
     #: :meth:`from_hparams` sets it from the training utterances (:func:`segment_seconds_for`).
     max_segment_seconds = 30.0
-    MODULES_NEEDED = ["compute_features", "normalize", "enc", "cif", "dec"]
+    MODULES_NEEDED = ["model"]
 
     @classmethod
     def from_hparams(cls, source, hparams_file: str = "hyperparams.yaml", **kwargs):
@@ -88,21 +88,17 @@ class CIFASR(Pretrained):
     def encode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
         """Encoder outputs (``batch × frames × d_model``) of a padded batch."""
         wavs, wav_lens = wavs.float().to(self.device), wav_lens.float().to(self.device)
-        feats = self.mods.compute_features(wavs)
-        feats = self.mods.normalize(feats, wav_lens)
-        return self.mods.enc(feats, wav_lens)
+        return self.mods.model.encode(wavs, wav_lens)
 
     def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor,
                      beam_size: Optional[int] = None) -> Tuple[List[List[int]], List[List[float]]]:
         """Token indices and their times (seconds) for a padded batch."""
         with torch.no_grad():
             encoded = self.encode_batch(wavs, wav_lens)
-            fires = self.mods.cif(encoded, wav_lens.to(self.device))
-            bos, eos = self.tokenizer.get_bos_index(), self.tokenizer.get_eos_index()
-            hyps = cif_beam_search(
-                self.mods.dec, fires.fired, fires.fired_lengths, bos, eos,
-                beam_size=int(beam_size or self.hparams.beam_size),
-                blocked=[self.tokenizer.get_blank_index(), bos],
+            bos = self.tokenizer.get_bos_index()
+            hyps, fires = self.mods.model.decode(
+                encoded, wav_lens.to(self.device), bos, self.tokenizer.get_eos_index(),
+                blocked=[self.tokenizer.get_blank_index(), bos], beam_size=int(beam_size or self.hparams.beam_size),
                 lm=self.lm, lm_weight=float(getattr(self.hparams, "lm_weight", 0.0) or 0.0),
             )
         times = fire_times(fires.fire_frames.cpu(), fires.fired_lengths.cpu(), self.frame_shift_seconds())
@@ -110,8 +106,8 @@ class CIFASR(Pretrained):
 
     def frame_shift_seconds(self) -> float:
         """Seconds per encoder frame: the feature hop times the encoder's subsampling."""
-        hop = self.mods.compute_features.compute_STFT.hop_length  # samples
-        return hop / float(self.hparams.sample_rate) * self.mods.enc.subsampling
+        hop = self.mods.model.compute_features.compute_STFT.hop_length  # samples
+        return hop / float(self.hparams.sample_rate) * self.mods.model.enc.subsampling
 
     def decode_signal(self, signal: torch.Tensor, max_segment_seconds: Optional[float] = None,
                       segments_per_batch: int = 8) -> Tuple[List[int], List[float]]:

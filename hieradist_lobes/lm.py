@@ -33,7 +33,8 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 
 from hieradist_lobes.data.manifest import manifest_data
 from hieradist_lobes.data.pipelines import label_items
-from hieradist_lobes.export import check_finite_checkpoint, staged_folder
+from hieradist_lobes.export import check_finite_checkpoint
+from hieradist_lobes.files import staged_folder
 from hieradist_lobes.tokens import LabelTokenizer, first_difference, load_label_encoder
 
 

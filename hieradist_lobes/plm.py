@@ -45,7 +45,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hieradist_lobes.checksums import file_sha256
+from hieradist_lobes.files import file_sha256
 from hieradist_lobes.teacher_store import PLMRecord, StoreMetadata, TeacherStoreWriter, fill_store
 from hieradist_lobes.tokens import first_difference
 
@@ -224,6 +224,37 @@ def plm_label_sequences(tokenizer: PLMTokenizer, texts: Iterable[str]) -> List[L
         logger.warning("the PLM %s has no token for %d piece(s) of the texts: they become %s",
                        tokenizer.path, count, unknown)
     return sequences
+
+
+class PLMSplitter:
+    """Manifest cell → the PLM's tokens: how the CIF recipes split
+    transcripts into labels, so that ASR tokens are PLM tokens (picklable,
+    for DataLoader workers).
+
+    ``unknown_piece`` is the PLM's unknown token: a transcript that has it
+    is a bad row (:func:`~hieradist_lobes.data.validation.label_check`), and
+    it never becomes an ASR label.
+    """
+
+    def __init__(self, tokenizer: PLMTokenizer, unit: str) -> None:
+        self.tokenizer, self.unit = tokenizer, unit
+        self.unknown_piece = tokenizer.unk_token
+
+    def __call__(self, value: str) -> List[str]:
+        return self.tokenizer.pieces(transcript_text(value, self.unit))
+
+
+def plm_tokenizer(train_manifest: str, splitter: PLMSplitter):
+    """The CIF models' label vocabulary: the PLM tokens of the training
+    transcripts, plus ``<unk>`` for pieces that only other splits have."""
+    from hieradist_lobes.data.manifest import CORE_FIELDS, read_manifest
+    from hieradist_lobes.tokens import build_label_encoder
+
+    # Tolerant reading: the rows' problems are reported together by the manifest check.
+    rows = read_manifest(train_manifest, CORE_FIELDS + [splitter.unit], unique_ids=False)
+    unknown = splitter.unknown_piece
+    sequences = [[piece for piece in splitter(row[splitter.unit] or "") if piece != unknown] for row in rows]
+    return build_label_encoder("wordpiece", "from_data", sequences, unknown=True)
 
 
 def manifest_texts(manifest: str, unit: str) -> Dict[str, str]:

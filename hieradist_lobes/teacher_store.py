@@ -7,31 +7,11 @@ leaves only whole parts and a re-run continues with the utterances that are
 missing.  :class:`TeacherStore` reads all parts as one.
 
 A store is of one of two *kinds* (metadata ``kind``; parts written before the
-attribute existed read as ``asr``).
-
-**asr** stores (:class:`TeacherRecord`) hold CTC/attention ASR teachers.
-Per utterance (group ``/utts/<ID>`` of a part), the teachers' rows stacked:
-
-``ctc``          CTC log-posteriors, (frames of teacher 0 + frames of
-                 teacher 1 + ...) × classes
-``att``          attention-decoder log-posteriors teacher-forced on the
-                 reference, (teachers × (tokens + eos)) × classes
-``.values`` / ``.indices`` instead, with ``top_k``: the k largest
-                 log-probabilities of each row and their classes
-attributes       ``ctc_error_rate`` and ``att_error_rate`` (per teacher, in
-                 percent: greedy CTC decoding, free attention decoding),
-                 ``ctc_lengths``, ``tokens`` (the reference label indices),
-                 ``duration`` (seconds of audio)
-
-**plm** stores (:class:`PLMRecord`, written by
-:func:`hieradist_lobes.plm.save_plm_features`) hold a pre-trained language
-model's per-token features, the teacher of CIF-HieraDist.  Per utterance:
-
-``plm``          hidden states, (tokens + 1) × ``feature_dim``: row k is the
-                 PLM's feature of ASR token k ([CLS] dropped), the last row
-                 the [SEP] position's, the target of the eos fire
-attributes       ``tokens`` (the ASR label indices of the PLM tokens),
-                 ``duration`` (seconds of audio)
+attribute existed read as ``asr``): CTC/attention teachers' posteriors
+(:class:`TeacherRecord`) or a pre-trained LM's token features
+(:class:`PLMRecord`).  What a record holds and how it is written, read and
+summarised is its kind's codec's (:mod:`hieradist_lobes.store_codecs`); this
+module knows parts, the index, the metadata and the writer, for both.
 
 Every part carries the store's metadata as attributes: kind, label vocabulary,
 teacher names, sources and checkpoint hashes, CTC frame rate (0 for plm),
@@ -81,20 +61,20 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
+from hieradist_lobes.store_codecs import (  # noqa: F401  (records and errors are part of the store's API)
+    CODECS,
+    PLMRecord,
+    TeacherRecord,
+    TeacherStoreError,
+    expand_top_k,
+)
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
-# Log-probabilities below this are stored as this (float16 reaches -65504).
-_LOG_FLOOR = -1.0e4
-KINDS = ("asr", "plm")
+KINDS = tuple(CODECS)
 DTYPES = ("float16", "float32")
-# The largest finite float16: PLM features beyond it would be stored as inf.
-_FLOAT16_MAX = 65504.0
-
-
-class TeacherStoreError(ValueError):
-    """The store is missing an utterance, or its parts or metadata disagree."""
 
 
 @dataclass
@@ -142,11 +122,12 @@ class StoreMetadata:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"store kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.kind == "plm":
-            if int(self.feature_dim) <= 0:
-                raise ValueError(f"a plm store needs feature_dim > 0, got {self.feature_dim}")
-            if self.top_k:
-                raise ValueError("top_k applies to posteriors, not to plm features; use top_k=0")
+        self.codec.check_metadata(self)
+
+    @property
+    def codec(self):
+        """How this kind's records are written, read and summarised (:mod:`~hieradist_lobes.store_codecs`)."""
+        return CODECS[self.kind]
 
     def to_attrs(self) -> Dict[str, object]:
         return {
@@ -181,112 +162,6 @@ class StoreMetadata:
     @property
     def num_teachers(self) -> int:
         return len(self.teachers)
-
-
-@dataclass
-class TeacherRecord:
-    """The outputs of every teacher for one utterance (lists indexed by teacher)."""
-
-    ctc_logprobs: List[np.ndarray]
-    att_logprobs: List[np.ndarray]
-    ctc_error_rate: Sequence[float]
-    att_error_rate: Sequence[float]
-    tokens: Sequence[int]
-    duration: float = 0.0
-
-    def check(self, num_teachers: int, num_classes: int, utt_id: str) -> None:
-        """Raise :class:`TeacherStoreError` if shapes do not fit the metadata."""
-        for name in ("ctc_logprobs", "att_logprobs", "ctc_error_rate", "att_error_rate"):
-            if len(getattr(self, name)) != num_teachers:
-                raise TeacherStoreError(f"utterance {utt_id}: {name} has {len(getattr(self, name))} teachers, "
-                                        f"the store {num_teachers}")
-        for matrix in list(self.ctc_logprobs) + list(self.att_logprobs):
-            if matrix.ndim != 2 or matrix.shape[1] != num_classes:
-                raise TeacherStoreError(f"utterance {utt_id}: posteriors of shape {matrix.shape}, "
-                                        f"expected (n, {num_classes})")
-        for name in ("ctc_logprobs", "att_logprobs"):
-            # -inf is a valid log-probability (stored at the floor); NaN and +inf are not.
-            if any(np.isnan(m).any() or np.isposinf(m).any() for m in getattr(self, name)):
-                raise TeacherStoreError(f"utterance {utt_id}: {name} contain NaN or +inf (a diverged teacher?)")
-        if not np.isfinite(np.asarray(list(self.ctc_error_rate) + list(self.att_error_rate), dtype=float)).all():
-            raise TeacherStoreError(f"utterance {utt_id}: non-finite error rates")
-        for matrix in self.att_logprobs:
-            if matrix.shape[0] != len(self.tokens) + 1:
-                raise TeacherStoreError(f"utterance {utt_id}: {matrix.shape[0]} attention rows for "
-                                        f"{len(self.tokens)} tokens + eos")
-
-
-@dataclass
-class PLMRecord:
-    """A pre-trained language model's features for one utterance (``plm`` stores).
-
-    Arguments
-    ---------
-    features : numpy.ndarray
-        (tokens + 1) × feature_dim: row k is the teacher feature of ASR token
-        k, the last row (the PLM's [SEP] position) that of the eos fire.
-    tokens : sequence of int
-        The ASR label indices of the utterance's PLM tokens.
-    duration : float
-        Seconds of audio.
-
-    Example
-    -------
-    >>> record = PLMRecord(features=np.zeros((3, 4)), tokens=[5, 6], duration=1.0)
-    >>> record.check(feature_dim=4, num_classes=10, utt_id="u1")
-    >>> record.check(feature_dim=8, num_classes=10, utt_id="u1")
-    Traceback (most recent call last):
-    ...
-    hieradist_lobes.teacher_store.TeacherStoreError: utterance u1: features of shape (3, 4), expected (3, 8) ...
-    """
-
-    features: np.ndarray
-    tokens: Sequence[int]
-    duration: float = 0.0
-
-    def check(self, feature_dim: int, num_classes: int, utt_id: str) -> None:
-        """Raise :class:`TeacherStoreError` if the record does not fit the metadata."""
-        features = np.asarray(self.features)
-        expected = (len(self.tokens) + 1, feature_dim)
-        if features.ndim != 2 or features.shape != expected:
-            raise TeacherStoreError(f"utterance {utt_id}: features of shape {features.shape}, expected "
-                                    f"{expected} ({len(self.tokens)} tokens + eos, feature_dim {feature_dim})")
-        bad = [int(t) for t in self.tokens if not 0 <= int(t) < num_classes]
-        if bad:
-            raise TeacherStoreError(f"utterance {utt_id}: label indices {bad} outside the store's "
-                                    f"{num_classes} labels")
-        if not np.isfinite(features).all():
-            raise TeacherStoreError(f"utterance {utt_id}: features contain inf or NaN")
-
-
-def _top_k(matrix: np.ndarray, k: int):
-    indices = np.argpartition(-matrix, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(matrix, indices, axis=1)
-    order = np.argsort(-values, axis=1)
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(indices, order, axis=1)
-
-
-def expand_top_k(values: np.ndarray, indices: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dense log-posteriors from top-k rows; the remaining mass is spread evenly.
-
-    Example
-    -------
-    >>> dense = expand_top_k(np.log([[0.6, 0.3]]), np.array([[2, 0]]), 4)
-    >>> np.round(np.exp(dense), 3)
-    array([[0.3 , 0.05, 0.6 , 0.05]], dtype=float32)
-    """
-    values = values.astype(np.float32)
-    k = values.shape[1]
-    rows = values.shape[0]
-    if k >= num_classes:
-        dense = np.empty((rows, num_classes), dtype=np.float32)
-        np.put_along_axis(dense, indices.astype(np.int64), values, axis=1)
-        return dense
-    kept = np.exp(values).sum(axis=1, keepdims=True)
-    rest = np.maximum(1.0 - kept, 1e-8) / (num_classes - k)
-    dense = np.repeat(np.log(rest), num_classes, axis=1).astype(np.float32)
-    np.put_along_axis(dense, indices.astype(np.int64), values, axis=1)
-    return dense
 
 
 def plan_batches(items: Sequence[Tuple[str, float]], batch_size: int, rank: int = 0, world_size: int = 1
@@ -488,54 +363,21 @@ class TeacherStoreWriter:
         self._handle = None
         os.replace(self._temporary, self._final)
 
-    def _write_matrix(self, group, name: str, matrix: np.ndarray) -> None:
-        dtype = np.float16 if self.metadata.dtype == "float16" else np.float32
-        matrix = np.maximum(np.asarray(matrix, dtype=np.float32), _LOG_FLOOR)
-        options = {"compression": self.compression} if self.compression else {}
-        if self.metadata.top_k and self.metadata.top_k < matrix.shape[1]:
-            values, indices = _top_k(matrix, self.metadata.top_k)
-            index_type = np.int16 if matrix.shape[1] < 2**15 else np.int32
-            group.create_dataset(f"{name}.values", data=values.astype(dtype), **options)
-            group.create_dataset(f"{name}.indices", data=indices.astype(index_type), **options)
-        else:
-            group.create_dataset(name, data=matrix.astype(dtype), **options)
-
-    def _features_to_store(self, features: np.ndarray, utt_id: str) -> np.ndarray:
-        features = np.asarray(features, dtype=np.float32)
-        if self.metadata.dtype == "float16" and np.abs(features).max(initial=0.0) > _FLOAT16_MAX:
-            # Unlike log-posteriors, features have no meaningful floor: refuse rather than store inf.
-            raise TeacherStoreError(f"utterance {utt_id}: a feature exceeds the float16 range "
-                                    f"(|x| = {np.abs(features).max():.4g}); use dtype float32")
-        return features.astype(np.float16 if self.metadata.dtype == "float16" else np.float32)
-
     def add(self, utt_id: str, record: Union[TeacherRecord, PLMRecord], end_of_batch: bool = True) -> None:
         """Store one utterance's teacher outputs (a :class:`PLMRecord` in a plm store).
 
         ``end_of_batch``: whether the part may be closed after this record
         (pass False inside a batch, so that parts hold whole batches).
         """
-        wanted = PLMRecord if self.metadata.kind == "plm" else TeacherRecord
-        if not isinstance(record, wanted):
+        codec = self.metadata.codec
+        if not isinstance(record, codec.record_type):
             raise TeacherStoreError(f"utterance {utt_id}: a {type(record).__name__} cannot go into a "
-                                    f"{self.metadata.kind} store (expected {wanted.__name__})")
-        if isinstance(record, PLMRecord):
-            record.check(self.metadata.feature_dim, len(self.metadata.labels), utt_id)
-            features = self._features_to_store(record.features, utt_id)  # checked before anything is written
-        else:
-            record.check(self.metadata.num_teachers, len(self.metadata.labels), utt_id)
+                                    f"{self.metadata.kind} store (expected {codec.record_type.__name__})")
+        record = codec.prepare(record, self.metadata, utt_id)  # checked before anything is written
         if self._handle is None:
             self._open_part()
         group = self._handle["utts"].create_group(utt_id)
-        if isinstance(record, PLMRecord):
-            options = {"compression": self.compression} if self.compression else {}
-            group.create_dataset("plm", data=features, **options)
-        else:
-            # All teachers in one dataset per head: few HDF5 objects per utterance.
-            self._write_matrix(group, "ctc", np.concatenate(record.ctc_logprobs))
-            self._write_matrix(group, "att", np.concatenate(record.att_logprobs))
-            group.attrs["ctc_error_rate"] = np.asarray(record.ctc_error_rate, dtype=np.float32)
-            group.attrs["att_error_rate"] = np.asarray(record.att_error_rate, dtype=np.float32)
-            group.attrs["ctc_lengths"] = np.asarray([m.shape[0] for m in record.ctc_logprobs], dtype=np.int64)
+        codec.write(group, record, self.metadata, {"compression": self.compression} if self.compression else {})
         group.attrs["tokens"] = np.asarray(record.tokens, dtype=np.int64)
         group.attrs["duration"] = float(record.duration)
         self._count += 1
@@ -655,11 +497,6 @@ class TeacherStore:
             self._handles[number] = h5py.File(self._files[number], "r")
         return self._handles[number]["utts"][utt_id]
 
-    def _read_matrix(self, group, name: str) -> np.ndarray:
-        if name in group:
-            return group[name][()].astype(np.float32)
-        return expand_top_k(group[f"{name}.values"][()], group[f"{name}.indices"][()], len(self.metadata.labels))
-
     @property
     def kind(self) -> str:
         """``asr`` or ``plm``."""
@@ -681,26 +518,12 @@ class TeacherStore:
             raise
         except Exception as error:  # a damaged dataset inside a readable part
             raise _damaged(self._files[self._index[utt_id]], error, utt_id) from error
-        arrays = ([record.features] if isinstance(record, PLMRecord)
-                  else list(record.ctc_logprobs) + list(record.att_logprobs))
-        if not all(np.isfinite(array).all() for array in arrays):
+        if not all(np.isfinite(array).all() for array in self.metadata.codec.arrays(record)):
             raise _damaged(self._files[self._index[utt_id]], "values are NaN or inf", utt_id)
         return record
 
     def _read(self, utt_id: str) -> Union[TeacherRecord, PLMRecord]:
-        group = self._group(utt_id)
-        if self.metadata.kind == "plm":
-            return PLMRecord(features=group["plm"][()].astype(np.float32), tokens=group.attrs["tokens"].tolist(),
-                             duration=float(group.attrs["duration"]))
-        boundaries = np.cumsum(group.attrs["ctc_lengths"])[:-1]
-        return TeacherRecord(
-            ctc_logprobs=np.split(self._read_matrix(group, "ctc"), boundaries),
-            att_logprobs=np.split(self._read_matrix(group, "att"), self.metadata.num_teachers),
-            ctc_error_rate=group.attrs["ctc_error_rate"].tolist(),
-            att_error_rate=group.attrs["att_error_rate"].tolist(),
-            tokens=group.attrs["tokens"].tolist(),
-            duration=float(group.attrs["duration"]),
-        )
+        return self.metadata.codec.read(self._group(utt_id), self.metadata)
 
     def summary(self) -> Dict[str, object]:
         """Splits, counts, mean error rates per teacher (asr) or tokens (plm), classes, dtype, size."""
@@ -713,29 +536,9 @@ class TeacherStore:
             "dtype": self.metadata.dtype,
             "size_bytes": size,
         }
-        if self.metadata.kind == "plm":
-            def count_tokens(entry, group):
-                entry["tokens"] += len(group.attrs["tokens"])
+        return {**common, **self.metadata.codec.summary(self, size)}
 
-            splits, hours = self._split_totals(count_tokens, tokens=0)
-            return {**common, "splits": splits, "feature_dim": self.metadata.feature_dim,
-                    "megabytes_per_hour": round(size / 2**20 / max(hours, 1e-9), 2)}
-
-        teachers = self.metadata.num_teachers
-
-        def add_error_rates(entry, group):
-            for head in ("ctc", "att"):
-                entry[head] = entry[head] + group.attrs[f"{head}_error_rate"]
-
-        splits, hours = self._split_totals(add_error_rates, ctc=np.zeros(teachers), att=np.zeros(teachers))
-        for entry in splits.values():
-            for head in ("ctc", "att"):
-                entry[f"mean_{head}_error_rate"] = [round(x / max(entry["utterances"], 1), 2)
-                                                    for x in entry.pop(head)]
-        return {**common, "splits": splits, "top_k": self.metadata.top_k, "frame_rate": self.metadata.frame_rate,
-                "megabytes_per_hour_per_teacher": round(size / 2**20 / max(hours, 1e-9) / max(teachers, 1), 2)}
-
-    def _split_totals(self, add, **initial) -> Tuple[Dict[str, Dict[str, object]], float]:
+    def split_totals(self, add, **initial) -> Tuple[Dict[str, Dict[str, object]], float]:
         """Per split (sorted): utterances and hours, plus the ``initial`` fields
         that ``add(entry, group)`` accumulates from each utterance's HDF5 group
         (``add`` makes new values, it does not modify them); and the total hours."""
@@ -760,28 +563,42 @@ class TeacherStore:
         self._handles = {}
 
 
+def check_store_vocabulary(store: "TeacherStore", labels: Sequence[str]) -> None:
+    """Teachers and student must share the label vocabulary, index by index.
+
+    Raises
+    ------
+    TeacherStoreError
+        Naming the store and the first index where the vocabularies differ.
+    """
+    from hieradist_lobes.tokens import first_difference
+
+    theirs, mine = store.metadata.labels, list(labels)
+    if theirs != mine:
+        first = first_difference(theirs, mine)
+        raise TeacherStoreError(
+            f"the teacher store {store.path} has a different label vocabulary from the student: "
+            f"{len(theirs)} vs {len(mine)} labels, first difference at index {first} "
+            f"({theirs[first] if first < len(theirs) else None!r} vs {mine[first] if first < len(mine) else None!r})"
+        )
+
+
+def writer_process(run_opts: Mapping[str, object]) -> Tuple[int, int, str]:
+    """This process's rank, the number of processes and its device, for
+    filling a store under ``torchrun`` (each rank on its own GPU)."""
+    from speechbrain.utils.distributed import get_rank
+
+    rank = get_rank() or 0
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    device = str(run_opts.get("device") or "cpu")
+    if device.startswith("cuda") and world_size > 1 and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return rank, world_size, device
+
+
 def format_summary(summary: Dict[str, object]) -> str:
     """Human-readable text of :meth:`TeacherStore.summary`."""
-    if summary.get("kind", "asr") == "plm":
-        lines = [f"teacher store {summary['path']} (PLM features of {', '.join(summary['teachers'])})",
-                 f"  classes {summary['classes']}, feature dim {summary['feature_dim']}, dtype {summary['dtype']}",
-                 f"  size {summary['size_bytes'] / 2**20:.1f} MiB ({summary['megabytes_per_hour']} MiB per hour "
-                 "of audio)"]
-        for split, entry in summary["splits"].items():
-            lines.append(f"  {split}: {entry['utterances']} utterances, {entry['hours']} h, "
-                         f"{entry['tokens']} tokens")
-        return "\n".join(lines)
-    lines = [f"teacher store {summary['path']}",
-             f"  classes {summary['classes']}, dtype {summary['dtype']}, "
-             f"top-k {summary['top_k'] or 'full'}, CTC frame rate {summary['frame_rate']:g}/s",
-             f"  size {summary['size_bytes'] / 2**20:.1f} MiB "
-             f"({summary['megabytes_per_hour_per_teacher']} MiB per hour of audio per teacher)"]
-    for split, entry in summary["splits"].items():
-        lines.append(f"  {split}: {entry['utterances']} utterances, {entry['hours']} h")
-        for k, name in enumerate(summary["teachers"]):
-            lines.append(f"    {name}: CTC error rate {entry['mean_ctc_error_rate'][k]:.2f}%, "
-                         f"attention error rate {entry['mean_att_error_rate'][k]:.2f}%")
-    return "\n".join(lines)
+    return CODECS[summary.get("kind", "asr")].format_summary(summary)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

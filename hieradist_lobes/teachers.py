@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from speechbrain.decoders.seq2seq import S2SRNNGreedySearcher
@@ -28,9 +28,10 @@ from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from hieradist_lobes.data.pipelines import asr_dataset
-from hieradist_lobes.checksums import file_sha256
+from hieradist_lobes.files import file_sha256
 from hieradist_lobes.export import nonfinite_tensors, read_info
 from hieradist_lobes.losses import greedy_ctc_targets
+from hieradist_lobes.models import CTCAttentionModel
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter, fill_store
 from hieradist_lobes.tokens import LabelTokenizer
 
@@ -67,9 +68,9 @@ class Teacher:
                                     f"{', '.join(bad[:3])}): its training diverged; it cannot be a teacher")
         self.device = device
         self.tokenizer: LabelTokenizer = self.asr.hparams.tokenizer
-        mods = self.asr.mods
+        self.model: CTCAttentionModel = self.asr.mods.model
         self.greedy = S2SRNNGreedySearcher(
-            embedding=mods.emb, decoder=mods.dec, linear=mods.seq_lin,
+            embedding=self.model.emb, decoder=self.model.dec, linear=self.model.seq_lin,
             bos_index=self.tokenizer.get_bos_index(), eos_index=self.tokenizer.get_eos_index(),
             min_decode_ratio=0.0, max_decode_ratio=1.0,
         )
@@ -87,15 +88,12 @@ class Teacher:
         utterance) under ``ctc`` (frames × classes), ``att`` ((labels + 1) ×
         classes), ``ctc_error_rate`` and ``att_error_rate``.
         """
-        mods = self.asr.mods
         wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
-        encoded = mods.encoder(wavs, wav_lens)
-        ctc = torch.log_softmax(mods.ctc_lin(encoded), dim=-1)
+        out = self.model(wavs, wav_lens, tokens_bos.to(self.device))
+        ctc, att = out.ctc_logprobs, out.seq_logprobs
         frames = torch.round(wav_lens * ctc.shape[1]).long().clamp(1, ctc.shape[1])
-        decoded, _ = mods.dec(mods.emb(tokens_bos.to(self.device)), encoded, wav_lens)
-        att = torch.log_softmax(mods.seq_lin(decoded), dim=-1)
         ctc_best, ctc_best_lens = greedy_ctc_targets(ctc, frames, self.tokenizer.get_blank_index())
-        att_hyps, _, _, _ = self.greedy(encoded, wav_lens)
+        att_hyps, _, _, _ = self.greedy(out.encoded, wav_lens)
 
         references = [tokens[i, : tokens_lens[i]].tolist() for i in range(tokens.shape[0])]
         ctc_hyps = [ctc_best[i, : ctc_best_lens[i]].tolist() for i in range(tokens.shape[0])]
@@ -121,6 +119,27 @@ def check_same_vocabulary(teachers: Sequence[Teacher]) -> List[str]:
             raise TeacherStoreError(f"teacher {teacher.folder} has a different label vocabulary from "
                                     f"{teachers[0].folder}")
     return reference
+
+
+def teacher_folders(hparams: Mapping[str, object]) -> List[str]:
+    """The teacher model folders of a ``save_teachers`` YAML:
+    ``teacher_list_file`` (one per line) or ``teacher_dirs``."""
+    from hieradist_lobes.hparams import HparamsError
+
+    list_file = hparams.get("teacher_list_file")
+    if list_file:
+        if not os.path.isfile(list_file):
+            raise HparamsError(f"teacher_list_file {list_file} does not exist")
+        with open(list_file, encoding="utf-8") as handle:
+            folders = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    else:
+        folders = list(hparams.get("teacher_dirs") or [])
+    if not folders:
+        raise HparamsError("no teachers: set teacher_dirs or teacher_list_file")
+    missing = [folder for folder in folders if not os.path.isfile(os.path.join(folder, "hyperparams.yaml"))]
+    if missing:
+        raise HparamsError(f"not a trained model folder (no hyperparams.yaml): {', '.join(missing)}")
+    return folders
 
 
 def save_teacher_outputs(
@@ -185,6 +204,6 @@ def save_teacher_outputs(
 def _frame_rate(teacher: Teacher, dataset) -> float:
     item = dataset[0]
     with torch.no_grad():
-        encoded = teacher.asr.mods.encoder(item["sig"].unsqueeze(0).to(teacher.device), torch.ones(1))
+        encoded = teacher.model.encode(item["sig"].unsqueeze(0).to(teacher.device), torch.ones(1))
     seconds = item["sig"].shape[0] / float(teacher.asr.hparams.sample_rate)
     return round(encoded.shape[1] / seconds, 3)

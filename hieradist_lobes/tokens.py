@@ -22,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence
 
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.utils.checkpoints import register_checkpoint_hooks
@@ -136,3 +136,33 @@ def load_label_encoder(path: str, unit: str = "phn") -> LabelTokenizer:
     tokenizer = LabelTokenizer(unit)
     tokenizer.load(path)
     return tokenizer
+
+
+def make_tokenizer(hparams: Mapping[str, object], manifests: Mapping[str, str]) -> LabelTokenizer:
+    """The label vocabulary of a CTC/attention recipe YAML: ``unit`` (the
+    manifest column) and ``label_set`` (``phones39``: the fixed phone set;
+    ``from_data``: the labels of the training manifest).  The CIF recipes'
+    labels are the PLM's tokens (:func:`hieradist_lobes.plm.plm_tokenizer`)."""
+    from hieradist_lobes.data.manifest import CORE_FIELDS, read_manifest
+
+    unit, label_set = hparams["unit"], hparams["label_set"]
+    sequences = None
+    if label_set == "from_data":
+        # Tolerant reading: the rows' problems are reported together by the manifest check.
+        rows = read_manifest(manifests["train"], CORE_FIELDS + [unit], unique_ids=False)
+        sequences = [(row[unit] or "").split() for row in rows]
+    return build_label_encoder(unit, label_set, sequences)
+
+
+def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str) -> None:
+    """The model's output size must equal the vocabulary size.
+
+    Example
+    -------
+    >>> check_vocabulary(build_label_encoder("phn", "phones39"), 42, "asr.yaml")
+    """
+    if len(tokenizer) != output_neurons:
+        raise ValueError(
+            f"{where}: output_neurons is {output_neurons} but the label vocabulary has {len(tokenizer)} labels "
+            f"({', '.join(tokenizer.labels()[:8])}, ...); set output_neurons: {len(tokenizer)}"
+        )

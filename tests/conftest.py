@@ -1,10 +1,34 @@
-"""Shared fixtures: the tiny synthetic corpus (made once per test session), torchrun."""
+"""Shared fixtures: the tiny synthetic corpus (made once per test session),
+the recipe scripts run in-process, torchrun."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {"train_teacher": "multi_teacher_kd/train_teacher.py", "save_teachers": "multi_teacher_kd/save_teachers.py",
+           "train_kd": "multi_teacher_kd/train_kd.py", "train_cif": "cif_hieradist/train.py",
+           "save_plm_features": "cif_hieradist/save_plm_features.py", "train_cif_kd": "cif_hieradist/train_kd.py",
+           "train_lm": "cif_hieradist/train_lm.py"}
+
+
+def load_script(path):
+    """A script of the repository (e.g. ``recipes/cif_hieradist/train.py``) as a module."""
+    spec = importlib.util.spec_from_file_location("script_" + path.replace("/", "_")[:-3], ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def recipes():
+    """Each recipe's ``main(argv)``, by a short name (``recipes.train_kd([...])``)."""
+    return SimpleNamespace(**{name: load_script(f"recipes/{path}").main for name, path in RECIPES.items()})
 
 
 @pytest.fixture(scope="session")

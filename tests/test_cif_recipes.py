@@ -7,7 +7,6 @@ from speechbrain.dataio.dataio import read_audio
 from speechbrain.utils.data_utils import batch_pad_right
 
 from hieradist_lobes.data.manifest import read_manifest
-from hieradist_lobes.experiment import save_teachers, train_asr_model, train_lm
 from hieradist_lobes.plm import PLMFeatureExtractor, tiny_plm_folder
 from hieradist_lobes.teacher_store import TeacherStore
 
@@ -24,16 +23,16 @@ def words_of(corpus, splits=("train", "valid", "test")):
 
 
 @pytest.fixture(scope="module")
-def run(tiny_corpus, tmp_path_factory):
+def run(tiny_corpus, tmp_path_factory, recipes):
     results = tmp_path_factory.mktemp("cif_results")
     # A tiny random BERT whose WordPiece vocabulary has every word of the corpus.
     plm = tiny_plm_folder(str(tmp_path_factory.mktemp("plm")), words_of(tiny_corpus), hidden_size=32)
     labels = len(words_of(tiny_corpus, ("train",))) + 4  # + blank, bos, eos, unk
     data = [f"--data_folder={tiny_corpus}", "--corpus_size=tiny", f"--output_root={results}", "--num_workers=0",
             f"--plm_path={plm}", f"--output_neurons={labels}", "--plm_size=32"]
-    baseline = train_asr_model(["hparams/synth/cif.yaml", *data, *SMALL_MODEL, *FAST])
-    store = save_teachers(["hparams/synth/cif_plm_features.yaml", *data, *SMALL_MODEL])
-    return {"data": data, "baseline": baseline, "store": store, "plm": plm, "corpus": str(tiny_corpus),
+    baseline = recipes.train_cif(["hparams/synth/cif.yaml", *data, *SMALL_MODEL, *FAST])
+    store = recipes.save_plm_features(["hparams/synth/cif_plm_features.yaml", *data, *SMALL_MODEL])
+    return {"recipes": recipes, "data": data, "baseline": baseline, "store": store, "plm": plm, "corpus": str(tiny_corpus),
             "results": results}
 
 
@@ -74,8 +73,8 @@ def test_plm_store_holds_each_training_transcript_feature_by_id(run):
 
 @pytest.mark.parametrize("variant", ["acd", "lrd", "hieradist"])
 def test_distilled_variants_train_and_load(run, variant):
-    result = train_asr_model(["hparams/synth/cif_kd.yaml", f"--variant={variant}", f"--teacher_store={run['store']}",
-                              *run["data"], *SMALL_MODEL, *FAST], distillation=True)
+    result = run["recipes"].train_cif_kd(["hparams/synth/cif_kd.yaml", f"--distillation={variant}", f"--teacher_store={run['store']}",
+                              *run["data"], *SMALL_MODEL, *FAST])
     assert result["model_dir"].endswith(f"cif_{variant}/model")
     wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[1]["wav"]
     assert isinstance(load(result["model_dir"]).transcribe_file(wav), str)
@@ -90,17 +89,18 @@ def test_every_trained_parameter_gets_a_gradient(run, variant, modules):
 
     from hieradist_lobes.brains import HieraDistBrain
     from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_dataset
-    from hieradist_lobes.experiment import label_splitter, make_tokenizer
     from hieradist_lobes.hparams import load_hparams
+    from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 
     overrides = {arg[2:].split("=")[0]: arg.split("=", 1)[1] for arg in run["data"] + SMALL_MODEL}
-    overrides.update(variant=variant, teacher_store=run["store"])
+    overrides.update(distillation=variant, teacher_store=run["store"])
     hparams = load_hparams("hparams/synth/cif_kd.yaml", "\n".join(f"{k}: {v}" for k, v in overrides.items())).hparams
     manifest = os.path.join(run["corpus"], "train.csv")
-    tokenizer = make_tokenizer(hparams, {"train": manifest})
+    split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), "wrd")
+    tokenizer = plm_tokenizer(manifest, split_labels)
     hparams["tokenizer"] = tokenizer
     store = TeacherStore(run["store"])
-    dataset = asr_dataset(manifest, tokenizer, "wrd", split_labels=label_splitter(hparams), teacher_store=store,
+    dataset = asr_dataset(manifest, tokenizer, "wrd", split_labels=split_labels, teacher_store=store,
                           teacher_items=PLMFeatureItems(store), teacher_keys=PLM_KEYS)
     batch = PaddedBatch([dataset[i] for i in range(4)])
     brain = HieraDistBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
@@ -115,7 +115,7 @@ def test_every_trained_parameter_gets_a_gradient(run, variant, modules):
 
 
 def test_lm_trains_in_the_asr_vocabulary_and_fuses(run):
-    result = train_lm(["hparams/synth/cif.yaml", *run["data"], *SMALL_MODEL, *FAST])
+    result = run["recipes"].train_lm(["hparams/synth/cif.yaml", *run["data"], *SMALL_MODEL, *FAST])
     assert result["lm_dir"].endswith(os.path.join("lm", "model"))
     assert result["valid_perplexity"] > 1
     wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"]
@@ -127,12 +127,12 @@ def test_distillation_without_a_store_is_refused(run):
     from hieradist_lobes.hparams import HparamsError
 
     with pytest.raises(HparamsError, match="teacher_store"):
-        train_asr_model(["hparams/synth/cif.yaml", *run["data"], *SMALL_MODEL, *FAST], distillation=True)
+        run["recipes"].train_cif_kd(["hparams/synth/cif.yaml", *run["data"], *SMALL_MODEL, *FAST])
 
 
 def test_torchrun_distillation_without_unused_parameters(run, torchrun):
     """DDP (find_unused_parameters off) fails if a parameter gets no gradient: ACD alone has no LRD projection."""
-    completed = torchrun("recipes/train_kd.py", ["hparams/synth/cif_kd.yaml", "--variant=acd",
+    completed = torchrun("recipes/cif_hieradist/train_kd.py", ["hparams/synth/cif_kd.yaml", "--distillation=acd",
                                                  f"--teacher_store={run['store']}", "--experiment_name=cif_ddp",
                                                  "--train_sorting=random", *run["data"], *SMALL_MODEL, *FAST])
     assert "model folder" in completed.stdout
@@ -147,14 +147,14 @@ def test_long_audio_is_transcribed_whole_one_token_per_fire(run, tmp_path):
     from tests.test_segmentation import concatenated_test_set
 
     signal, joins, rows = concatenated_test_set(run["corpus"])
-    from hieradist_lobes.experiment import median_duration
+    from hieradist_lobes.data.manifest import median_duration
     from hieradist_lobes.inference import segment_seconds_for
 
     asr = load(run["baseline"]["model_dir"])
     # Long files are cut to about twice the training utterances (recorded at export).
     assert asr.max_segment_seconds == segment_seconds_for(median_duration(os.path.join(run["corpus"], "train.csv")))
     with torch.no_grad():
-        fires = asr.mods.cif(asr.encode_batch(signal[None], torch.tensor([1.0])), torch.tensor([1.0]))
+        fires = asr.mods.model.cif(asr.encode_batch(signal[None], torch.tensor([1.0])), torch.tensor([1.0]))
     count = int(fires.fired_lengths[0])
     tokens, times = asr.decode_signal(signal, max_segment_seconds=1e6)  # one segment
     assert count > 20 and len(tokens) in (count - 1, count)  # <eos> only at the last fire
@@ -180,7 +180,7 @@ def test_own_csv_corpus_trains_the_cif_baseline(run, tmp_path):
         write_manifest(path, rows, ["ID", "duration", "wav", "wrd"])
         own.append(f"--{split}_csv={path}")
     data = [arg for arg in run["data"] if not arg.startswith(("--output_root", "--data_folder", "--corpus_size"))]
-    result = train_asr_model(["hparams/synth/cif.yaml", *own, *data, f"--output_root={tmp_path / 'results'}",
+    result = run["recipes"].train_cif(["hparams/synth/cif.yaml", *own, *data, f"--output_root={tmp_path / 'results'}",
                               *SMALL_MODEL, *FAST])
     assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))
 
@@ -201,9 +201,9 @@ def test_a_projection_size_other_than_the_stored_features_is_named(run):
     from hieradist_lobes.hparams import HparamsError
 
     with pytest.raises(HparamsError, match="plm_size is 48 but the features in .* have 32 dimensions; set plm_size: 32"):
-        train_asr_model(["hparams/synth/cif_kd.yaml", "--variant=lrd", f"--teacher_store={run['store']}",
+        run["recipes"].train_cif_kd(["hparams/synth/cif_kd.yaml", "--distillation=lrd", f"--teacher_store={run['store']}",
                          *[a for a in run["data"] if not a.startswith("--plm_size")], "--plm_size=48",
-                         *SMALL_MODEL, *FAST], distillation=True)
+                         *SMALL_MODEL, *FAST])
 
 
 def test_inference_overrides_are_range_checked(run):

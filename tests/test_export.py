@@ -22,7 +22,7 @@ def test_non_finite_checkpoints_are_refused(tmp_path):
 
 
 def test_verify_model_folder_checks_presence_and_recorded_hashes(tmp_path):
-    from hieradist_lobes.checksums import file_sha256
+    from hieradist_lobes.files import file_sha256
 
     for name in ("model.ckpt", "normalize.ckpt", "tokenizer.ckpt"):
         (tmp_path / name).write_bytes(name.encode())

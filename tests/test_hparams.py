@@ -6,14 +6,13 @@ from hieradist_lobes.hparams import HparamsError, load_hparams, resolve_chain, r
 @pytest.fixture
 def files(tmp_path):
     (tmp_path / "base.yaml").write_text(
-        "variant: null\nvariants: variants.yaml\nsize: 2\nlr: 0.1\nname: !ref base-<size>\n"
+        "size: 2\nlr: 0.1\nalpha: null\nname: !ref base-<size>\n"
         "layer: !new:torch.nn.Linear\n    in_features: !ref <size>\n    out_features: 3\n"
         "model: !include:model.yaml\n    width: !ref <size>\n"
     )
     (tmp_path / "model.yaml").write_text("width: !PLACEHOLDER\nlayer: !new:torch.nn.Linear [!ref <width>, 1]\n")
-    (tmp_path / "variants.yaml").write_text("big: {size: 8}\nfast: {lr: 0.5}\n")
     (tmp_path / "kd.yaml").write_text("extends: base.yaml\nlr: 0.01\nalpha: 0.5\n")
-    (tmp_path / "deeper.yaml").write_text("extends: kd.yaml\nalpha: 0.7\n")
+    (tmp_path / "big.yaml").write_text("extends: kd.yaml\nsize: 8\nalpha: 0.7\n")
     return tmp_path
 
 
@@ -23,32 +22,36 @@ def test_base_alone(files):
     assert hparams["model"]["layer"].in_features == 2
 
 
-def test_precedence_base_overlay_variant_command_line(files):
-    # The variant's lr beats the overlay's; the command line beats everything.
+def test_precedence_base_overlays_command_line(files):
+    # The outer overlay beats the inner one; the command line beats everything.
     assert load_hparams(str(files / "kd.yaml")).hparams["lr"] == 0.01
-    loaded = load_hparams(str(files / "kd.yaml"), "variant: fast")
-    assert loaded.hparams["lr"] == 0.5 and loaded.hparams["alpha"] == 0.5
-    loaded = load_hparams(str(files / "deeper.yaml"), {"variant": "big", "lr": 0.2})
+    loaded = load_hparams(str(files / "big.yaml"), {"lr": 0.2})
     hparams = loaded.hparams
-    assert (hparams["size"], hparams["lr"], hparams["alpha"]) == (8, 0.2, 0.7)
+    assert (hparams["size"], hparams["lr"], hparams["alpha"], hparams["name"]) == (8, 0.2, 0.7, "base-8")
     assert hparams["model"]["layer"].in_features == 8
-    assert loaded.files[0].endswith("deeper.yaml") and loaded.base_file.endswith("base.yaml")
+    assert loaded.files[0].endswith("big.yaml") and loaded.base_file.endswith("base.yaml")
 
 
 def test_resolved_model_subtree_reloads(files):
-    loaded = load_hparams(str(files / "kd.yaml"), "variant: big")
+    loaded = load_hparams(str(files / "big.yaml"))
     text = resolved_subtree(loaded, "model")
     assert "width: 8" in text and "!new:torch.nn.Linear" in text
 
 
-def test_unknown_variant_and_key(files):
-    with pytest.raises(HparamsError, match="'huge' is not in .*variants.yaml; known: big, fast"):
-        load_hparams(str(files / "kd.yaml"), "variant: huge")
-    with pytest.raises(HparamsError, match="unknown hyperparameter.*lrr"):
+def test_a_key_the_base_does_not_declare_is_an_error(files):
+    with pytest.raises(HparamsError, match="the command line sets lrr, not declared in .*base.yaml"):
         load_hparams(str(files / "kd.yaml"), "lrr: 0.3")
-    (files / "variants.yaml").write_text("typo: {sise: 3}\n")
-    with pytest.raises(HparamsError, match="'typo' of .*variants.yaml sets undeclared hyperparameter.*sise"):
-        load_hparams(str(files / "kd.yaml"), "variant: typo")
+    (files / "typo.yaml").write_text("extends: kd.yaml\nsise: 3\nlayrs: 2\n")
+    with pytest.raises(HparamsError, match="typo.yaml sets sise, layrs, not declared in .*base.yaml"):
+        load_hparams(str(files / "typo.yaml"))
+
+
+def test_hyperpyyaml_checks_overrides_too(files):
+    """overrides_must_match is on: HyperPyYAML itself refuses an undeclared key."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(files / "base.yaml") as handle, pytest.raises(KeyError, match="lrr"):
+        load_hyperpyyaml(handle, "lrr: 0.3", overrides_must_match=True)
 
 
 def test_missing_file_and_loop(files):
@@ -61,24 +64,37 @@ def test_missing_file_and_loop(files):
 
 
 def test_project_yaml_files_load():
-    """Every shipped synth YAML loads, and the variants differ as documented."""
-    teachers = {name: load_hparams("hparams/synth/asr.yaml", f"variant: {name}").hparams
-                for name in ("tea0", "tea1", "tea2", "student")}
+    """Every shipped synth YAML loads, and the teachers and student differ as documented."""
+    files = {"tea0": "asr", "tea1": "tea1", "tea2": "tea2", "student": "student"}
+    teachers = {name: load_hparams(f"hparams/synth/{yaml}.yaml").hparams for name, yaml in files.items()}
     sizes = {name: sum(p.numel() for p in h["model"]["asr_model"].parameters()) for name, h in teachers.items()}
     assert len(set(sizes.values())) == 4
     assert sizes["student"] < min(sizes[t] for t in ("tea0", "tea1", "tea2"))
     assert teachers["tea2"]["augmentation"] is None and teachers["tea0"]["augmentation"] is not None
+    assert {name: h["experiment_name"] for name, h in teachers.items()} == {name: name for name in files}
     kd = load_hparams("hparams/synth/train_kd.yaml").hparams
-    assert kd["brain_class"].__name__ == "DistillationBrain" and kd["output_folder"].endswith("student_weighted")
+    assert kd["output_folder"].endswith("student_weighted") and kd["teacher_store"].endswith("teacher_store")
+    assert sum(p.numel() for p in kd["model"]["asr_model"].parameters()) == sizes["student"]
     store = load_hparams("hparams/synth/save_teachers.yaml").hparams
     assert len(store["teacher_dirs"]) == 3
+
+
+def test_no_yaml_key_chooses_a_python_class():
+    """The recipe script chooses its Brain and interface; the YAML does not."""
+    import glob
+
+    for path in glob.glob("hparams/**/*.yaml", recursive=True):
+        text = open(path, encoding="utf-8").read()
+        for key in ("brain_class", "model_interface", "store_kind", "variants:"):
+            assert key not in text, f"{path} has {key}"
 
 
 def test_timit_yaml_files_load():
     """The ten TIMIT teachers differ as the original recipe's, from one base."""
     sizes = {}
     for index in range(10):
-        hparams = load_hparams("hparams/timit/asr.yaml", f"variant: tea{index}\ndata_folder: /corpora/TIMIT").hparams
+        name = "asr" if index == 0 else f"tea{index}"
+        hparams = load_hparams(f"hparams/timit/{name}.yaml", "data_folder: /corpora/TIMIT").hparams
         assert hparams["output_folder"] == f"results/timit/tea{index}"
         sizes[index] = (hparams["rnn_layers"], hparams["rnn_neurons"], hparams["dnn_neurons"], hparams["cnn_blocks"],
                         hparams["dec_rnn_type"], hparams["batch_size"], hparams["dropout"],
@@ -89,6 +105,7 @@ def test_timit_yaml_files_load():
     kd = load_hparams("hparams/timit/train_kd.yaml", "data_folder: /corpora/TIMIT").hparams
     assert (kd["strategy"], kd["kd_alpha"], kd["kd_temperature"], kd["lr"], kd["ctc_weight"]) == ("best", 1.0, 1.0,
                                                                                                   0.0005, 0.1)
+    assert kd["dropout"] == 0.25 and kd["output_folder"] == "results/timit/student_best"
     store = load_hparams("hparams/timit/save_teachers.yaml", "data_folder: /corpora/TIMIT").hparams
     assert len(store["teacher_dirs"]) == 10
 
@@ -107,17 +124,18 @@ def test_aishell1_cif_yaml_is_the_papers_configuration():
     params = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())
     assert 40e6 < params < 55e6  # the paper: 47.2 M
     kd = load_hparams("hparams/aishell1/cif_kd.yaml", paths).hparams
-    assert kd["brain_class"].__name__ == "HieraDistBrain" and kd["output_folder"].endswith("cif_hieradist")
+    assert kd["distillation"] == "hieradist" and kd["output_folder"].endswith("cif_hieradist")
     assert (kd["acd_weight"], kd["acd_negatives"], kd["acd_temperature"], kd["lrd_weight"]) == (1.0, 700, 0.02, 0.01)
     assert kd["acd_proj"].w.out_features == 768 == kd["lrd_proj"].w.out_features
-    assert load_hparams("hparams/aishell1/cif_plm_features.yaml", paths).hparams["store_kind"] == "plm"
+    features = load_hparams("hparams/aishell1/cif_plm_features.yaml", paths).hparams
+    assert features["store_path"].endswith("plm_store") and features["plm_layer"] == -1
 
 
-def test_synth_cif_variants_choose_the_distillation_terms():
-    for variant in ("acd", "lrd", "hieradist"):
-        hparams = load_hparams("hparams/synth/cif_kd.yaml", f"variant: {variant}").hparams
-        assert hparams["distillation"] == variant and hparams["output_folder"].endswith(f"cif_{variant}")
-    assert load_hparams("hparams/synth/cif.yaml").hparams["brain_class"].__name__ == "CIFBrain"
+def test_synth_cif_distillation_is_one_override():
+    for distillation in ("acd", "lrd", "hieradist"):
+        hparams = load_hparams("hparams/synth/cif_kd.yaml", f"distillation: {distillation}").hparams
+        assert hparams["distillation"] == distillation and hparams["output_folder"].endswith(f"cif_{distillation}")
+    assert load_hparams("hparams/synth/cif.yaml").hparams["teacher_store"] is None
 
 
 @pytest.mark.parametrize("override, message", [
@@ -140,6 +158,6 @@ def test_values_out_of_range_or_of_the_wrong_type_name_the_key(override, message
 def test_every_problem_is_reported_at_once_and_references_are_resolved_first():
     with pytest.raises(HparamsError, match=r"ctc_weight = 2.0: .*; kd_alpha = -1"):
         load_hparams("hparams/synth/train_kd.yaml", {"kd_alpha": -1, "ctc_weight": 2.0})
-    # acd_weight is checked after the overlay; a variant's values too.
+    # acd_temperature is checked after the overlay.
     with pytest.raises(HparamsError, match="acd_temperature = -0.02"):
         load_hparams("hparams/synth/cif_kd.yaml", {"acd_temperature": -0.02})

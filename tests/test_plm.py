@@ -322,11 +322,11 @@ def test_a_transcript_the_plm_cannot_spell_is_a_mismatch_not_an_unk_feature(tmp_
 
 def test_the_asr_vocabulary_never_grows_an_unk_class_from_the_plm(tmp_path, bert):
     from hieradist_lobes.data.validation import label_check
-    from hieradist_lobes.experiment import PLMSplitter, make_tokenizer
+    from hieradist_lobes.plm import PLMSplitter, plm_tokenizer
 
     _manifest(tmp_path / "train.csv", SENTENCES + ["A ZEBRA SAT"])
     splitter = PLMSplitter(PLMTokenizer(bert), "wrd")
-    tokenizer = make_tokenizer({"unit": "wrd", "label_set": "plm"}, {"train": str(tmp_path / "train.csv")}, splitter)
+    tokenizer = plm_tokenizer(str(tmp_path / "train.csv"), splitter)
     assert "[UNK]" not in tokenizer.labels() and "<unk>" in tokenizer.labels()
     check = label_check(tokenizer, splitter)
     assert check("THE CATS SAT") is None

@@ -8,21 +8,20 @@ import pytest
 
 from hieradist_lobes.data.manifest import read_manifest
 from hieradist_lobes.data.phones import PHONES_39
-from hieradist_lobes.experiment import save_teachers, train_asr_model
 from hieradist_lobes.hparams import HparamsError
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreError, TeacherStoreWriter
 
 
 @pytest.fixture(scope="module")
-def run(tiny_corpus, tmp_path_factory):
+def run(tiny_corpus, tmp_path_factory, recipes):
     results = tmp_path_factory.mktemp("results")
     data = [f"--data_folder={tiny_corpus}", "--corpus_size=tiny", f"--output_root={results}", "--num_workers=0"]
     fast = ["--debug", "--debug_batches=2", "--debug_epochs=1", "--number_of_epochs=1"]
-    teachers = {name: train_asr_model(["hparams/synth/asr.yaml", f"--variant={name}", *data, *fast])
-                for name in ("tea0", "tea2")}
+    teachers = {name: recipes.train_teacher([f"hparams/synth/{yaml}.yaml", *data, *fast])
+                for name, yaml in (("tea0", "asr"), ("tea2", "tea2"))}
     dirs = f"--teacher_dirs=[{teachers['tea0']['model_dir']}, {teachers['tea2']['model_dir']}]"
-    store = save_teachers(["hparams/synth/save_teachers.yaml", *data, dirs, "--store_part_size=10"])
-    return {"results": results, "data": data, "fast": fast, "teachers": teachers, "store": store, "dirs": dirs,
+    store = recipes.save_teachers(["hparams/synth/save_teachers.yaml", *data, dirs, "--store_part_size=10"])
+    return {"recipes": recipes, "results": results, "data": data, "fast": fast, "teachers": teachers, "store": store, "dirs": dirs,
             "corpus": tiny_corpus}
 
 
@@ -65,10 +64,10 @@ def test_save_teachers_resumes_and_then_does_nothing(run):
     before = set(TeacherStore(run["store"]).ids())
     os.remove(parts[1])  # as if killed before this part was complete
     assert len(TeacherStore(run["store"]).ids()) == 20
-    save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
+    run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
     assert set(TeacherStore(run["store"]).ids()) == before
     stamps = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))}
-    save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
+    run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"], "--store_part_size=10"])
     assert {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))} == stamps
 
 
@@ -92,7 +91,7 @@ def test_a_store_killed_anywhere_resumes_to_the_uninterrupted_store(run, tmp_pat
     # Part size 5 is not a multiple of the batch size 4: parts close only between batches.
     options = [*run["data"], run["dirs"], "--store_part_size=5", "--store_batch_size=4"]
     reference = str(tmp_path / "reference")
-    save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={reference}"])
+    run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={reference}"])
     original_add = TeacherStoreWriter.add
     calls = []
 
@@ -105,9 +104,9 @@ def test_a_store_killed_anywhere_resumes_to_the_uninterrupted_store(run, tmp_pat
     resumed = str(tmp_path / "resumed")
     monkeypatch.setattr(TeacherStoreWriter, "add", add_then_die)
     with pytest.raises(KeyboardInterrupt):
-        save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={resumed}"])
+        run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={resumed}"])
     monkeypatch.setattr(TeacherStoreWriter, "add", original_add)
-    save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={resumed}"])
+    run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *options, f"--store_path={resumed}"])
     _assert_same_records(_store_contents(reference), _store_contents(resumed))
 
 
@@ -123,7 +122,7 @@ def test_a_diverged_teacher_is_never_stored(run, tmp_path):
     torch.save(state, os.path.join(folder, "model.ckpt"))
     os.remove(os.path.join(folder, "info.json"))  # no recorded hashes: the weights themselves are checked
     with pytest.raises(TeacherStoreError, match=f"teacher {folder} has non-finite weights"):
-        save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], f"--teacher_dirs=[{folder}]",
+        run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], f"--teacher_dirs=[{folder}]",
                        f"--store_path={tmp_path / 'store'}"])
 
 
@@ -134,7 +133,7 @@ def test_divergence_stops_the_run_and_exports_nothing(run, tmp_path, patience, s
 
     data = [arg for arg in run["data"] if not arg.startswith("--output_root")] + [f"--output_root={tmp_path}"]
     with pytest.raises(DivergenceError, match=stage + r".*(ctc|seq) nan.*; utterances .*Lower the learning rate"):
-        train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *data, *run["fast"], "--lr=1e30",
+        run["recipes"].train_teacher(["hparams/synth/asr.yaml", *data, *run["fast"], "--lr=1e30",
                          f"--nonfinite_patience={patience}"])
     assert not os.path.exists(tmp_path / "tea0" / "model")
     assert not glob.glob(str(tmp_path / "tea0" / "save" / "CKPT*"))
@@ -152,10 +151,10 @@ def test_own_csv_corpus_outside_the_data_folder_trains(run, tmp_path):
         write_manifest(manifests[split], rows, ["ID", "duration", "wav", "phn"])
     own = ["--dataset=csv", *[f"--{split}_csv={path}" for split, path in manifests.items()],
            f"--output_root={tmp_path / 'results'}", "--num_workers=0"]
-    result = train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *own, *run["fast"]])
+    result = run["recipes"].train_teacher(["hparams/synth/asr.yaml", *own, *run["fast"]])
     assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))
     with pytest.raises(HparamsError, match="dataset: csv needs valid_csv"):
-        train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *[a for a in own if "valid_csv" not in a],
+        run["recipes"].train_teacher(["hparams/synth/asr.yaml", *[a for a in own if "valid_csv" not in a],
                          "--valid_csv=null", *run["fast"]])
 
 
@@ -172,10 +171,9 @@ def test_own_csv_corpus_runs_the_whole_distillation_pipeline(run, tmp_path):
         path = str(tmp_path / "lists" / f"{split}.csv")
         write_manifest(path, rows, ["ID", "duration", "wav", "phn"])
         own.append(f"--{split}_csv={path}")
-    store = save_teachers(["hparams/synth/save_teachers.yaml", *own, run["dirs"]])
+    store = run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *own, run["dirs"]])
     assert len(TeacherStore(store)) == 36
-    result = train_asr_model(["hparams/synth/train_kd.yaml", *own, f"--teacher_store={store}", *run["fast"]],
-                             distillation=True)
+    result = run["recipes"].train_kd(["hparams/synth/train_kd.yaml", *own, f"--teacher_store={store}", *run["fast"]])
     assert os.path.isfile(os.path.join(result["model_dir"], "model.ckpt"))
 
 
@@ -193,13 +191,13 @@ def test_bad_rows_stop_before_training_or_are_dropped_and_counted(run, tmp_path)
     own = ["--dataset=csv", *[f"--{split}_csv={path}" for split, path in manifests.items()],
            f"--output_root={tmp_path / 'results'}", "--num_workers=0"]
     with pytest.raises(ManifestCheckError) as caught:
-        train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *own, *run["fast"]])
+        run["recipes"].train_teacher(["hparams/synth/asr.yaml", *own, *run["fast"]])
     message = str(caught.value)
     assert "3 bad row(s)" in message
     for line, utt in ((4, rows[2]["ID"]), (6, rows[4]["ID"]), (7, rows[5]["ID"])):
         assert f"line {line}, utterance {utt!r}" in message
     assert not glob.glob(str(tmp_path / "results" / "tea0" / "save" / "CKPT*"))  # stopped before training
-    train_asr_model(["hparams/synth/asr.yaml", "--variant=tea0", *own, *run["fast"], "--bad_rows=drop"])
+    run["recipes"].train_teacher(["hparams/synth/asr.yaml", *own, *run["fast"], "--bad_rows=drop"])
     checks = tmp_path / "results" / "manifest_checks"
     kept = [name for name in os.listdir(checks) if name.startswith("train-") and name.endswith(".csv")]
     assert len(kept) == 1 and len(read_manifest(str(checks / kept[0]))) == 33  # 36 - 3, counted
@@ -230,26 +228,27 @@ def test_a_damaged_model_folder_fails_at_load_naming_the_folder_and_file(run, tm
 
 @pytest.mark.parametrize("strategy", ["average", "best", "weighted"])
 def test_students_distil_and_load(run, strategy):
-    result = train_asr_model(["hparams/synth/train_kd.yaml", f"--strategy={strategy}", f"--teacher_store={run['store']}",
-                              *run["data"], *run["fast"]], distillation=True)
+    result = run["recipes"].train_kd(["hparams/synth/train_kd.yaml", f"--strategy={strategy}", f"--teacher_store={run['store']}",
+                              *run["data"], *run["fast"]])
     assert result["model_dir"].endswith(f"student_{strategy}/model")
     wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[1]["wav"]
     assert set(_transcribe(result["model_dir"], wav).split()) <= set(PHONES_39)
 
 
 def test_frame_kl_with_speed_perturbation_and_encoder_init(run):
-    result = train_asr_model(["hparams/synth/train_kd.yaml", "--ctc_kd=kl", "--kd_temperature=2",
+    result = run["recipes"].train_kd(["hparams/synth/train_kd.yaml", "--ctc_kd=kl", "--kd_temperature=2",
                               "--experiment_name=kl", f"--teacher_store={run['store']}",
-                              f"--init_encoder_from={run['teachers']['tea0']['model_dir']}", "--variant=tea0",
-                              *run["data"], *run["fast"]], distillation=True)
+                              f"--init_encoder_from={run['teachers']['tea0']['model_dir']}",
+                              "--rnn_layers=2", "--rnn_neurons=128", "--dnn_neurons=128",  # tea0's encoder
+                              *run["data"], *run["fast"]])
     assert os.path.isdir(result["model_dir"])
 
 
 def test_encoder_init_needs_the_same_architecture(run):
     with pytest.raises(ValueError, match="does not fit the student's encoder"):
-        train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
+        run["recipes"].train_kd(["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
                          f"--init_encoder_from={run['teachers']['tea0']['model_dir']}", "--experiment_name=bad",
-                         *run["data"], *run["fast"]], distillation=True)
+                         *run["data"], *run["fast"]])
 
 
 def _copy_store(source, destination, keep, labels=None):
@@ -268,30 +267,34 @@ def test_vocabulary_mismatch_is_an_error(run, tmp_path):
     swapped = labels[:3] + [labels[4], labels[3]] + labels[5:]
     _copy_store(run["store"], str(tmp_path / "store"), keep=36, labels=swapped)
     with pytest.raises(TeacherStoreError, match="different label vocabulary.*first difference at index 3"):
-        train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
-                         *run["data"], *run["fast"]], distillation=True)
+        run["recipes"].train_kd(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
+                         *run["data"], *run["fast"]])
 
 
 def test_missing_utterances_are_an_error_unless_skipped(run, tmp_path):
     _copy_store(run["store"], str(tmp_path / "store"), keep=30)
     with pytest.raises(TeacherStoreError, match="6 utterance.*not in the teacher store"):
-        train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
-                         *run["data"], *run["fast"]], distillation=True)
-    result = train_asr_model(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
+        run["recipes"].train_kd(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
+                         *run["data"], *run["fast"]])
+    result = run["recipes"].train_kd(["hparams/synth/train_kd.yaml", f"--teacher_store={tmp_path / 'store'}",
                               "--skip_missing_teacher_outputs=True", "--experiment_name=skip",
-                              *run["data"], *run["fast"]], distillation=True)
+                              *run["data"], *run["fast"]])
     assert os.path.isdir(result["model_dir"])
 
 
 def test_distillation_needs_a_store(run):
     with pytest.raises(HparamsError, match="names no teacher_store"):
-        train_asr_model(["hparams/synth/asr.yaml", "--variant=student", *run["data"], *run["fast"]],
-                        distillation=True)
+        run["recipes"].train_kd(["hparams/synth/student.yaml", *run["data"], *run["fast"]])
+
+
+def test_training_refuses_a_distillation_yaml(run):
+    with pytest.raises(HparamsError, match="names a teacher_store .* run the system's train_kd.py"):
+        run["recipes"].train_teacher(["hparams/synth/train_kd.yaml", *run["data"], *run["fast"]])
 
 
 def test_torchrun_save_teachers_writes_one_part_per_rank(run, tmp_path, torchrun):
     store = tmp_path / "store"
-    torchrun("recipes/save_teachers.py", ["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"],
+    torchrun("recipes/multi_teacher_kd/save_teachers.py", ["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"],
                                          f"--store_path={store}"])
     parts = sorted(os.listdir(store / "train"))
     assert [p.split("-")[1] for p in parts] == ["r0", "r1"]
@@ -299,7 +302,7 @@ def test_torchrun_save_teachers_writes_one_part_per_rank(run, tmp_path, torchrun
 
 
 def test_torchrun_distillation_with_shuffled_data(run, torchrun):
-    completed = torchrun("recipes/train_kd.py", ["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
+    completed = torchrun("recipes/multi_teacher_kd/train_kd.py", ["hparams/synth/train_kd.yaml", f"--teacher_store={run['store']}",
                                                  "--experiment_name=ddp", "--train_sorting=random",
                                                  *run["data"], *run["fast"]])
     assert "model folder" in completed.stdout

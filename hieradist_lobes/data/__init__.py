@@ -12,7 +12,8 @@ Example
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+import os
+from typing import Callable, Dict, Mapping
 
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS  # noqa: F401
 
@@ -64,3 +65,30 @@ def prepare_dataset(dataset: str, data_folder: str, save_folder: str, **options)
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASETS))}")
     return DATASETS[dataset](data_folder, save_folder, **options)
+
+
+def prepare_manifests(hparams: Mapping[str, object]) -> Dict[str, str]:
+    """The manifests of a recipe YAML's dataset: a user's own CSVs
+    (``dataset: csv`` with ``train_csv``, ``valid_csv``, ``test_csv``), or a
+    corpus prepared once, on the main process (``synth``, ``timit``,
+    ``aishell1``, ``librispeech``).  Returns split -> manifest path."""
+    from speechbrain.utils.distributed import run_on_main
+
+    from hieradist_lobes.hparams import HparamsError
+
+    if hparams["dataset"] == "csv":
+        manifests = {split: hparams.get(f"{split}_csv") for split in SPLITS}
+        unset = [f"{split}_csv" for split, path in manifests.items() if not path]
+        if unset:
+            raise HparamsError(f"dataset: csv needs {', '.join(unset)} (paths of CSV manifests with at least "
+                               f"the columns ID, duration, wav and the label column {hparams['unit']!r})")
+        missing = [f"{split}_csv = {path}" for split, path in manifests.items() if not os.path.isfile(str(path))]
+        if missing:
+            raise HparamsError(f"manifest file(s) not found: {'; '.join(missing)}")
+        return {split: os.path.abspath(str(path)) for split, path in manifests.items()}
+    options = {}
+    if hparams["dataset"] == "synth":
+        options = {"size": hparams.get("corpus_size", "small"), "seed": hparams.get("corpus_seed", 1234)}
+    save_folder = hparams.get("manifest_folder", hparams["data_folder"])
+    run_on_main(prepare_dataset, args=[hparams["dataset"], hparams["data_folder"], save_folder], kwargs=options)
+    return prepare_dataset(hparams["dataset"], hparams["data_folder"], save_folder, **options)

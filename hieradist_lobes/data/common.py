@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from hieradist_lobes.checksums import file_sha256
+from hieradist_lobes.files import file_sha256
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, read_manifest, write_manifest
 
 OPTIONS_FILE = "prepare_options.json"

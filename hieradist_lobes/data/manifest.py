@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 MANIFEST_FIELDS: List[str] = ["ID", "duration", "wav", "spk_id", "phn", "wrd", "char"]
 # What every manifest needs; a user's own CSV (``dataset: csv``) has these and
@@ -164,3 +164,15 @@ def read_manifest(path: str, fields: Sequence[str] = CORE_FIELDS, unique_ids: bo
             raise ManifestError(f"manifest {path}, line {line}: ID {row['ID']!r} appears twice")
         seen.add(row["ID"])
     return rows
+
+
+def data_root(hparams: Mapping[str, object]) -> Optional[str]:
+    """What ``$data_root`` in a user's manifest stands for: the YAML's ``data_folder``."""
+    folder = hparams.get("data_folder")
+    return os.path.abspath(str(folder)) if folder else None
+
+
+def median_duration(manifest: str) -> float:
+    """Median utterance duration (seconds) of a manifest."""
+    durations = sorted(float(row["duration"]) for row in read_manifest(manifest))
+    return round(durations[len(durations) // 2], 3) if durations else 0.0

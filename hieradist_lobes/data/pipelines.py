@@ -18,14 +18,14 @@ Example
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from hieradist_lobes.data.manifest import expand_data_root, manifest_data
+from hieradist_lobes.data.manifest import data_root, expand_data_root, manifest_data
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
 from hieradist_lobes.tokens import LabelTokenizer
 
@@ -268,3 +268,42 @@ def asr_dataset(
             key_test=key_test,
         )
     return dataset
+
+
+def audio_options(hparams: Mapping[str, object]) -> Dict[str, object]:
+    """How a recipe reads audio (:func:`read_signal`): the model's rate, and
+    whether to resample or mix down (explicit YAML choices, never silent)."""
+    return {"sample_rate": int(hparams["sample_rate"]), "resample": bool(hparams["resample"]),
+            "mix_down": bool(hparams["mix_down"]), "data_root": data_root(hparams)}
+
+
+def asr_datasets(hparams: Mapping[str, object], manifests: Mapping[str, str], tokenizer: LabelTokenizer,
+                 split_labels: Optional[Callable[[str], Sequence[str]]] = None,
+                 teacher_store: Optional[TeacherStore] = None, teacher_items: Optional[Callable] = None,
+                 teacher_keys: Sequence[str] = TEACHER_KEYS) -> Dict[str, DynamicItemDataset]:
+    """The recipes' train, valid and test datasets (SpeechBrain's ``dataio_prepare``).
+
+    The YAML gives ``unit``, ``train_sorting``, ``max_duration`` (train and
+    valid; the test set is scored whole) and the audio options; only the
+    training set reads the teacher store.
+    """
+    unit = hparams["unit"]
+    audio = audio_options(hparams)
+    common = {"max_duration": hparams.get("max_duration"), "split_labels": split_labels, "audio": audio}
+    return {
+        "train": asr_dataset(manifests["train"], tokenizer, unit, hparams.get("train_sorting", "random"),
+                             teacher_store=teacher_store,
+                             skip_missing_teacher_outputs=bool(hparams.get("skip_missing_teacher_outputs", False)),
+                             teacher_items=teacher_items, teacher_keys=teacher_keys, **common),
+        "valid": asr_dataset(manifests["valid"], tokenizer, unit, "ascending", **common),
+        "test": asr_dataset(manifests["test"], tokenizer, unit, "ascending", split_labels=split_labels, audio=audio),
+    }
+
+
+def train_loader_options(hparams: Mapping[str, object]) -> Dict[str, object]:
+    """``train_dataloader_opts``, without shuffling when the YAML sorts the
+    training set (a sorted order is the point of sorting)."""
+    options = dict(hparams["train_dataloader_opts"])
+    if hparams.get("train_sorting", "random") != "random":
+        options["shuffle"] = False
+    return options

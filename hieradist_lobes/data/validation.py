@@ -42,9 +42,9 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, expand_data_root, read_rows, write_manifest
+from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, data_root, expand_data_root, read_rows, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -356,3 +356,30 @@ def validate_manifest(path: str, require: Sequence[str] = ("phn", "wrd"), sample
     if result.problems:
         raise ManifestCheckError("\n".join(str(problem) for problem in result.problems))
     return result.rows
+
+
+def checked_manifests(hparams: Mapping[str, object], manifests: Mapping[str, str], splits: Sequence[str],
+                      tokenizer, split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> Dict[str, str]:
+    """Validate a recipe's manifests of ``splits`` before anything runs, with
+    the YAML's settings (``bad_rows``, ``sample_rate``,
+    ``duration_tolerance``, ``resample``, ``mix_down``,
+    ``manifest_check_folder``): every problem of a split is reported at
+    once, or with ``bad_rows: drop`` the bad rows are left out and counted.
+
+    Returns split -> the manifest to use (a filtered copy after ``drop``).
+    """
+    from speechbrain.utils.distributed import if_main_process
+
+    checked = dict(manifests)
+    vocabulary_key = "|".join(tokenizer.labels()) + f"|{getattr(split_labels, 'unknown_piece', '')}"
+    for split in splits:
+        if split not in manifests:
+            raise ManifestError(f"no {split!r} manifest; the manifests are {', '.join(manifests)}")
+        checked[split] = validated_manifest(
+            manifests[split], hparams["unit"], hparams["manifest_check_folder"],
+            labels_ok=label_check(tokenizer, split_labels), vocabulary_key=vocabulary_key,
+            bad_rows=hparams["bad_rows"], sample_rate=int(hparams["sample_rate"]),
+            duration_tolerance=float(hparams["duration_tolerance"]), resample=bool(hparams["resample"]),
+            mix_down=bool(hparams["mix_down"]), progress=if_main_process(), data_root=data_root(hparams),
+        )
+    return checked

@@ -1,7 +1,15 @@
 import json
 import os
 
-from hieradist_lobes.demo import format_table, plot_summary, read_history
+from pathlib import Path
+
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location("tools_demo", Path(__file__).resolve().parents[1] / "tools" / "demo.py")
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
+format_table, plot_summary, read_history, merge_previous = (demo.format_table, demo.plot_summary, demo.read_history,
+                                                            demo.merge_previous)
 
 
 def _summary(tmp_path):
@@ -42,8 +50,6 @@ def test_table_shows_cif_systems_with_and_without_lm(tmp_path):
 
 
 def test_a_partial_run_keeps_the_systems_of_an_earlier_run(tmp_path):
-    from hieradist_lobes.demo import merge_previous
-
     earlier = _summary(tmp_path)
     earlier["seconds"] = {"tea0": 10.0}
     path = tmp_path / "summary.json"

@@ -1,10 +1,13 @@
 """The demo: both systems end to end on the built-in corpus.
 
-    python -m hieradist_lobes.demo --quick --output_folder results/demo_quick   (``make demo``)
-    python -m hieradist_lobes.demo --output_folder results/demo                 (``make demo-full``)
+    python tools/demo.py --quick --output_folder results/demo_quick   (``make demo``)
+    python tools/demo.py --output_folder results/demo                 (``make demo-full``)
+
+It runs the recipes of ``recipes/`` in one process, with the YAMLs of
+``hparams/synth/`` (paths relative to this repository, wherever it is run from).
 
 Part ``kd`` (multi-teacher distillation): make the ``small`` corpus → train
-the teachers (``variants.yaml``: tea0, tea1, tea2) → store their outputs →
+the teachers (``asr.yaml`` = tea0, ``tea1.yaml``, ``tea2.yaml``) → store their outputs →
 train the student without distillation (the baseline) and with each strategy
 (average, best, weighted).
 
@@ -26,15 +29,34 @@ checkpoints), the teacher store continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
 
 from hieradist_lobes.data.manifest import read_manifest
-from hieradist_lobes.experiment import save_teachers, train_asr_model, train_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+HPARAMS = ROOT / "hparams" / "synth"
+
+
+def recipe(path: str) -> Callable[[Sequence[str]], object]:
+    """The ``main(argv)`` of a recipe script under ``recipes/`` (e.g.
+    ``multi_teacher_kd/train_kd.py``), to run it in this process."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.replace('/', '_')[:-3]}", ROOT / "recipes" / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def synth_yaml(name: str) -> str:
+    return str(HPARAMS / name)
 
 TEACHERS = ("tea0", "tea1", "tea2")
+# tea0 is the dataset's asr.yaml itself; the others are overlays of it.
+TEACHER_YAML = {"tea0": "asr.yaml", "tea1": "tea1.yaml", "tea2": "tea2.yaml"}
 STRATEGIES = ("average", "best", "weighted")
 CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
 PARTS = ("kd", "cif")
@@ -56,38 +78,42 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     timings: Dict[str, float] = {}
     summary: Dict[str, object] = {"systems": systems, "seconds": timings}
 
-    def train(name: str, kind: str, method: Dict[str, Optional[str]], argv: List[str],
-              distillation: bool = False) -> None:
+    train_teacher, train_kd = recipe("multi_teacher_kd/train_teacher.py"), recipe("multi_teacher_kd/train_kd.py")
+    save_teachers = recipe("multi_teacher_kd/save_teachers.py")
+    train_cif, train_cif_kd = recipe("cif_hieradist/train.py"), recipe("cif_hieradist/train_kd.py")
+    save_plm_features, train_lm = recipe("cif_hieradist/save_plm_features.py"), recipe("cif_hieradist/train_lm.py")
+
+    def train(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable, argv: List[str]) -> None:
         start = time.time()
-        result = train_asr_model(argv, distillation=distillation)
+        result = main(argv)
         timings[name] = round(time.time() - start, 1)
         systems[name] = {"kind": kind, **method, **result}
 
     if "kd" in parts:
         for teacher in TEACHERS:
-            train(teacher, "teacher", {"strategy": None}, ["hparams/synth/asr.yaml", f"--variant={teacher}", *common])
+            train(teacher, "teacher", {"strategy": None}, train_teacher, [synth_yaml(TEACHER_YAML[teacher]), *common])
         start = time.time()
-        store = save_teachers(["hparams/synth/save_teachers.yaml", *common_without_epochs(common)])
+        store = save_teachers([synth_yaml("save_teachers.yaml"), *common_without_epochs(common)])
         timings["save_teachers"] = round(time.time() - start, 1)
         summary["teacher_store"] = os.path.abspath(store)
-        train("student_baseline", "student", {"strategy": None},
-              ["hparams/synth/asr.yaml", "--variant=student", "--experiment_name=student_baseline", *common])
+        train("student_baseline", "student", {"strategy": None}, train_teacher,
+              [synth_yaml("student.yaml"), "--experiment_name=student_baseline", *common])
         for strategy in STRATEGIES:
-            train(f"student_{strategy}", "student", {"strategy": strategy},
-                  ["hparams/synth/train_kd.yaml", f"--strategy={strategy}", *common], distillation=True)
+            train(f"student_{strategy}", "student", {"strategy": strategy}, train_kd,
+                  [synth_yaml("train_kd.yaml"), f"--strategy={strategy}", *common])
 
     if "cif" in parts:
         cif_common = [*data, *([f"--number_of_epochs={cif_epochs}"] if cif_epochs else []), *extra]
-        train("cif", "cif", {"distillation": "none"}, ["hparams/synth/cif.yaml", *cif_common])
+        train("cif", "cif", {"distillation": "none"}, train_cif, [synth_yaml("cif.yaml"), *cif_common])
         start = time.time()
-        store = save_teachers(["hparams/synth/cif_plm_features.yaml", *common_without_epochs(cif_common)])
+        store = save_plm_features([synth_yaml("cif_plm_features.yaml"), *common_without_epochs(cif_common)])
         timings["save_plm_features"] = round(time.time() - start, 1)
         summary["plm_store"] = os.path.abspath(store)
-        for variant in CIF_DISTILLATIONS:
-            train(f"cif_{variant}", "cif", {"distillation": variant},
-                  ["hparams/synth/cif_kd.yaml", f"--variant={variant}", *cif_common], distillation=True)
+        for distillation in CIF_DISTILLATIONS:
+            train(f"cif_{distillation}", "cif", {"distillation": distillation}, train_cif_kd,
+                  [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common])
         start = time.time()
-        lm = train_lm(["hparams/synth/cif.yaml", *common_without_epochs(cif_common)])
+        lm = train_lm([synth_yaml("cif.yaml"), *common_without_epochs(cif_common)])
         timings["lm"] = round(time.time() - start, 1)
         summary["lm"] = lm
 
@@ -139,9 +165,8 @@ def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, 
                      lm_weight: float) -> None:
     """Load every CIF folder with :class:`CIFASR`, transcribe a test file, and
     score the test set with LM shallow fusion (``test_error_rate_lm``)."""
-    from hieradist_lobes.experiment import PLMSplitter
     from hieradist_lobes.inference import CIFASR
-    from hieradist_lobes.plm import PLMTokenizer, minilm_path
+    from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
 
     rows = read_manifest(test_manifest)
     split_labels = PLMSplitter(PLMTokenizer(minilm_path()), "wrd")  # the PLM of hparams/synth/cif.yaml
@@ -163,18 +188,16 @@ def token_error_rate(asr, rows: Sequence[Dict[str, str]], split_labels, batch_si
     turns a ``wrd`` transcript into reference tokens (the PLM's tokenizer)."""
     from speechbrain.dataio.dataio import read_audio
     from speechbrain.utils.data_utils import batch_pad_right
-    from speechbrain.utils.edit_distance import wer_details_for_batch
+    from speechbrain.utils.metric_stats import ErrorRateStats
 
-    references, hypotheses = [], []
+    stats = ErrorRateStats()
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         _, hyps = asr.transcribe_batch(*batch_pad_right([read_audio(row["wav"]) for row in chunk]))
         labels = asr.tokenizer.ind2lab
-        hypotheses += [[labels[int(i)] for i in hyp] for hyp in hyps]
-        references += [list(split_labels(row["wrd"])) for row in chunk]
-    details = wer_details_for_batch(list(range(len(rows))), references, hypotheses)
-    errors = sum(d["num_edits"] for d in details)
-    return round(100.0 * errors / max(sum(len(r) for r in references), 1), 2)
+        stats.append([row["ID"] for row in chunk], [[labels[int(i)] for i in hyp] for hyp in hyps],
+                     [list(split_labels(row["wrd"])) for row in chunk])
+    return round(float(stats.summarize("error_rate")), 2)
 
 
 def format_table(summary: Dict[str, object]) -> str:

@@ -1,0 +1,57 @@
+"""Small file utilities shared by model folders, teacher stores and data
+preparation: one checksum, one way to write a folder atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file, read in blocks.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", delete=False) as handle:
+    ...     _ = handle.write("abc")
+    >>> file_sha256(handle.name)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str) -> Iterator[str]:
+    """Write a folder under a temporary name and put it in place (replacing
+    ``folder``) only when complete, so that a crash never leaves half a model.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "model")
+    >>> with staged_folder(target) as staging:
+    ...     _ = open(os.path.join(staging, "a.txt"), "w").write("x")
+    >>> os.listdir(target)
+    ['a.txt']
+    """
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    os.chmod(staging, 0o755)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.replace(staging, folder)

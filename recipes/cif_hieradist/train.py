@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Train the CIF ASR baseline (CIF-HieraDist's model, without distillation).
+
+    python recipes/cif_hieradist/train.py hparams/synth/cif.yaml
+    python recipes/cif_hieradist/train.py hparams/aishell1/cif.yaml \
+        --data_folder=/corpora/aishell --plm_path=/models/bert-base-chinese
+
+Output units are the pre-trained LM's own tokens (its tokenizer splits the
+transcripts), so that token k of a transcript is CIF fire k and has the PLM
+feature k when distilling (train_kd.py).
+
+Flow: YAML → manifests → PLM-token vocabulary → checks → datasets →
+:class:`~hieradist_lobes.brains.CIFBrain` → fit → valid and test token error
+rates of the best checkpoint → a model folder that
+:class:`~hieradist_lobes.inference.CIFASR` loads.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
+
+from hieradist_lobes.brains import CIFBrain
+from hieradist_lobes.data import prepare_manifests
+from hieradist_lobes.data.manifest import SPLITS, median_duration
+from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
+from hieradist_lobes.data.validation import checked_manifests
+from hieradist_lobes.export import export_model_folder
+from hieradist_lobes.hparams import check_distillation_yaml, load_hparams
+from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
+from hieradist_lobes.tokens import check_vocabulary
+
+INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" / "cif_conformer_inference.yaml"
+
+
+def main(argv):
+    # 1. Command line and YAML
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    loaded = load_hparams(hparams_file, overrides)
+    hparams = loaded.hparams
+    check_distillation_yaml(hparams, loaded.files[0], distillation=False)
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+
+    # 2. Data: transcripts split by the PLM's tokenizer; the vocabulary is the training set's PLM tokens
+    manifests = prepare_manifests(hparams)
+    split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
+    tokenizer = plm_tokenizer(manifests["train"], split_labels)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    hparams["tokenizer"] = tokenizer
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
+    datasets = asr_datasets(hparams, manifests, tokenizer, split_labels)
+
+    # 3. Brain: CE + quantity + CTC per output token; greedy decoding on valid, beam search on test
+    brain = CIFBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                     run_opts=run_opts, checkpointer=hparams["checkpointer"])
+
+    # 4. Fit, then score the best checkpoint on valid and test
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
+              train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    result = {"model_dir": os.path.abspath(hparams["model_dir"]),
+              "valid_error_rate": brain.evaluate_error_rate(datasets["valid"]),
+              "test_error_rate": brain.evaluate_error_rate(datasets["test"]),
+              "params": sum(p.numel() for p in hparams["model"]["asr_model"].parameters())}
+
+    # 5. Export (the median training duration sets how CIFASR cuts long recordings)
+    if if_main_process():
+        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
+        info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
+                **{key: value for key, value in result.items() if key != "model_dir"},
+                "train_median_seconds": median_duration(manifests["train"])}
+        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(INFERENCE_HPARAMS))
+    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
+          f"model folder {result['model_dir']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Train a CIF model distilled from a pre-trained LM's token features
+(stored by save_plm_features.py): acoustic contrastive (ACD), linguistic
+regression (LRD) or both (HieraDist).
+
+    python recipes/cif_hieradist/train_kd.py hparams/synth/cif_kd.yaml --distillation=hieradist   (or acd, lrd)
+    torchrun --nproc_per_node=2 recipes/cif_hieradist/train_kd.py hparams/synth/cif_kd.yaml --distillation=acd
+
+Weights, negatives and temperature are the paper's, in hparams/cif.yaml.
+
+Flow: as train.py, with the PLM feature store opened (its vocabulary must be
+the model's, its feature size ``plm_size``), the features of each token added
+to the training set, and :class:`~hieradist_lobes.brains.HieraDistBrain`.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
+
+from hieradist_lobes.brains import HieraDistBrain
+from hieradist_lobes.data import prepare_manifests
+from hieradist_lobes.data.manifest import SPLITS, median_duration
+from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datasets, train_loader_options
+from hieradist_lobes.data.validation import checked_manifests
+from hieradist_lobes.export import export_model_folder
+from hieradist_lobes.hparams import HparamsError, check_distillation_yaml, load_hparams
+from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
+from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
+from hieradist_lobes.tokens import check_vocabulary
+
+INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" / "cif_conformer_inference.yaml"
+
+
+def main(argv):
+    # 1. Command line and YAML
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    loaded = load_hparams(hparams_file, overrides)
+    hparams = loaded.hparams
+    check_distillation_yaml(hparams, loaded.files[0], distillation=True)
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+
+    # 2. Data, with each token's PLM feature read from the store by utterance ID
+    manifests = prepare_manifests(hparams)
+    split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
+    tokenizer = plm_tokenizer(manifests["train"], split_labels)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    hparams["tokenizer"] = tokenizer
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
+    store = TeacherStore(hparams["teacher_store"], splits=["train"])
+    check_store_vocabulary(store, tokenizer.labels())
+    if int(hparams["plm_size"]) != store.metadata.feature_dim:
+        raise HparamsError(f"{loaded.files[0]}: plm_size is {hparams['plm_size']} but the features in {store.path} "
+                           f"have {store.metadata.feature_dim} dimensions; set plm_size: {store.metadata.feature_dim}")
+    datasets = asr_datasets(hparams, manifests, tokenizer, split_labels, teacher_store=store,
+                            teacher_items=PLMFeatureItems(store), teacher_keys=PLM_KEYS)
+
+    # 3. Brain: the CIF losses plus ACD and/or LRD (`distillation`); only the projections in use are trained
+    brain = HieraDistBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                           run_opts=run_opts, checkpointer=hparams["checkpointer"])
+
+    # 4. Fit, then score the best checkpoint on valid and test (no PLM needed there)
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
+              train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    result = {"model_dir": os.path.abspath(hparams["model_dir"]),
+              "valid_error_rate": brain.evaluate_error_rate(datasets["valid"]),
+              "test_error_rate": brain.evaluate_error_rate(datasets["test"]),
+              "params": sum(p.numel() for p in hparams["model"]["asr_model"].parameters())}
+
+    # 5. Export: the distilled model's folder loads like the baseline's (the projections are training-only)
+    if if_main_process():
+        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
+        info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
+                **{key: value for key, value in result.items() if key != "model_dir"},
+                "train_median_seconds": median_duration(manifests["train"]),
+                "distillation": hparams["distillation"]}
+        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(INFERENCE_HPARAMS))
+    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
+          f"model folder {result['model_dir']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

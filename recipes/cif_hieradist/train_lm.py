@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Train the token LM for shallow fusion with CIF decoding.
+
+    python recipes/cif_hieradist/train_lm.py hparams/synth/cif.yaml
+
+It reads the dataset's CIF YAML itself (settings ``lm_*``), so that the LM's
+vocabulary is the ASR model's, index by index, and writes the folder
+``lm_dir``, which ``CIFASR.from_hparams(..., overrides={"lm_folder": ...,
+"lm_weight": 0.2})`` loads.
+"""
+
+import os
+import sys
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
+
+from hieradist_lobes.brains import LMBrain
+from hieradist_lobes.data import prepare_manifests
+from hieradist_lobes.data.manifest import SPLITS
+from hieradist_lobes.data.validation import checked_manifests
+from hieradist_lobes.hparams import load_hparams, resolved_subtree
+from hieradist_lobes.lm import export_lm_folder, text_dataset
+from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
+from hieradist_lobes.tokens import check_vocabulary
+
+
+def main(argv):
+    # 1. Command line and YAML (the CIF model's; logs go to lm_output_folder, not the model's folder)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    loaded = load_hparams(hparams_file, overrides)
+    hparams = loaded.hparams
+    sb.create_experiment_directory(experiment_directory=hparams["lm_output_folder"],
+                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+
+    # 2. Data: the transcripts only, in the ASR model's PLM-token vocabulary
+    manifests = prepare_manifests(hparams)
+    split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
+    tokenizer = plm_tokenizer(manifests["train"], split_labels)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
+    datasets = {split: text_dataset(manifests[split], tokenizer, hparams["unit"], split_labels) for split in SPLITS}
+
+    # 3. Brain: next-token NLL; validation reports the perplexity
+    brain_hparams = dict(hparams, epoch_counter=hparams["lm_epoch_counter"], train_logger=hparams["lm_logger"],
+                         output_folder=hparams["lm_output_folder"])
+    brain = LMBrain(modules={"lm": hparams["lm_model"]}, opt_class=hparams["lm_opt_class"], hparams=brain_hparams,
+                    run_opts=run_opts, checkpointer=hparams["lm_checkpointer"])
+
+    # 4. Fit, then the best checkpoint's perplexity on valid and test
+    loader = hparams["lm_dataloader_opts"]
+    evaluation = {key: value for key, value in loader.items() if key != "shuffle"}
+    brain.fit(hparams["lm_epoch_counter"], datasets["train"], datasets["valid"], train_loader_kwargs=loader,
+              valid_loader_kwargs=evaluation)
+    brain.evaluate(datasets["valid"], min_key="loss", test_loader_kwargs=evaluation)
+    valid_perplexity = brain.test_stats["perplexity"]
+    brain.evaluate(datasets["test"], min_key="loss", test_loader_kwargs=evaluation)
+    result = {"lm_dir": os.path.abspath(hparams["lm_dir"]), "valid_perplexity": valid_perplexity,
+              "test_perplexity": brain.test_stats["perplexity"]}
+
+    # 5. Export the LM folder
+    if if_main_process():
+        best = hparams["lm_checkpointer"].find_checkpoint(min_key="loss")
+        export_lm_folder(resolved_subtree(loaded, "lm_model"), os.path.join(best.path, "lm.ckpt"), tokenizer,
+                         hparams["lm_dir"], {"name": "lm", **{k: v for k, v in result.items() if k != "lm_dir"}})
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Distil a student from the teacher outputs stored by save_teachers.py.
+
+    python recipes/multi_teacher_kd/train_kd.py hparams/synth/train_kd.yaml --strategy=weighted
+    torchrun --nproc_per_node=2 recipes/multi_teacher_kd/train_kd.py hparams/synth/train_kd.yaml --strategy=best
+
+The YAML (an overlay of the dataset's student.yaml) names the teacher store,
+the strategy (average, best, weighted), the CTC distillation (pseudo_label or
+kl), kd_alpha, kd_temperature and weighted_temperature.  Teacher outputs are
+read by utterance ID in the DataLoader workers, so shuffling, dynamic batching
+and several processes are safe.
+
+Flow: as train_teacher.py, with the teacher store opened (its vocabulary must
+be the student's), its outputs added to the training set, optionally the
+student's encoder initialised from a teacher's, and
+:class:`~hieradist_lobes.brains.DistillationBrain` as the Brain.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
+
+from hieradist_lobes.brains import DistillationBrain
+from hieradist_lobes.data import prepare_manifests
+from hieradist_lobes.data.manifest import SPLITS, median_duration
+from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
+from hieradist_lobes.data.validation import checked_manifests
+from hieradist_lobes.export import export_model_folder
+from hieradist_lobes.hparams import check_distillation_yaml, load_hparams
+from hieradist_lobes.models import load_encoder_weights
+from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
+from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
+
+INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" / "crdnn_ctc_attention_inference.yaml"
+
+
+def main(argv):
+    # 1. Command line and YAML
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    loaded = load_hparams(hparams_file, overrides)
+    hparams = loaded.hparams
+    check_distillation_yaml(hparams, loaded.files[0], distillation=True)
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+
+    # 2. Data, with the teachers' outputs read from the store by utterance ID
+    manifests = prepare_manifests(hparams)
+    tokenizer = make_tokenizer(hparams, manifests)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    hparams["tokenizer"] = tokenizer
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer)
+    store = TeacherStore(hparams["teacher_store"], splits=["train"])
+    check_store_vocabulary(store, tokenizer.labels())
+    datasets = asr_datasets(hparams, manifests, tokenizer, teacher_store=store)
+
+    # 3. Brain: hard losses mixed with the teachers' (strategy-weighted) distillation losses
+    if hparams["init_encoder_from"]:
+        load_encoder_weights(hparams["init_encoder_from"], hparams["model"]["enc"])
+    brain = DistillationBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                              run_opts=run_opts, checkpointer=hparams["checkpointer"])
+
+    # 4. Fit, then score the best checkpoint on valid and test (no teacher outputs needed there)
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
+              train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    result = {"model_dir": os.path.abspath(hparams["model_dir"]),
+              "valid_error_rate": brain.evaluate_error_rate(datasets["valid"]),
+              "test_error_rate": brain.evaluate_error_rate(datasets["test"]),
+              "params": sum(p.numel() for p in hparams["model"]["asr_model"].parameters())}
+
+    # 5. Export: the student's folder loads like any CTC/attention model
+    if if_main_process():
+        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
+        info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
+                **{key: value for key, value in result.items() if key != "model_dir"},
+                "train_median_seconds": median_duration(manifests["train"]), "strategy": hparams["strategy"]}
+        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(INFERENCE_HPARAMS))
+    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
+          f"model folder {result['model_dir']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Train a joint CTC/attention ASR model: a teacher, or the student without
+distillation (the baseline).
+
+    python recipes/multi_teacher_kd/train_teacher.py hparams/synth/asr.yaml          (tea0)
+    python recipes/multi_teacher_kd/train_teacher.py hparams/synth/tea1.yaml
+    python recipes/multi_teacher_kd/train_teacher.py hparams/timit/tea3.yaml --data_folder=/corpora/TIMIT
+    torchrun --nproc_per_node=2 recipes/multi_teacher_kd/train_teacher.py hparams/synth/student.yaml
+
+Flow: YAML → manifests (prepared once, then checked) → label vocabulary →
+datasets → :class:`~hieradist_lobes.brains.CTCAttentionBrain` → fit →
+valid and test error rates of the best checkpoint → a self-contained model
+folder (``model_dir``) that ``EncoderDecoderASR.from_hparams`` loads, and
+that ``save_teachers.py`` reads as a teacher.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
+
+from hieradist_lobes.brains import CTCAttentionBrain
+from hieradist_lobes.data import prepare_manifests
+from hieradist_lobes.data.manifest import SPLITS, median_duration
+from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
+from hieradist_lobes.data.validation import checked_manifests
+from hieradist_lobes.export import export_model_folder
+from hieradist_lobes.hparams import check_distillation_yaml, load_hparams
+from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
+
+INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" / "crdnn_ctc_attention_inference.yaml"
+
+
+def main(argv):
+    # 1. Command line and YAML (overlays via `extends:`; every value range-checked before anything is built)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    loaded = load_hparams(hparams_file, overrides)
+    hparams = loaded.hparams
+    check_distillation_yaml(hparams, loaded.files[0], distillation=False)
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+
+    # 2. Data: manifests, label vocabulary (phones39 or from the training labels), checks, datasets
+    manifests = prepare_manifests(hparams)
+    tokenizer = make_tokenizer(hparams, manifests)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
+    hparams["tokenizer"] = tokenizer
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer)
+    datasets = asr_datasets(hparams, manifests, tokenizer)
+
+    # 3. Brain: CTC + attention losses; greedy decoding on valid, beam search (with CTC) on test
+    brain = CTCAttentionBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                              run_opts=run_opts, checkpointer=hparams["checkpointer"])
+
+    # 4. Fit, then score the best checkpoint on valid and test (test last: error_rate_file holds its details)
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
+              train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    result = {"model_dir": os.path.abspath(hparams["model_dir"]),
+              "valid_error_rate": brain.evaluate_error_rate(datasets["valid"]),
+              "test_error_rate": brain.evaluate_error_rate(datasets["test"]),
+              "params": sum(p.numel() for p in hparams["model"]["asr_model"].parameters())}
+
+    # 5. Export the best checkpoint as a model folder
+    if if_main_process():
+        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
+        info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
+                **{key: value for key, value in result.items() if key != "model_dir"},
+                "train_median_seconds": median_duration(manifests["train"])}
+        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(INFERENCE_HPARAMS))
+    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
+          f"model folder {result['model_dir']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
