@@ -121,6 +121,15 @@ class ProjectBrain(sb.Brain):
         self.evaluate(dataset, min_key=min_key, test_loader_kwargs=self.hparams.test_dataloader_opts)
         return float(self.test_stats["error_rate"])
 
+    def score_best_checkpoint(self, valid_set, test_set) -> Dict[str, object]:
+        """The best checkpoint's error rates on valid and test, with the same
+        (test) decoding so that the two compare; test last, so that
+        ``error_rate_file`` holds its details.  Also the model's folder and size."""
+        return {"model_dir": os.path.abspath(self.hparams.model_dir),
+                "valid_error_rate": self.evaluate_error_rate(valid_set),
+                "test_error_rate": self.evaluate_error_rate(test_set),
+                "params": sum(p.numel() for p in self.modules.model.parameters())}
+
     def check_weights_finite(self) -> None:
         """Stop with :class:`DivergenceError` if any weight is NaN or inf."""
         bad = nonfinite_tensors(self.modules.state_dict())

@@ -161,8 +161,10 @@ def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str)
     -------
     >>> check_vocabulary(build_label_encoder("phn", "phones39"), 42, "asr.yaml")
     """
+    from hieradist_lobes.hparams import HparamsError
+
     if len(tokenizer) != output_neurons:
-        raise ValueError(
+        raise HparamsError(
             f"{where}: output_neurons is {output_neurons} but the label vocabulary has {len(tokenizer)} labels "
             f"({', '.join(tokenizer.labels()[:8])}, ...); set output_neurons: {len(tokenizer)}"
         )

@@ -54,3 +54,19 @@ def torchrun():
         return completed
 
     return run
+
+
+@pytest.fixture(scope="session")
+def bert(tmp_path_factory):
+    """A tiny random BERT that spells :data:`tests.plm_fixtures.VOCABULARY`."""
+    from tests.plm_fixtures import HIDDEN, VOCABULARY, tiny_plm_folder
+
+    return tiny_plm_folder(str(tmp_path_factory.mktemp("bert")), VOCABULARY, hidden_size=HIDDEN,
+                           max_position_embeddings=512)
+
+
+@pytest.fixture(scope="session")
+def extractor(bert):
+    from hieradist_lobes.plm_features import PLMFeatureExtractor
+
+    return PLMFeatureExtractor(bert)

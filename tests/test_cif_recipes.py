@@ -7,8 +7,9 @@ from speechbrain.dataio.dataio import read_audio
 from speechbrain.utils.data_utils import batch_pad_right
 
 from hieradist_lobes.data.manifest import read_manifest
-from hieradist_lobes.plm import PLMFeatureExtractor, tiny_plm_folder
+from hieradist_lobes.plm_features import PLMFeatureExtractor
 from hieradist_lobes.teacher_store import TeacherStore
+from tests.plm_fixtures import tiny_plm_folder
 
 SMALL_MODEL = ["--d_model=32", "--encoder_layers=2", "--pool_after=[1, 2]", "--encoder_heads=2", "--encoder_ffn=64",
                "--frontend_channels=4", "--cif_conv_channels=32", "--decoder_layers=1", "--decoder_heads=2",
@@ -71,19 +72,19 @@ def test_plm_store_holds_each_training_transcript_feature_by_id(run):
     assert abs(record.features.astype("float32") - expected).max() < 2e-2  # float16 storage
 
 
-@pytest.mark.parametrize("variant", ["acd", "lrd", "hieradist"])
-def test_distilled_variants_train_and_load(run, variant):
-    result = run["recipes"].train_cif_kd(["hparams/synth/cif_kd.yaml", f"--distillation={variant}", f"--teacher_store={run['store']}",
-                              *run["data"], *SMALL_MODEL, *FAST])
-    assert result["model_dir"].endswith(f"cif_{variant}/model")
+@pytest.mark.parametrize("distillation", ["acd", "lrd", "hieradist"])
+def test_each_distillation_trains_and_loads(run, distillation):
+    result = run["recipes"].train_cif_kd(["hparams/synth/cif_kd.yaml", f"--distillation={distillation}",
+                                          f"--teacher_store={run['store']}", *run["data"], *SMALL_MODEL, *FAST])
+    assert result["model_dir"].endswith(f"cif_{distillation}/model")
     wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[1]["wav"]
     assert isinstance(load(result["model_dir"]).transcribe_file(wav), str)
 
 
-@pytest.mark.parametrize("variant,modules", [("acd", {"acd_proj"}), ("lrd", {"lrd_proj"}),
-                                             ("hieradist", {"acd_proj", "lrd_proj"})])
-def test_every_trained_parameter_gets_a_gradient(run, variant, modules):
-    """What DDP needs (no unused parameters): one training step of each variant."""
+@pytest.mark.parametrize("distillation,modules", [("acd", {"acd_proj"}), ("lrd", {"lrd_proj"}),
+                                                  ("hieradist", {"acd_proj", "lrd_proj"})])
+def test_every_trained_parameter_gets_a_gradient(run, distillation, modules):
+    """What DDP needs (no unused parameters): one training step of each distillation."""
     import speechbrain as sb
     from speechbrain.dataio.batch import PaddedBatch
 
@@ -93,7 +94,7 @@ def test_every_trained_parameter_gets_a_gradient(run, variant, modules):
     from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 
     overrides = {arg[2:].split("=")[0]: arg.split("=", 1)[1] for arg in run["data"] + SMALL_MODEL}
-    overrides.update(distillation=variant, teacher_store=run["store"])
+    overrides.update(distillation=distillation, teacher_store=run["store"])
     hparams = load_hparams("hparams/synth/cif_kd.yaml", "\n".join(f"{k}: {v}" for k, v in overrides.items())).hparams
     manifest = os.path.join(run["corpus"], "train.csv")
     split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), "wrd")

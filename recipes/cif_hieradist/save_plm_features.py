@@ -21,7 +21,8 @@ from speechbrain.utils.distributed import ddp_barrier
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.hparams import load_hparams
-from hieradist_lobes.plm import PLMFeatureExtractor, PLMSplitter, plm_tokenizer, save_plm_features
+from hieradist_lobes.plm import PLMSplitter, plm_tokenizer
+from hieradist_lobes.plm_features import PLMFeatureExtractor, save_plm_features
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
 
 

@@ -13,19 +13,17 @@ the model's, its feature size ``plm_size``), the features of each token added
 to the training set, and :class:`~hieradist_lobes.brains.HieraDistBrain`.
 """
 
-import os
 import sys
 from pathlib import Path
 
 import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process
 
 from hieradist_lobes.brains import HieraDistBrain
 from hieradist_lobes.data import prepare_manifests
-from hieradist_lobes.data.manifest import SPLITS, median_duration
+from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.export import export_model_folder
+from hieradist_lobes.export import export_best_checkpoint
 from hieradist_lobes.hparams import HparamsError, check_distillation_yaml, load_hparams
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
@@ -66,21 +64,11 @@ def main(argv):
     # 4. Fit, then score the best checkpoint on valid and test (no PLM needed there)
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
               train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
-    result = {"model_dir": os.path.abspath(hparams["model_dir"]),
-              "valid_error_rate": brain.evaluate_error_rate(datasets["valid"]),
-              "test_error_rate": brain.evaluate_error_rate(datasets["test"]),
-              "params": sum(p.numel() for p in hparams["model"]["asr_model"].parameters())}
+    result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export: the distilled model's folder loads like the baseline's (the projections are training-only)
-    if if_main_process():
-        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
-        info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
-                **{key: value for key, value in result.items() if key != "model_dir"},
-                "train_median_seconds": median_duration(manifests["train"]),
-                "distillation": hparams["distillation"]}
-        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(INFERENCE_HPARAMS))
-    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
-          f"model folder {result['model_dir']}")
+    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS,
+                           distillation=hparams["distillation"])
     return result
 
 

@@ -16,19 +16,17 @@ student's encoder initialised from a teacher's, and
 :class:`~hieradist_lobes.brains.DistillationBrain` as the Brain.
 """
 
-import os
 import sys
 from pathlib import Path
 
 import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process
 
 from hieradist_lobes.brains import DistillationBrain
 from hieradist_lobes.data import prepare_manifests
-from hieradist_lobes.data.manifest import SPLITS, median_duration
+from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.export import export_model_folder
+from hieradist_lobes.export import export_best_checkpoint
 from hieradist_lobes.hparams import check_distillation_yaml, load_hparams
 from hieradist_lobes.models import load_encoder_weights
 from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
@@ -66,20 +64,10 @@ def main(argv):
     # 4. Fit, then score the best checkpoint on valid and test (no teacher outputs needed there)
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
               train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
-    result = {"model_dir": os.path.abspath(hparams["model_dir"]),
-              "valid_error_rate": brain.evaluate_error_rate(datasets["valid"]),
-              "test_error_rate": brain.evaluate_error_rate(datasets["test"]),
-              "params": sum(p.numel() for p in hparams["model"]["asr_model"].parameters())}
+    result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export: the student's folder loads like any CTC/attention model
-    if if_main_process():
-        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
-        info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
-                **{key: value for key, value in result.items() if key != "model_dir"},
-                "train_median_seconds": median_duration(manifests["train"]), "strategy": hparams["strategy"]}
-        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(INFERENCE_HPARAMS))
-    print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
-          f"model folder {result['model_dir']}")
+    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS, strategy=hparams["strategy"])
     return result
 
 
