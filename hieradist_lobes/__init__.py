@@ -8,12 +8,14 @@ Modules:
 * :mod:`hieradist_lobes.losses`: distillation losses and teacher strategies;
   the CIF model's losses and ACD / LRD.
 * :mod:`hieradist_lobes.teacher_store`: teacher outputs (or PLM token
-  features) in HDF5, by utterance ID.
+  features) in HDF5, by utterance ID; :mod:`hieradist_lobes.store_codecs`:
+  what each kind of record holds and how it is written and read.
 * :mod:`hieradist_lobes.teachers`: teacher inference into the store.
 * :mod:`hieradist_lobes.models`: the two model classes, each with its one
   forward pass (training, teacher inference and inference all use it).
-* :mod:`hieradist_lobes.plm`: pre-trained LM tokens and features (the
-  HieraDist teacher), offline.
+* :mod:`hieradist_lobes.plm`: pre-trained LM tokens (the CIF models' units),
+  offline; :mod:`hieradist_lobes.plm_features`: their features (the
+  HieraDist teacher) into the store.
 * :mod:`hieradist_lobes.cif`: continuous integrate-and-fire, vectorised.
 * :mod:`hieradist_lobes.conformer`: the Conformer encoder with 8× subsampling.
 * :mod:`hieradist_lobes.cif_decoder`: the decoder over CIF outputs, beam search.

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hieradist_lobes.losses import length_mask
+
 __all__ = ["Fires", "cif_fire", "integrate_and_fire", "CIF", "CIFOutput", "quantity_loss", "fire_times"]
 
 
@@ -412,7 +414,7 @@ class CIF(nn.Module):
             valid = torch.full((batch,), frames, dtype=torch.long, device=hidden.device)
         else:
             valid = torch.round(lengths.to(device=hidden.device, dtype=torch.float64) * frames).long()
-        mask = torch.arange(frames, device=hidden.device).unsqueeze(0) < valid.unsqueeze(1)
+        mask = length_mask(valid, frames)
         # Zero the padding so that neither the convolution nor the integration sees it.
         hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
         alphas = self.predict_alphas(hidden, mask)
@@ -434,8 +436,7 @@ class CIF(nn.Module):
         have = fires.fired.shape[1]
         fired = F.pad(fires.fired[:, :width], (0, 0, 0, max(0, width - have)))
         frames_of_fire = F.pad(fires.frames[:, :width], (0, max(0, width - have)), value=-1)
-        inside = torch.arange(width, device=hidden.device).unsqueeze(0) < targets.unsqueeze(1)
-        inside &= torch.arange(width, device=hidden.device).unsqueeze(0) < fires.lengths.unsqueeze(1)
+        inside = length_mask(torch.minimum(targets, fires.lengths.to(targets.device)), width)
         fired = fired * inside.unsqueeze(-1).to(fired.dtype)
         frames_of_fire = torch.where(inside, frames_of_fire, torch.full_like(frames_of_fire, -1))
         mismatches = int((fires.lengths != targets).sum().item())

@@ -31,6 +31,8 @@ import torch
 from speechbrain.lobes.models.transformer.Conformer import ConformerEncoderLayer
 from speechbrain.nnet.attention import RelPosEncXL
 
+from hieradist_lobes.losses import length_mask
+
 
 def padding_mask(relative_lengths: torch.Tensor, frames: int) -> torch.Tensor:
     """``True`` on padded frames, from SpeechBrain's relative lengths.
@@ -41,7 +43,7 @@ def padding_mask(relative_lengths: torch.Tensor, frames: int) -> torch.Tensor:
     [[False, False, False, False], [False, False, True, True]]
     """
     valid = torch.round(relative_lengths * frames).long().clamp(min=1, max=frames)
-    return torch.arange(frames, device=relative_lengths.device)[None, :] >= valid[:, None]
+    return ~length_mask(valid, frames)
 
 
 class PooledConformerEncoder(torch.nn.Module):
