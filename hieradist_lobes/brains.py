@@ -346,15 +346,11 @@ class CIFBrain(ProjectBrain):
                                      epoch=self.hparams.epoch_counter.current, feature_augmentation=augmentation)
         hyps, fire_counts = None, None
         if stage != sb.Stage.TRAIN:
-            tokenizer = self.hparams.tokenizer
-            bos = tokenizer.get_bos_index()
             # Decoding is not a forward pass: call it on the model itself, not on its DDP wrapper.
             model = self.modules.model
             model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-            hyps, fires = model.decode(
-                outputs.encoded.detach(), wav_lens, bos, tokenizer.get_eos_index(),
-                blocked=[tokenizer.get_blank_index(), bos],
-                beam_size=1 if stage == sb.Stage.VALID else int(self.hparams.beam_size))
+            hyps, fires = model.decode(outputs.encoded.detach(), wav_lens, self.hparams.tokenizer,
+                                       beam_size=1 if stage == sb.Stage.VALID else int(self.hparams.beam_size))
             fire_counts = fires.fired_lengths
         return CIFStepOutput(**vars(outputs), hyps=hyps, fire_counts=fire_counts)
 

@@ -95,10 +95,8 @@ class CIFASR(Pretrained):
         """Token indices and their times (seconds) for a padded batch."""
         with torch.no_grad():
             encoded = self.encode_batch(wavs, wav_lens)
-            bos = self.tokenizer.get_bos_index()
             hyps, fires = self.mods.model.decode(
-                encoded, wav_lens.to(self.device), bos, self.tokenizer.get_eos_index(),
-                blocked=[self.tokenizer.get_blank_index(), bos], beam_size=int(beam_size or self.hparams.beam_size),
+                encoded, wav_lens.to(self.device), self.tokenizer, beam_size=int(beam_size or self.hparams.beam_size),
                 lm=self.lm, lm_weight=float(getattr(self.hparams, "lm_weight", 0.0) or 0.0),
             )
         times = fire_times(fires.fire_frames.cpu(), fires.fired_lengths.cpu(), self.frame_shift_seconds())

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -156,17 +156,19 @@ class CIFModel(torch.nn.Module):
         return CIFOutputs(encoded=encoded, ctc_logprobs=ctc_logprobs, frame_lengths=frame_lengths, cif=cif,
                           logits=logits, states=states, target_lengths=target_lengths)
 
-    def decode(self, encoded: torch.Tensor, wav_lens: torch.Tensor, bos_index: int, eos_index: int,
-               blocked: Sequence[int], beam_size: int = 1, lm: Optional[torch.nn.Module] = None,
-               lm_weight: float = 0.0) -> Tuple[List[List[int]], CIFOutput]:
+    def decode(self, encoded: torch.Tensor, wav_lens: torch.Tensor, tokenizer, beam_size: int = 1,
+               lm: Optional[torch.nn.Module] = None, lm_weight: float = 0.0) -> Tuple[List[List[int]], CIFOutput]:
         """Free-running fires (no scaling, tail fire) and the fire-synchronous
-        beam search over them (:func:`~hieradist_lobes.cif_decoder.cif_beam_search`).
+        beam search over them (:func:`~hieradist_lobes.cif_decoder.cif_beam_search`);
+        ``tokenizer`` gives bos and eos, and blank and bos are never emitted.
 
         Returns the token sequences and the fires (for counts and times).
         """
         fires = self.cif(encoded, wav_lens)
-        hyps = cif_beam_search(self.dec, fires.fired, fires.fired_lengths, bos_index, eos_index,
-                               beam_size=beam_size, blocked=blocked, lm=lm, lm_weight=lm_weight)
+        bos = tokenizer.get_bos_index()
+        hyps = cif_beam_search(self.dec, fires.fired, fires.fired_lengths, bos, tokenizer.get_eos_index(),
+                               beam_size=beam_size, blocked=[tokenizer.get_blank_index(), bos], lm=lm,
+                               lm_weight=lm_weight)
         return hyps, fires
 
 

@@ -62,13 +62,14 @@ class Teacher:
         self.asr = EncoderDecoderASR.from_hparams(source=self.folder, savedir=self.folder,
                                                   run_opts={"device": device})
         self.asr.eval()
-        bad = nonfinite_tensors(self.asr.mods.state_dict())
+        self.model: CTCAttentionModel = self.asr.mods.model
+        # The model's own tensors: the interface's modules hold it twice more (encoder, decoder).
+        bad = nonfinite_tensors(self.model.state_dict())
         if bad:
             raise TeacherStoreError(f"teacher {self.folder} has non-finite weights ({len(bad)} tensors, e.g. "
                                     f"{', '.join(bad[:3])}): its training diverged; it cannot be a teacher")
         self.device = device
         self.tokenizer: LabelTokenizer = self.asr.hparams.tokenizer
-        self.model: CTCAttentionModel = self.asr.mods.model
         self.greedy = S2SRNNGreedySearcher(
             embedding=self.model.emb, decoder=self.model.dec, linear=self.model.seq_lin,
             bos_index=self.tokenizer.get_bos_index(), eos_index=self.tokenizer.get_eos_index(),

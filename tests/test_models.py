@@ -12,6 +12,7 @@ from hieradist_lobes.cif import CIF
 from hieradist_lobes.cif_decoder import CIFDecoder
 from hieradist_lobes.conformer import PooledConformerEncoder
 from hieradist_lobes.models import CIFModel, CTCAttentionModel, ModelEncoder, load_encoder_weights
+from hieradist_lobes.tokens import build_label_encoder
 
 VOCAB = 7
 
@@ -84,7 +85,8 @@ def test_cif_decoding_emits_one_token_per_free_fire():
     wavs, wav_lens = batch()
     with torch.no_grad():
         encoded = model.encode(wavs, wav_lens)
-        hyps, fires = model.decode(encoded, wav_lens, bos_index=1, eos_index=2, blocked=[0, 1], beam_size=3)
+        hyps, fires = model.decode(encoded, wav_lens, build_label_encoder("wrd", "from_data", [["a", "b", "c", "d"]]),
+                                   beam_size=3)
     for hyp, count in zip(hyps, fires.fired_lengths.tolist()):
         assert len(hyp) in (count - 1, count) and not {0, 1, 2} & set(hyp)
 

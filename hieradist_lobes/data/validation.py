@@ -370,11 +370,13 @@ def checked_manifests(hparams: Mapping[str, object], manifests: Mapping[str, str
     """
     from speechbrain.utils.distributed import if_main_process
 
+    from hieradist_lobes.hparams import HparamsError
+
     checked = dict(manifests)
     vocabulary_key = "|".join(tokenizer.labels()) + f"|{getattr(split_labels, 'unknown_piece', '')}"
     for split in splits:
         if split not in manifests:
-            raise ManifestError(f"no {split!r} manifest; the manifests are {', '.join(manifests)}")
+            raise HparamsError(f"no {split!r} manifest; the manifests are {', '.join(manifests)}")
         checked[split] = validated_manifest(
             manifests[split], hparams["unit"], hparams["manifest_check_folder"],
             labels_ok=label_check(tokenizer, split_labels), vocabulary_key=vocabulary_key,
