@@ -271,7 +271,7 @@ def resolve_chain(hparams_file: str, overrides: Union[str, Dict[str, Any], None]
         chain.append((path, tree))
         if not parent:
             break
-        path = os.path.join(os.path.dirname(path), str(parent))
+        path = os.path.normpath(os.path.join(os.path.dirname(path), str(parent)))
     base_file, base_tree = chain[-1]
 
     # Overlays apply from the base outwards (the file named on the command line

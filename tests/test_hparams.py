@@ -61,6 +61,11 @@ def test_missing_file_and_loop(files):
     (files / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(HparamsError, match="loops"):
         resolve_chain(str(files / "a.yaml"))
+    # The same file by another spelling of its path is the same file.
+    (files / "sub").mkdir()
+    (files / "sub" / "c.yaml").write_text("extends: ../sub/c.yaml\n")
+    with pytest.raises(HparamsError, match="loops"):
+        resolve_chain(str(files / "sub" / "c.yaml"))
 
 
 def test_project_yaml_files_load():
