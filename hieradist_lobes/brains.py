@@ -10,7 +10,7 @@ augmentation, losses, decoding for scoring, logging and checkpoints.
 ``test_search``, ``error_stats``, ``lr_annealing``, ``epoch_counter``,
 ``train_logger``, optionally ``augmentation``; for :class:`DistillationBrain`
 also ``strategy``, ``kd_alpha``, ``kd_temperature``, ``ctc_kd``
-(``pseudo_label`` or ``kl``) and ``weighted_temperature``.
+(``pseudo_label`` or ``kl``), ``weighted_temperature`` and ``kd_normalisation``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ import torch
 from speechbrain.utils.data_utils import undo_padding
 from speechbrain.utils.distributed import if_main_process, main_process_only
 
+from hieradist_lobes.averaging import averaged_checkpoint, keep_checkpoints
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.models import ASROutput, CIFOutputs
+from hieradist_lobes.schedules import ramp_factor
 from hieradist_lobes.losses import (
     acd_loss,
+    attention_kd_loss,
     combine_teachers,
     ctc_loss_sum,
     ctc_pseudo_label_loss,
@@ -61,8 +64,9 @@ class ASRStepOutput(ASROutput):
 
 class ProjectBrain(sb.Brain):
     """What every Brain of the project shares: CPU-safe DDP wrapping, the
-    per-epoch ``history.jsonl``, scoring hypotheses and test results, and
-    stopping on divergence.
+    per-epoch ``history.jsonl`` (and sampled per-term gradient norms in it),
+    scoring hypotheses and test results, checkpoint averaging, and stopping
+    on divergence.
 
     Divergence: a non-finite training loss is skipped up to SpeechBrain's
     ``--nonfinite_patience`` batches, then stops the run with
@@ -72,6 +76,36 @@ class ProjectBrain(sb.Brain):
     finite batches only, and log 0 when none is).  Subclasses report their
     loss terms with :meth:`remember_terms`.
     """
+
+    def log_gradient_norms(self, contributions: Dict[str, torch.Tensor]) -> None:
+        """Every ``grad_norm_every`` updates (0: never), append each loss term's
+        contribution to the loss and the norm of its gradient on the encoder
+        to ``history.jsonl`` (``{"update", "epoch", "loss_<term>",
+        "grad_norm_<term>"}``): which term sets the direction of the updates,
+        before clipping.
+
+        ``contributions``: each term as it enters the loss (weight included).
+        One extra backward pass per term on the sampled batches; skipped
+        under DDP, where a backward pass outside the step would trip its
+        gradient hooks.
+        """
+        every = int(getattr(self.hparams, "grad_norm_every", 0) or 0)
+        update = int(self.optimizer_step)
+        if (not every or update % every or self.distributed_launch
+                or getattr(self, "_last_norm_update", None) == update):
+            return
+        self._last_norm_update = update
+        model = self.modules.model
+        encoder = [p for p in model.enc.parameters() if p.requires_grad]
+        entry = {"update": update, "epoch": self._epoch()}
+        for name, term in contributions.items():
+            if not term.requires_grad:
+                continue
+            grads = torch.autograd.grad(term, encoder, retain_graph=True, allow_unused=True)
+            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0))
+            entry[f"loss_{name}"] = float(term.detach())
+            entry[f"grad_norm_{name}"] = float(norm)
+        self._append_history(entry)
 
     def remember_terms(self, terms: Dict[str, torch.Tensor], batch) -> None:
         """Keep the batch's loss terms and utterance IDs, to name them if the loss is not finite.
@@ -129,6 +163,27 @@ class ProjectBrain(sb.Brain):
                 "valid_error_rate": self.evaluate_error_rate(valid_set),
                 "test_error_rate": self.evaluate_error_rate(test_set),
                 "params": sum(p.numel() for p in self.modules.model.parameters())}
+
+    def averaged_count(self) -> int:
+        """``average_checkpoints``: how many of the last checkpoints are averaged for test and export (1: none,
+        the best checkpoint by validation error is used)."""
+        return max(int(getattr(self.hparams, "average_checkpoints", 1) or 1), 1)
+
+    def save_checkpoint(self, meta: Dict[str, float]) -> None:
+        """An end-of-epoch checkpoint; the best one and the last ``average_checkpoints`` are kept."""
+        keep_checkpoints(self.checkpointer, meta, keep_last=self.averaged_count())
+
+    def on_evaluate_start(self, max_key=None, min_key=None) -> None:
+        count = self.averaged_count()
+        if count == 1:
+            return super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        # The last checkpoint's state (normaliser statistics, counters), then
+        # the model's weights averaged over the last ``count`` checkpoints.
+        self.checkpointer.recover_if_possible()
+        folder = averaged_checkpoint(self.checkpointer, count, os.path.join(self.hparams.output_folder, "averaged"))
+        state = torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu")
+        self.checkpointer.recoverables["model"].load_state_dict(state)
+        logger.info("scoring the mean weights of the last %d checkpoints (%s)", count, folder)
 
     def check_weights_finite(self) -> None:
         """Stop with :class:`DivergenceError` if any weight is NaN or inf."""
@@ -214,6 +269,9 @@ class CTCAttentionBrain(ProjectBrain):
         ctc, seq = self.hard_losses(outputs, batch)
         self.remember_terms({"ctc": ctc, "seq": seq}, batch)
         self.track_hypotheses(outputs, batch, stage)
+        if stage == sb.Stage.TRAIN:
+            weight = self.hparams.ctc_weight
+            self.log_gradient_norms({"ctc": weight * ctc, "seq": (1 - weight) * seq})
         return self.combine_heads(ctc, seq)
 
     def track_hypotheses(self, outputs: ASRStepOutput, batch, stage) -> None:
@@ -240,7 +298,7 @@ class CTCAttentionBrain(ProjectBrain):
             )
             self._append_history({"epoch": epoch, "lr": old_lr, "train_loss": self.train_stats["loss"],
                                   "valid_loss": stage_loss, "valid_error_rate": stats["error_rate"]})
-            self.checkpointer.save_and_keep_only(meta={"error_rate": stats["error_rate"]}, min_keys=["error_rate"])
+            self.save_checkpoint({"error_rate": stats["error_rate"]})
         else:
             self._finish_test(stats)
 
@@ -251,11 +309,17 @@ class DistillationBrain(CTCAttentionBrain):
     ``pseudo_label``, CTC on the teacher's greedy 1-best, or ``kl``, frame
     KL with temperature) and the attention distillation loss (soft
     cross-entropy with temperature on both sides).  The strategy weights the
-    teachers (see :func:`hieradist_lobes.losses.strategy_weights`); then::
+    teachers (see :func:`hieradist_lobes.losses.strategy_weights`); the
+    attention term is normalised over all real tokens of the batch
+    (``kd_normalisation: tokens``, the original's) or per utterance
+    (``utterances``); then::
 
         L_ctc = α·KD_ctc + (1 − α)·CTC        (KD_ctc scaled by T² for ``kl``)
         L_seq = α·T²·KD_seq + (1 − α)·NLL
         L     = ctc_weight·L_ctc + (1 − ctc_weight)·L_seq
+
+    With ``kd_ramp_updates: K`` (default 0, off), α grows linearly from 0
+    over the first K updates (hard labels lead at the start).
 
     Validation and test use the hard losses only (no teacher outputs needed).
     """
@@ -285,13 +349,13 @@ class DistillationBrain(CTCAttentionBrain):
                                                                    student_lengths, teacher_ctc_lengths[:, k],
                                                                    temperature))
             seq_losses.append(temperature**2 * soft_cross_entropy(outputs.seq_logits, teacher_att[:, :, k],
-                                                                    token_lengths, temperature))
+                                                                    token_lengths, temperature, reduction="sum"))
         ctc_weights, att_weights = strategy_weights(
             hp.strategy, batch.teacher_ctc_error_rate.data.T, batch.teacher_att_error_rate.data.T,
             float(hp.weighted_temperature),
         )
         kd_ctc = combine_teachers(torch.stack(ctc_losses), ctc_weights).mean()
-        kd_seq = combine_teachers(torch.stack(seq_losses), att_weights).mean()
+        kd_seq = attention_kd_loss(torch.stack(seq_losses), token_lengths, att_weights, hp.kd_normalisation)
         return kd_ctc, kd_seq
 
     def compute_objectives(self, outputs: ASRStepOutput, batch, stage) -> torch.Tensor:
@@ -300,9 +364,13 @@ class DistillationBrain(CTCAttentionBrain):
         if stage != sb.Stage.TRAIN:
             self.remember_terms({"ctc": ctc, "seq": seq}, batch)
             return self.combine_heads(ctc, seq)
-        alpha = float(self.hparams.kd_alpha)
+        alpha = float(self.hparams.kd_alpha) * ramp_factor(self.optimizer_step,
+                                                           int(getattr(self.hparams, "kd_ramp_updates", 0) or 0))
         kd_ctc, kd_seq = self.distillation_losses(outputs, batch)
         self.remember_terms({"ctc": ctc, "seq": seq, "kd_ctc": kd_ctc, "kd_seq": kd_seq}, batch)
+        weight = self.hparams.ctc_weight
+        self.log_gradient_norms({"ctc": weight * (1 - alpha) * ctc, "seq": (1 - weight) * (1 - alpha) * seq,
+                                 "kd_ctc": weight * alpha * kd_ctc, "kd_seq": (1 - weight) * alpha * kd_seq})
         return self.combine_heads(alpha * kd_ctc + (1 - alpha) * ctc, alpha * kd_seq + (1 - alpha) * seq)
 
 
@@ -373,7 +441,10 @@ class CIFBrain(ProjectBrain):
         self.remember_terms(terms, batch)
         weights = self.loss_weights()
         tokens = outputs.target_lengths.sum().clamp(min=1)
-        loss = sum(weights[name] * value for name, value in terms.items()) / tokens
+        contributions = {name: weights[name] * value / tokens for name, value in terms.items()}
+        loss = sum(contributions.values())
+        if stage == sb.Stage.TRAIN:
+            self.log_gradient_norms(contributions)
         for name, value in terms.items():
             self.loss_parts[name] = self.loss_parts.get(name, 0.0) + float(value.detach())
         self.loss_parts["tokens"] = self.loss_parts.get("tokens", 0.0) + float(tokens)
@@ -418,12 +489,13 @@ class CIFBrain(ProjectBrain):
                                   **{f"train_{k}": v for k, v in self.train_stats.items() if k != "loss"},
                                   "valid_loss": stage_loss, "valid_error_rate": stats["error_rate"],
                                   "valid_fire_count_error": stats["fire_count_error"]})
-            self.checkpointer.save_and_keep_only(meta={"error_rate": stats["error_rate"]}, min_keys=["error_rate"])
+            self.save_checkpoint({"error_rate": stats["error_rate"]})
         else:
             self._finish_test(stats)
 
 
 DISTILLATIONS = ("acd", "lrd", "hieradist")
+LRD_STATES = ("final", "decoder")
 
 
 class HieraDistBrain(CIFBrain):
@@ -436,7 +508,11 @@ class HieraDistBrain(CIFBrain):
       ``acd_temperature``): InfoNCE between ``acd_proj(c_i)`` and the PLM
       features (:func:`~hieradist_lobes.losses.acd_loss`).
     * LRD (``lrd_proj`` module, ``lrd_weight``): squared error between
-      ``lrd_proj(state_i)`` and the PLM features.
+      ``lrd_proj(state_i)`` and the PLM features; ``lrd_state: final`` (the
+      paper's run) regresses the decoder's output bottleneck over
+      ``[state_i; c_i]``, ``decoder`` the state before ``c_i`` is joined.
+    * ``kd_ramp_updates: K`` (default 0, off, as the paper) ramps both
+      weights linearly from 0 over the first K updates.
 
     ``distillation`` (``acd``, ``lrd`` or ``hieradist`` = both) chooses the
     terms; only the projections (``hparams``) of the terms in use become
@@ -449,6 +525,9 @@ class HieraDistBrain(CIFBrain):
         choice = (hparams or {}).get("distillation")
         if choice not in DISTILLATIONS:
             raise ValueError(f"distillation must be one of {', '.join(DISTILLATIONS)}, got {choice!r}")
+        lrd_state = (hparams or {}).get("lrd_state", "final")
+        if lrd_state not in LRD_STATES:
+            raise ValueError(f"lrd_state must be one of {', '.join(LRD_STATES)}, got {lrd_state!r}")
         for term in ("acd", "lrd"):
             if choice in ("hieradist", term):
                 modules[f"{term}_proj"] = hparams[f"{term}_proj"]
@@ -470,12 +549,17 @@ class HieraDistBrain(CIFBrain):
             terms["acd"] = acd_loss(student, teacher, int(self.hparams.acd_negatives),
                                     float(self.hparams.acd_temperature))
         if self.uses("lrd"):
-            terms["lrd"] = lrd_loss(self.modules.lrd_proj(outputs.states[:, :steps])[mask], teacher)
+            terms["lrd"] = lrd_loss(self.modules.lrd_proj(self.lrd_states(outputs)[:, :steps])[mask], teacher)
         return terms
+
+    def lrd_states(self, outputs: CIFStepOutput) -> torch.Tensor:
+        """The decoder states that LRD regresses (``lrd_state``)."""
+        return outputs.final_states if getattr(self.hparams, "lrd_state", "final") == "final" else outputs.states
 
     def loss_weights(self) -> Dict[str, float]:
         weights = super().loss_weights()
-        weights.update({"acd": float(self.hparams.acd_weight), "lrd": float(self.hparams.lrd_weight)})
+        ramp = ramp_factor(self.optimizer_step, int(getattr(self.hparams, "kd_ramp_updates", 0) or 0))
+        weights.update({"acd": ramp * float(self.hparams.acd_weight), "lrd": ramp * float(self.hparams.lrd_weight)})
         return weights
 
 
@@ -485,6 +569,9 @@ class LMBrain(ProjectBrain):
 
     ``modules``: ``lm``; ``hparams``: ``epoch_counter``, ``train_logger``.
     """
+
+    def averaged_count(self) -> int:
+        return 1  # the LM is scored at its best checkpoint; average_checkpoints is the ASR model's
 
     def compute_forward(self, batch, stage) -> torch.Tensor:
         batch = batch.to(self.device)

@@ -1,19 +1,23 @@
 """The CIF model's autoregressive decoder and the beam search over CIF fires.
 
 CIF gives one acoustic embedding ``c_i`` per output token.  The decoder
-(CIF-HieraDist's) is a stack of causal pre-LN Transformer layers *without*
-cross-attention: step ``i`` reads ``Linear([embed(y_{i−1}); c_{i−1}])`` and
-predicts token ``i`` from ``Linear([state_i; c_i])``.  The number of decoding
-steps is the number of fires, so decoding needs no end-of-sentence guess; the
-model is trained to emit ``<eos>`` at the last fire.
+(CIF-HieraDist's, as in its fairseq code) is a stack of causal pre-LN
+Transformer layers *without* cross-attention.  Step ``i`` reads
+``Linear_noBias([√e·embed(y_{i−1}); c_{i−1}])`` plus sinusoidal positions;
+after the layers and a LayerNorm, the decoder state ``s_i`` is joined with
+``c_i`` and goes through a bottleneck ``f_i = Linear_noBias([s_i; c_i] → d_out)``
+and the output layer ``Linear_noBias(f_i → V)``.  ``f_i`` is the paper's
+"final state" that LRD regresses by default.  The number of decoding steps is
+the number of fires, so decoding needs no end-of-sentence guess; the model is
+trained to emit ``<eos>`` at the last fire.
 
 Example
 -------
 >>> decoder = CIFDecoder(vocab_size=7, cif_size=8, d_model=16, num_layers=1, nhead=2, d_ffn=32)
 >>> fired = torch.randn(2, 4, 8)
->>> logits, states = decoder(torch.tensor([[1, 3, 4, 5], [1, 6, 0, 0]]), fired, torch.tensor([4, 2]))
->>> logits.shape, states.shape
-(torch.Size([2, 4, 7]), torch.Size([2, 4, 16]))
+>>> out = decoder(torch.tensor([[1, 3, 4, 5], [1, 6, 0, 0]]), fired, torch.tensor([4, 2]))
+>>> out.logits.shape, out.states.shape, out.final_states.shape
+(torch.Size([2, 4, 7]), torch.Size([2, 4, 16]), torch.Size([2, 4, 16]))
 >>> hyps = cif_beam_search(decoder, fired, torch.tensor([4, 2]), bos_index=1, eos_index=2, beam_size=3,
 ...                        blocked=[0, 1])
 >>> len(hyps), all(len(h) <= 4 for h in hyps)
@@ -23,7 +27,7 @@ Example
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -38,6 +42,14 @@ def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
     table[:, 0::2] = torch.sin(positions * rates)
     table[:, 1::2] = torch.cos(positions * rates[: dim // 2])
     return table
+
+
+class DecoderOutput(NamedTuple):
+    """What :class:`CIFDecoder` returns for teacher-forced decoding."""
+
+    logits: torch.Tensor        # B × L × vocab
+    states: torch.Tensor        # B × L × d_model: the layers' output after the final LayerNorm
+    final_states: torch.Tensor  # B × L × output_dim: the bottleneck over [states; c_i]
 
 
 class CIFDecoder(torch.nn.Module):
@@ -59,26 +71,37 @@ class CIFDecoder(torch.nn.Module):
         Feed-forward width.
     embedding_size : int, optional
         Token embedding size (default ``d_model``).
+    output_dim : int, optional
+        Width of the output bottleneck ``[state; c_i] → output_dim`` (default
+        ``d_model``; the paper: 256).
     dropout : float
-        Dropout in the layers.
+        Dropout on the layers' input and in the layers (the paper: 0.2).
     """
 
     def __init__(self, vocab_size: int, cif_size: int, d_model: int, num_layers: int, nhead: int, d_ffn: int,
-                 embedding_size: Optional[int] = None, dropout: float = 0.1) -> None:
+                 embedding_size: Optional[int] = None, output_dim: Optional[int] = None,
+                 dropout: float = 0.1) -> None:
         super().__init__()
         embedding_size = embedding_size or d_model
+        output_dim = output_dim or d_model
+        # fairseq's initialisation and scale: N(0, 1/e) embeddings times √e are unit-scale inputs.
         self.embedding = torch.nn.Embedding(vocab_size, embedding_size)
-        self.input_proj = torch.nn.Linear(embedding_size + cif_size, d_model)
+        torch.nn.init.normal_(self.embedding.weight, mean=0.0, std=embedding_size**-0.5)
+        self.embedding_scale = math.sqrt(embedding_size)
+        self.input_proj = torch.nn.Linear(embedding_size + cif_size, d_model, bias=False)
+        self.dropout = torch.nn.Dropout(dropout)
         self.layers = torch.nn.ModuleList(
             torch.nn.TransformerEncoderLayer(d_model, nhead, d_ffn, dropout, batch_first=True, norm_first=True)
             for _ in range(num_layers)
         )
         self.norm = torch.nn.LayerNorm(d_model)
-        self.output_proj = torch.nn.Linear(d_model + cif_size, vocab_size)
+        self.bottleneck = torch.nn.Linear(d_model + cif_size, output_dim, bias=False)
+        self.output_proj = torch.nn.Linear(output_dim, vocab_size, bias=False)
+        torch.nn.init.normal_(self.output_proj.weight, mean=0.0, std=output_dim**-0.5)
         self.d_model = d_model
 
     def forward(self, prev_tokens: torch.Tensor, fired: torch.Tensor,
-                lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                lengths: Optional[torch.Tensor] = None) -> DecoderOutput:
         """Teacher-forced decoding.
 
         Arguments
@@ -92,18 +115,19 @@ class CIFDecoder(torch.nn.Module):
 
         Returns
         -------
-        logits : torch.Tensor
-            ``B × L × vocab``.
-        states : torch.Tensor
-            ``B × L × d_model``, the decoder states before the output projection.
+        DecoderOutput
+            ``logits`` (``B × L × vocab``), ``states`` (``B × L × d_model``,
+            before ``c_i`` is joined) and ``final_states`` (``B × L ×
+            output_dim``, the bottleneck output that the logits are read from).
         """
         steps = prev_tokens.shape[1]
         if fired.shape[1] < steps:
             raise ValueError(f"{steps} decoding steps but only {fired.shape[1]} CIF outputs")
         fired = fired[:, :steps]
         previous_fired = torch.nn.functional.pad(fired, (0, 0, 1, 0))[:, :steps]  # c_{i−1}, c_0 = 0
-        x = self.input_proj(torch.cat([self.embedding(prev_tokens), previous_fired], dim=-1))
-        x = x + sinusoids(steps, self.d_model, x.device).to(x.dtype)
+        embedded = self.embedding_scale * self.embedding(prev_tokens)
+        x = self.input_proj(torch.cat([embedded, previous_fired], dim=-1))
+        x = self.dropout(x + sinusoids(steps, self.d_model, x.device).to(x.dtype))
         causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=x.device), diagonal=1)
         pad = None
         if lengths is not None:
@@ -112,8 +136,8 @@ class CIFDecoder(torch.nn.Module):
         for layer in self.layers:
             x = layer(x, src_mask=causal, src_key_padding_mask=pad)
         states = self.norm(x)
-        logits = self.output_proj(torch.cat([states, fired], dim=-1))
-        return logits, states
+        final_states = self.bottleneck(torch.cat([states, fired], dim=-1))
+        return DecoderOutput(self.output_proj(final_states), states, final_states)
 
 
 @torch.no_grad()
@@ -170,7 +194,7 @@ def cif_beam_search(
     fired_beams = fired.repeat_interleave(k, dim=0)
     fire_counts = fired_lengths.to(device)
     for step in range(steps):
-        logits, _ = decoder(tokens, fired_beams[:, : step + 1])
+        logits = decoder(tokens, fired_beams[:, : step + 1]).logits
         logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
         if lm is not None and lm_weight:
             logprobs = logprobs + lm_weight * lm(tokens)[:, -1].float()

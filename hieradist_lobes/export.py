@@ -131,20 +131,28 @@ def export_model_folder(
 def export_best_checkpoint(loaded: LoadedHparams, tokenizer: LabelTokenizer, result: Dict[str, object],
                            train_manifest: str, inference_hparams: str, **facts: object) -> None:
     """A recipe's last step: on the main process, the best checkpoint
-    (lowest validation ``error_rate``) into the YAML's ``model_dir``, with its
-    scores (``result``), the median training duration (``CIFASR`` cuts long
-    recordings to about twice it) and ``facts`` in ``info.json``."""
+    (lowest validation ``error_rate``), or with ``average_checkpoints: N > 1``
+    the mean weights of the last N (what was scored), into the YAML's
+    ``model_dir``, with its scores (``result``), the median training duration
+    (``CIFASR`` cuts long recordings to about twice it) and ``facts`` in
+    ``info.json``."""
     from speechbrain.utils.distributed import if_main_process
 
+    from hieradist_lobes.averaging import averaged_checkpoint
     from hieradist_lobes.data.manifest import median_duration
 
     hparams = loaded.hparams
     if if_main_process():
-        best = hparams["checkpointer"].find_checkpoint(min_key="error_rate")
+        count = max(int(hparams.get("average_checkpoints", 1) or 1), 1)
+        checkpointer = hparams["checkpointer"]
+        if count > 1:
+            source = averaged_checkpoint(checkpointer, count, os.path.join(hparams["output_folder"], "averaged"))
+        else:
+            source = checkpointer.find_checkpoint(min_key="error_rate").path
         info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
                 **{key: value for key, value in result.items() if key != "model_dir"},
-                "train_median_seconds": median_duration(train_manifest), **facts}
-        export_model_folder(loaded, best.path, tokenizer, hparams["model_dir"], info, str(inference_hparams))
+                "averaged_checkpoints": count, "train_median_seconds": median_duration(train_manifest), **facts}
+        export_model_folder(loaded, source, tokenizer, hparams["model_dir"], info, str(inference_hparams))
     print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
           f"model folder {result['model_dir']}")
 

@@ -29,7 +29,7 @@ torch.Size([2])
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +187,7 @@ def soft_cross_entropy(
     teacher_logprobs: torch.Tensor,
     lengths: torch.Tensor,
     temperature: float = 1.0,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Token-level soft cross-entropy ``−Σ_c p_T(c)·log q_T(c)``, temperature on both.
 
@@ -201,11 +202,13 @@ def soft_cross_entropy(
         Real tokens per utterance (labels + eos).
     temperature : float
         Softening of both distributions.
+    reduction : str
+        ``mean`` over each utterance's real tokens, or their ``sum``.
 
     Returns
     -------
     torch.Tensor
-        ``[batch]`` mean over real tokens (multiply by T² yourself).
+        ``[batch]`` mean (or sum) over real tokens (multiply by T² yourself).
 
     Example
     -------
@@ -223,8 +226,12 @@ def soft_cross_entropy(
     teacher_p = torch.softmax(teacher_logprobs[:, :tokens].float() / temperature, dim=-1)
     student_logp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     cross_entropy = -(teacher_p * student_logp).sum(dim=-1)
-    mask = length_mask(lengths, tokens)
-    return (cross_entropy * mask).sum(dim=1) / lengths.clamp(min=1)
+    sums = (cross_entropy * length_mask(lengths, tokens)).sum(dim=1)
+    if reduction == "sum":
+        return sums
+    if reduction != "mean":
+        raise ValueError(f"reduction must be mean or sum, got {reduction!r}")
+    return sums / lengths.clamp(min=1)
 
 
 def teacher_weights(strategy: str, error_rates: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -286,6 +293,45 @@ def strategy_weights(
             teacher_weights(strategy, att_error_rates, temperature))
 
 
+KD_NORMALISATIONS = ("tokens", "utterances")
+
+
+def attention_kd_loss(token_sums: torch.Tensor, lengths: torch.Tensor, weights: torch.Tensor,
+                      normalisation: str = "tokens") -> torch.Tensor:
+    """The batch's attention distillation loss from per-utterance sums over tokens.
+
+    Arguments
+    ---------
+    token_sums : torch.Tensor
+        ``[teachers, batch]`` soft cross-entropy summed over each utterance's tokens.
+    lengths : torch.Tensor
+        ``[batch]`` real tokens per utterance.
+    weights : torch.Tensor
+        ``[teachers, batch]`` teacher weights of the strategy.
+    normalisation : str
+        ``tokens`` (the original's ``nll_loss_kd``): the weighted sum over
+        all real tokens of the batch divided by their number, so that long
+        utterances weigh more; ``utterances``: a mean per utterance, then
+        over utterances.
+
+    Example
+    -------
+    The hand example of two utterances of 1 and 3 tokens, per-token soft-CE
+    teacher 1: 1 | 2, 2, 2 and teacher 2: 3 | 1, 1, 1, strategy *average*:
+
+    >>> sums, lengths = torch.tensor([[1.0, 6.0], [3.0, 3.0]]), torch.tensor([1, 3])
+    >>> average = torch.full((2, 2), 0.5)
+    >>> float(attention_kd_loss(sums, lengths, average)), float(attention_kd_loss(sums, lengths, average, "utterances"))
+    (1.625, 1.75)
+    """
+    weighted = combine_teachers(token_sums, weights)
+    if normalisation == "tokens":
+        return weighted.sum() / lengths.sum().clamp(min=1)
+    if normalisation == "utterances":
+        return (weighted / lengths.clamp(min=1)).mean()
+    raise ValueError(f"kd_normalisation must be one of {', '.join(KD_NORMALISATIONS)}, got {normalisation!r}")
+
+
 def combine_teachers(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted sum over teachers: ``[teachers, batch]`` → ``[batch]``."""
     if losses.shape != weights.shape:
@@ -325,14 +371,55 @@ def ctc_loss_sum(logprobs: torch.Tensor, frame_lengths: torch.Tensor, targets: t
                       blank=blank_index, reduction="sum", zero_infinity=True)
 
 
+def negative_count(tokens: int, num_negatives: int = 700) -> int:
+    """How many negatives ACD draws per token: ``num_negatives``, or
+    ``int(0.8·tokens)`` when the batch has no more tokens than that (the
+    original's rule).
+
+    Example
+    -------
+    >>> negative_count(1500, 700), negative_count(700, 700), negative_count(65, 700)
+    (700, 560, 52)
+    """
+    return int(num_negatives) if tokens > num_negatives else int(0.8 * tokens)
+
+
+def sample_negatives(tokens: int, count: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """For each of ``tokens`` anchors, ``count`` distinct indices drawn
+    uniformly from all ``tokens`` (the anchor's own index included, as in
+    the original, which then masks it).
+
+    Linear in ``tokens`` (``tokens × count`` indices): each row is a window
+    of ``count`` consecutive entries, at a random offset, of one random
+    permutation.  Every row is a uniformly random ``count``-subset, as the
+    original's ``multinomial`` without replacement over a ``tokens × tokens``
+    weight matrix gives; only the rows' joint draw differs, which leaves the
+    expected loss and gradient unchanged (the loss is a sum over rows).
+
+    Example
+    -------
+    >>> rows = sample_negatives(10, 4, torch.Generator().manual_seed(0))
+    >>> rows.shape, all(len(set(row)) == 4 for row in rows.tolist())
+    (torch.Size([10, 4]), True)
+    """
+    if not 0 <= count <= tokens:
+        raise ValueError(f"cannot draw {count} distinct negatives from {tokens} tokens")
+    order = torch.randperm(tokens, generator=generator)
+    offsets = torch.randint(tokens, (tokens, 1), generator=generator)
+    return order[(offsets + torch.arange(count)) % tokens]
+
+
 def acd_loss(student: torch.Tensor, teacher: torch.Tensor, num_negatives: int = 700, temperature: float = 0.02,
-             generator: torch.Generator = None) -> torch.Tensor:
+             generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Acoustic contrastive distillation: InfoNCE between CIF outputs and PLM features.
 
     For token ``i`` the positive is its own PLM feature ``t_i``; the negatives
-    are ``num_negatives`` PLM features sampled without replacement from the
-    other tokens of the batch (never ``t_i`` itself; all of them when there
-    are fewer).  Similarity is the cosine divided by ``temperature``::
+    are the PLM features of :func:`negative_count` tokens drawn without
+    replacement from all the batch's tokens (:func:`sample_negatives`); the
+    anchor's own index, when drawn, is masked out, while other occurrences of
+    the same token stay negatives (the original's ``remove_overlap_in_negs``).
+    Similarity is the cosine of L2-normalised vectors (eps 1e-6) divided by
+    ``temperature``::
 
         loss_i = −log softmax([cos(s_i, t_i), cos(s_i, t_n1), ...] / τ)[0]
 
@@ -345,7 +432,7 @@ def acd_loss(student: torch.Tensor, teacher: torch.Tensor, num_negatives: int = 
     num_negatives : int
     temperature : float
     generator : torch.Generator, optional
-        For the sampling of negatives.
+        For the sampling of negatives (CPU).
 
     Returns
     -------
@@ -354,25 +441,26 @@ def acd_loss(student: torch.Tensor, teacher: torch.Tensor, num_negatives: int = 
 
     Example
     -------
-    >>> t = torch.eye(3)
-    >>> float(acd_loss(10 * t, t, num_negatives=2, temperature=1.0)) == 3 * -torch.log_softmax(
-    ...     torch.tensor([1.0, 0.0, 0.0]), dim=0)[0].item()
+    >>> t = torch.eye(4)
+    >>> aligned, shuffled = acd_loss(10 * t, t, temperature=0.1), acd_loss(t.flip(0), t, temperature=0.1)
+    >>> bool(aligned < shuffled)
     True
     """
     if student.shape != teacher.shape or student.dim() != 2:
         raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must both be tokens × dim")
     tokens = student.shape[0]
-    if tokens < 2:
+    count = negative_count(tokens, num_negatives)
+    if count == 0:
         return student.sum() * 0.0  # no negatives: nothing to contrast (keeps the graph)
-    k = min(int(num_negatives), tokens - 1)
-    # Random keys with self set to +inf: the k smallest are a uniform sample of the others.
-    keys = torch.rand(tokens, tokens, generator=generator).to(student.device)
-    keys.fill_diagonal_(float("inf"))
-    negatives = keys.topk(k, dim=1, largest=False).indices  # M × k
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher.float(), dim=-1)
+    negatives = sample_negatives(tokens, count, generator).to(student.device)  # M × k
+    s = F.normalize(student.float(), dim=-1, eps=1e-6)
+    t = F.normalize(teacher.float(), dim=-1, eps=1e-6)
     positive = (s * t).sum(-1, keepdim=True)  # M × 1
-    negative = torch.einsum("md,mkd->mk", s, t[negatives])
+    # All cosines in one M × M product, then the sampled ones: M² floats,
+    # where gathering the sampled features first would hold M × k × D.
+    negative = (s @ t.T).gather(1, negatives)
+    anchors = torch.arange(tokens, device=student.device)[:, None]
+    negative = negative.masked_fill(negatives == anchors, float("-inf"))
     logits = torch.cat([positive, negative], dim=1) / temperature
     return -torch.log_softmax(logits, dim=1)[:, 0].sum()
 

@@ -111,7 +111,8 @@ class CIFOutputs:
     frame_lengths: torch.Tensor   # encoder frames per utterance (absolute)
     cif: CIFOutput                # teacher-forced: weights scaled to the targets
     logits: torch.Tensor          # B × (tokens + eos) × vocab
-    states: torch.Tensor          # decoder states before the output projection
+    states: torch.Tensor          # decoder states before c_i is joined
+    final_states: torch.Tensor    # the output bottleneck over [state; c_i] (the paper's "final state")
     target_lengths: torch.Tensor  # tokens + eos
 
 
@@ -152,9 +153,10 @@ class CIFModel(torch.nn.Module):
         frame_lengths = torch.round(wav_lens * encoded.shape[1]).long().clamp(1, encoded.shape[1])
         ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1)
         cif = self.cif(encoded, wav_lens, target_lengths)
-        logits, states = self.dec(tokens_bos, cif.fired, target_lengths)
+        decoded = self.dec(tokens_bos, cif.fired, target_lengths)
         return CIFOutputs(encoded=encoded, ctc_logprobs=ctc_logprobs, frame_lengths=frame_lengths, cif=cif,
-                          logits=logits, states=states, target_lengths=target_lengths)
+                          logits=decoded.logits, states=decoded.states, final_states=decoded.final_states,
+                          target_lengths=target_lengths)
 
     def decode(self, encoded: torch.Tensor, wav_lens: torch.Tensor, tokenizer, beam_size: int = 1,
                lm: Optional[torch.nn.Module] = None, lm_weight: float = 0.0) -> Tuple[List[List[int]], CIFOutput]:

@@ -15,25 +15,55 @@ def decoder():
 def test_step_i_reads_previous_token_and_previous_fire_and_predicts_with_fire_i(decoder):
     tokens = torch.tensor([[BOS, 4, 5, 6]])
     fired = torch.randn(1, 4, 6)
-    logits, states = decoder(tokens, fired)
+    logits, states, final_states = decoder(tokens, fired)
     # Changing fire 2 changes step 2 (output uses c_2) and later steps (input uses c_2 at step 3), not 0 and 1.
     changed = fired.clone()
     changed[0, 2] += 1.0
-    logits2, states2 = decoder(tokens, changed)
+    logits2, states2, final_states2 = decoder(tokens, changed)
     assert torch.allclose(logits[0, :2], logits2[0, :2], atol=1e-6)
     assert not torch.allclose(logits[0, 2], logits2[0, 2])
     assert torch.allclose(states[0, :3], states2[0, :3], atol=1e-6)  # the state at step 2 has not seen c_2
     assert not torch.allclose(states[0, 3], states2[0, 3])
+    # The final state (after c_i is joined) at step 2 has seen c_2.
+    assert torch.allclose(final_states[0, :2], final_states2[0, :2], atol=1e-6)
+    assert not torch.allclose(final_states[0, 2], final_states2[0, 2])
     # Causal: changing token 3 (the input of step 3) leaves steps 0-2 alone.
-    logits3, _ = decoder(torch.tensor([[BOS, 4, 5, 7]]), fired)
+    logits3 = decoder(torch.tensor([[BOS, 4, 5, 7]]), fired).logits
     assert torch.allclose(logits[0, :3], logits3[0, :3], atol=1e-6)
+
+
+def test_the_original_decoder_structure():
+    """fairseq CIF-HieraDist: input projection without bias, √e-scaled embeddings
+    of std 1/√e, output bottleneck [state; c] → d without bias, then d → V without bias."""
+    torch.manual_seed(0)
+    decoder = CIFDecoder(vocab_size=50, cif_size=6, d_model=16, num_layers=1, nhead=2, d_ffn=32, embedding_size=64,
+                         output_dim=12, dropout=0.0).eval()
+    assert decoder.input_proj.bias is None and decoder.input_proj.in_features == 64 + 6
+    assert decoder.bottleneck.bias is None
+    assert (decoder.bottleneck.in_features, decoder.bottleneck.out_features) == (16 + 6, 12)
+    assert decoder.output_proj.bias is None and decoder.output_proj.in_features == 12
+    assert decoder.embedding_scale == pytest.approx(8.0)
+    assert float(decoder.embedding.weight.detach().std()) == pytest.approx(64**-0.5, rel=0.05)
+    # The logits are the output layer applied to the final states, which are the
+    # bottleneck of [LayerNorm(state); c_i].
+    tokens, fired = torch.tensor([[BOS, 4, 5]]), torch.randn(1, 3, 6)
+    out = decoder(tokens, fired)
+    assert torch.allclose(out.final_states, decoder.bottleneck(torch.cat([out.states, fired], -1)), atol=1e-6)
+    assert torch.allclose(out.logits, decoder.output_proj(out.final_states), atol=1e-6)
+    # The embedding enters scaled by √e: the same as an unscaled embedding with 8× the weights.
+    scaled = CIFDecoder(vocab_size=50, cif_size=6, d_model=16, num_layers=1, nhead=2, d_ffn=32, embedding_size=64,
+                        output_dim=12, dropout=0.0).eval()
+    scaled.load_state_dict(decoder.state_dict())
+    scaled.embedding.weight.data *= 8.0
+    scaled.embedding_scale = 1.0
+    assert torch.allclose(scaled(tokens, fired).logits, out.logits, atol=1e-5)
 
 
 def test_padding_does_not_change_valid_steps(decoder):
     fired = torch.randn(2, 5, 6)
     tokens = torch.tensor([[BOS, 3, 4, 5, 6], [BOS, 7, 8, 0, 0]])
-    logits, _ = decoder(tokens, fired, torch.tensor([5, 3]))
-    alone, _ = decoder(tokens[1:, :3], fired[1:, :3])
+    logits = decoder(tokens, fired, torch.tensor([5, 3])).logits
+    alone = decoder(tokens[1:, :3], fired[1:, :3]).logits
     assert torch.allclose(logits[1, :3], alone[0], atol=1e-5)
     with pytest.raises(ValueError, match="CIF outputs"):
         decoder(tokens, fired[:, :2])
@@ -42,7 +72,7 @@ def test_padding_does_not_change_valid_steps(decoder):
 def greedy_reference(decoder, fired, length):
     tokens = [BOS]
     for step in range(length):
-        logits, _ = decoder(torch.tensor([tokens]), fired[None, : step + 1])
+        logits = decoder(torch.tensor([tokens]), fired[None, : step + 1]).logits
         scores = logits[0, -1].clone()
         scores[[BLANK, BOS]] = float("-inf")
         if step < length - 1:
@@ -68,7 +98,7 @@ def sequence_score(decoder, fired, tokens, length):
     for step, token in enumerate(tokens + [EOS]):
         if step >= length:
             break
-        logits, _ = decoder(torch.tensor([prefix]), fired[None, : step + 1])
+        logits = decoder(torch.tensor([prefix]), fired[None, : step + 1]).logits
         logprobs = torch.log_softmax(logits[0, -1], dim=-1)
         total += float(logprobs[token])
         prefix.append(token)
@@ -106,18 +136,23 @@ def test_shallow_fusion_adds_the_weighted_lm_score(decoder):
     assert plain != fused
 
 
+class EagerToStop(torch.nn.Module):
+    """The decoder with +50 on the <eos> logit."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens, fired, lengths=None):
+        out = self.decoder(tokens, fired, lengths)
+        return out._replace(logits=out.logits + 50.0 * torch.nn.functional.one_hot(torch.tensor(EOS), 9))
+
+
 def test_eos_only_at_the_last_fire_even_when_the_decoder_prefers_it(decoder):
     torch.manual_seed(3)
     fired = torch.randn(2, 12, 6)
     lengths = torch.tensor([12, 7])
-    bias = decoder.output_proj.bias
-    original = bias.detach().clone()
-    with torch.no_grad():
-        bias[EOS] += 50.0  # a decoder that would stop at once
-    try:
-        for beam in (1, 3):
-            hyps = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=beam, blocked=[BLANK, BOS])
-            assert [len(h) for h in hyps] == [11, 6]  # one token per fire, <eos> at the last
-    finally:
-        with torch.no_grad():
-            bias.copy_(original)
+    eager = EagerToStop(decoder)  # a decoder that would stop at once
+    for beam in (1, 3):
+        hyps = cif_beam_search(eager, fired, lengths, BOS, EOS, beam_size=beam, blocked=[BLANK, BOS])
+        assert [len(h) for h in hyps] == [11, 6]  # one token per fire, <eos> at the last

@@ -1,8 +1,12 @@
 """End to end on the tiny corpus: the CIF baseline, PLM features, ACD/LRD/HieraDist, the LM, CIFASR."""
 
+import glob
+import json
 import os
 
+import numpy as np
 import pytest
+import torch
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.utils.data_utils import batch_pad_right
 
@@ -13,7 +17,7 @@ from tests.plm_fixtures import tiny_plm_folder
 
 SMALL_MODEL = ["--d_model=32", "--encoder_layers=2", "--pool_after=[1, 2]", "--encoder_heads=2", "--encoder_ffn=64",
                "--frontend_channels=4", "--cif_conv_channels=32", "--decoder_layers=1", "--decoder_heads=2",
-               "--decoder_ffn=64", "--beam_size=2", "--n_mels=40", "--batch_size=4", "--lm_hidden_size=32",
+               "--decoder_ffn=64", "--decoder_output_dim=32", "--beam_size=2", "--n_mels=40", "--batch_size=4", "--lm_hidden_size=32",
                "--lm_embedding_size=16"]
 FAST = ["--debug", "--debug_batches=2", "--debug_epochs=1", "--number_of_epochs=1", "--lm_epochs=1"]
 
@@ -212,3 +216,73 @@ def test_inference_overrides_are_range_checked(run):
 
     with pytest.raises(HparamsError, match="CIFASR hyperparameters: beam_size = 0: must be an integer >= 1"):
         load(run["baseline"]["model_dir"], beam_size=0)
+
+
+def _elsewhere(data, folder):
+    """The run's data arguments with the outputs in ``folder``."""
+    return [arg for arg in data if not arg.startswith("--output_root")] + [f"--output_root={folder}"]
+
+
+def _history(model_dir):
+    with open(os.path.join(os.path.dirname(model_dir), "history.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_the_last_checkpoints_are_averaged_for_test_and_export(run, tmp_path):
+    """average_checkpoints: 2 over 3 epochs: what is exported (and scored) is the
+    mean of the last two checkpoints' weights; batches by duration."""
+    result = run["recipes"].train_cif(["hparams/synth/cif.yaml", *_elsewhere(run["data"], tmp_path), *SMALL_MODEL, "--debug",
+                                       "--debug_batches=2", "--debug_epochs=3", "--number_of_epochs=3",
+                                       "--average_checkpoints=2", "--train_sorting=random",
+                                       "--dynamic_batching={max_batch_length: 6, num_buckets: 2}", "--lm_epochs=1"])
+    folder = os.path.dirname(result["model_dir"])
+    with open(os.path.join(folder, "averaged", "AVERAGED.txt")) as handle:
+        averaged = handle.read().split()
+    assert len(averaged) == 2 and all(os.path.isdir(path) for path in averaged)
+    # (--debug keeps the checkpoints in a temporary folder)
+    checkpoints = sorted(glob.glob(os.path.join(os.path.dirname(averaged[0]), "CKPT+*")))
+    assert len(checkpoints) in (2, 3)  # the last two, and the best if it is older
+    assert sorted(averaged) == checkpoints[-2:]  # the two most recent
+    states = [torch.load(os.path.join(path, "model.ckpt")) for path in averaged]
+    exported = torch.load(os.path.join(result["model_dir"], "model.ckpt"))
+    for name, value in exported.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (states[0][name] + states[1][name]) / 2, atol=1e-6), name
+    with open(os.path.join(result["model_dir"], "info.json")) as handle:
+        assert json.load(handle)["averaged_checkpoints"] == 2
+
+
+def test_each_term_and_its_encoder_gradient_norm_are_logged(run, tmp_path):
+    result = run["recipes"].train_cif_kd(["hparams/synth/cif_kd.yaml", "--distillation=hieradist",
+                                          f"--teacher_store={run['store']}", *_elsewhere(run["data"], tmp_path),
+                                          *SMALL_MODEL, *FAST, "--grad_norm_every=1"])
+    sampled = [entry for entry in _history(result["model_dir"]) if "update" in entry]
+    assert [entry["update"] for entry in sampled] == [0, 1]
+    for entry in sampled:
+        for term in ("ce", "quantity", "ctc", "acd", "lrd"):
+            assert entry[f"grad_norm_{term}"] > 0 and np.isfinite(entry[f"loss_{term}"])
+    epochs = [entry for entry in _history(result["model_dir"]) if "update" not in entry]
+    assert len(epochs) == 1 and "valid_error_rate" in epochs[0]
+
+
+def test_distillation_weights_ramp_and_lrd_reads_the_chosen_state():
+    from types import SimpleNamespace
+
+    from hieradist_lobes.brains import HieraDistBrain
+
+    projections = {"acd_proj": torch.nn.Linear(2, 3), "lrd_proj": torch.nn.Linear(2, 3)}
+    hparams = {"distillation": "hieradist", "quantity_weight": 1.0, "ctc_weight": 0.5, "acd_weight": 1.0,
+               "lrd_weight": 0.01, "kd_ramp_updates": 100, **projections}
+    brain = HieraDistBrain(modules={"lin": torch.nn.Linear(2, 2)}, hparams=hparams, run_opts={"device": "cpu"})
+    for update, factor in [(0, 0.0), (25, 0.25), (100, 1.0), (5000, 1.0)]:
+        brain.optimizer_step = update
+        weights = brain.loss_weights()
+        assert weights["acd"] == pytest.approx(factor) and weights["lrd"] == pytest.approx(0.01 * factor)
+        assert weights["ce"] == 1.0 and weights["ctc"] == 0.5
+    with pytest.raises(ValueError, match="lrd_state"):
+        HieraDistBrain(modules={}, hparams={**hparams, "lrd_state": "middle"}, run_opts={"device": "cpu"})
+    # final (default): the decoder's bottleneck output; decoder: the state before c_i.
+    outputs = SimpleNamespace(states=torch.zeros(1, 2, 2), final_states=torch.ones(1, 2, 2))
+    assert brain.lrd_states(outputs) is outputs.final_states
+    brain = HieraDistBrain(modules={}, hparams={**hparams, "lrd_state": "decoder"}, run_opts={"device": "cpu"})
+    assert brain.lrd_states(outputs) is outputs.states

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from hieradist_lobes.hparams import HparamsError, load_hparams, resolve_chain, resolved_subtree
 
@@ -134,6 +135,46 @@ def test_aishell1_cif_yaml_is_the_papers_configuration():
     assert kd["acd_proj"].w.out_features == 768 == kd["lrd_proj"].w.out_features
     features = load_hparams("hparams/aishell1/cif_plm_features.yaml", paths).hparams
     assert features["store_path"].endswith("plm_store") and features["plm_layer"] == -1
+
+
+def test_aishell1_cif_yaml_is_the_papers_run_as_the_original_code_ran_it():
+    """What the fairseq run scripts set (spec: "Checked against the original code")."""
+    from hieradist_lobes.schedules import HoldingTriStageLRSchedule
+
+    paths = "data_folder: /corpora/aishell\nplm_path: /models/bert-base-chinese"
+    hparams = load_hparams("hparams/aishell1/cif_kd.yaml", paths).hparams
+    model = hparams["model"]["asr_model"]
+    # Dropout 0.2 in the CIF weight predictor and the decoder (--conv-cif-dropout, --decoder-dropout).
+    assert hparams["cif_dropout"] == 0.2 == model.cif.dropout.p
+    assert hparams["decoder_dropout"] == 0.2 == model.dec.dropout.p == model.dec.layers[0].dropout.p
+    # The decoder's output bottleneck [state; c] 512 -> 256 -> 4234, no biases; no-bias input projection.
+    dec = model.dec
+    assert (dec.bottleneck.in_features, dec.bottleneck.out_features, dec.output_proj.in_features) == (512, 256, 256)
+    assert dec.bottleneck.bias is None and dec.output_proj.bias is None and dec.input_proj.bias is None
+    assert dec.embedding_scale == 16.0
+    # Decoding: tail threshold 0.4 (run_infer.sh); the mean of the last 10 checkpoints.
+    assert hparams["tail_threshold"] == 0.4 == model.cif.tail_threshold
+    assert hparams["average_checkpoints"] == 10
+    # Batches of about 30k frames (300 s at 100 frames/s) per GPU, stopped at 240k updates.
+    assert hparams["dynamic_batching"]["max_batch_length"] == 300 and hparams["train_sorting"] == "random"
+    assert hparams["optimizer_step_limit"] == 240000
+    # fairseq's tri_stage: from 0.01 of the peak, down to 0.01 of it, and held there.
+    scheduler = hparams["lr_scheduler"]
+    assert isinstance(scheduler, HoldingTriStageLRSchedule)
+    assert (scheduler.init_lr_scale, scheduler.final_lr_scale) == (0.01, 0.01)
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    for update in (240000, 250000, 400000):
+        scheduler(optimizer, update)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0003 * 0.01)
+    # HieraDist: LRD on the final state, 700 negatives by the original's rule, no ramp of the weights.
+    assert (hparams["lrd_state"], hparams["acd_negatives"], hparams["kd_ramp_updates"]) == ("final", 700, 0)
+    assert hparams["lrd_proj"].w.in_features == 256
+
+
+def test_multi_teacher_kd_defaults_are_the_originals():
+    kd = load_hparams("hparams/timit/train_kd.yaml", "data_folder: /corpora/TIMIT").hparams
+    assert (kd["kd_normalisation"], kd["average_checkpoints"], kd["kd_ramp_updates"]) == ("tokens", 1, 0)
+    assert kd["dynamic_batching"] is None
 
 
 def test_synth_cif_distillation_is_one_override():

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from hieradist_lobes.losses import (
     align_frames,
+    attention_kd_loss,
     combine_teachers,
     ctc_pseudo_label_loss,
     frame_kl_loss,
@@ -149,7 +150,14 @@ def test_combine_teachers():
 
 # ---- CIF model and HieraDist losses ----
 
-from hieradist_lobes.losses import acd_loss, ctc_loss_sum, lrd_loss, sequence_cross_entropy  # noqa: E402
+from hieradist_lobes.losses import (  # noqa: E402
+    acd_loss,
+    ctc_loss_sum,
+    lrd_loss,
+    negative_count,
+    sample_negatives,
+    sequence_cross_entropy,
+)
 
 
 def test_sequence_cross_entropy_sums_valid_tokens_with_smoothing():
@@ -177,38 +185,71 @@ def test_ctc_loss_sum_is_the_sum_of_per_utterance_losses():
     assert ctc_loss_sum(logprobs[1:], torch.tensor([2]), targets[1:], target_lengths[1:]).item() == 0.0
 
 
-def test_acd_loss_matches_a_hand_computed_infonce_with_all_negatives():
-    student = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
-    teacher = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    temperature = 0.5
-    s = student / student.norm(dim=1, keepdim=True)
-    t = teacher / teacher.norm(dim=1, keepdim=True)
-    expected = 0.0
-    for i in range(3):
-        positive = float(s[i] @ t[i]) / temperature
-        negatives = [float(s[i] @ t[j]) / temperature for j in range(3) if j != i]
-        expected += -positive + math.log(sum(math.exp(x) for x in [positive] + negatives))
-    # With 2 negatives and 3 tokens, every other token is a negative: no randomness left.
-    assert acd_loss(student, teacher, num_negatives=700, temperature=temperature).item() == pytest.approx(expected,
-                                                                                                         rel=1e-5)
+def reference_acd(student, teacher, negatives, temperature):
+    """The original's ACD written plainly: per anchor, its sampled negatives, the anchor itself masked."""
+    s = torch.nn.functional.normalize(student, dim=-1, eps=1e-6)
+    t = torch.nn.functional.normalize(teacher, dim=-1, eps=1e-6)
+    total = 0.0
+    for i in range(len(s)):
+        logits = [float(s[i] @ t[i]) / temperature]
+        logits += [float(s[i] @ t[j]) / temperature for j in negatives[i].tolist() if j != i]
+        total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
+    return total
 
 
-def test_acd_negatives_are_sampled_without_self():
-    # The positive is orthogonal to everything else; if self were among the
-    # negatives, its logit would appear twice and the loss would rise.
-    torch.manual_seed(0)
-    teacher = torch.eye(6)
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 50), st.integers(0, 2**16))
+def test_acd_loss_is_the_original_infonce_on_the_sampled_negatives(tokens, num_negatives, seed):
+    torch.manual_seed(seed)
+    student, teacher = torch.randn(tokens, 5), torch.randn(tokens, 5)
+    count = negative_count(tokens, num_negatives)
+    negatives = sample_negatives(tokens, count, torch.Generator().manual_seed(seed))
+    expected = reference_acd(student, teacher, negatives, 0.5)
+    loss = acd_loss(student, teacher, num_negatives, 0.5, generator=torch.Generator().manual_seed(seed))
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_acd_count_rule_is_the_originals():
+    assert negative_count(701, 700) == 700 and negative_count(5000, 700) == 700
+    assert negative_count(700, 700) == 560 and negative_count(65, 700) == 52 and negative_count(1, 700) == 0
+
+
+def test_acd_negatives_are_uniform_distinct_and_include_the_anchor_as_often_as_any_token():
+    tokens, count, draws = 10, 4, 20000
+    generator = torch.Generator().manual_seed(0)
+    hits = torch.zeros(tokens, tokens)
+    for _ in range(draws // tokens):
+        rows = sample_negatives(tokens, count, generator)
+        assert all(len(set(row)) == count for row in rows.tolist())
+        hits.scatter_add_(1, rows, torch.ones_like(rows, dtype=torch.float))
+    # Each index appears in a row's sample with probability count/tokens, the anchor too.
+    expected = (draws // tokens) * count / tokens
+    assert torch.allclose(hits, torch.full_like(hits, expected), rtol=0.15)
+    with pytest.raises(ValueError, match="distinct"):
+        sample_negatives(3, 4)
+
+
+def test_acd_anchor_is_masked_but_repeats_of_its_token_stay_negatives():
+    # Token 0 and 1 carry the same PLM feature (the same word twice): 1 is a
+    # negative of 0 (not removed, as in the original), 0 itself is not.
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
     student = teacher.clone()
-    for _ in range(5):
-        loss = acd_loss(student, teacher, num_negatives=2, temperature=1.0)
-        one = -torch.log_softmax(torch.tensor([1.0, 0.0, 0.0]), dim=0)[0].item()
-        assert loss.item() == pytest.approx(6 * one, rel=1e-6)
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        negatives = sample_negatives(5, negative_count(5, 700), torch.Generator().manual_seed(seed))
+        expected = reference_acd(student, teacher, negatives, 1.0)
+        assert acd_loss(student, teacher, 700, 1.0, generator=generator).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_acd_sampling_is_linear_in_the_batch_tokens():
+    """No tokens × tokens key matrix: the sampled indices are tokens × 700 at any batch size."""
+    assert sample_negatives(20000, negative_count(20000, 700)).shape == (20000, 700)
 
 
 def test_acd_loss_gradients_reach_the_student_only_through_its_input():
     student = torch.randn(5, 4, requires_grad=True)
     teacher = torch.randn(5, 4)
-    acd_loss(student, teacher, num_negatives=3).backward()
+    acd_loss(student, teacher, num_negatives=3, temperature=1.0).backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
     with pytest.raises(ValueError, match="tokens × dim"):
         acd_loss(torch.randn(5, 4), torch.randn(5, 3))
@@ -221,3 +262,44 @@ def test_lrd_loss_is_the_summed_squared_error():
     assert lrd_loss(student, teacher).item() == pytest.approx(4 + 9 + 1 + 1)
     with pytest.raises(ValueError, match="differ in shape"):
         lrd_loss(student, teacher[:1])
+
+
+def test_attention_kd_is_token_weighted_as_the_original_hand_example():
+    """The spec's example: utterances of 1 and 3 tokens; per-token soft-CE
+    teacher 1: 1 | 2,2,2 and teacher 2: 3 | 1,1,1. *average*: (7/4 + 6/4)/2."""
+    sums, lengths = torch.tensor([[1.0, 6.0], [3.0, 3.0]]), torch.tensor([1, 3])
+    average = teacher_weights("average", torch.zeros(2, 2))
+    assert float(attention_kd_loss(sums, lengths, average)) == pytest.approx(1.625)
+    assert float(attention_kd_loss(sums, lengths, average, "utterances")) == pytest.approx(1.75)
+    with pytest.raises(ValueError, match="kd_normalisation"):
+        attention_kd_loss(sums, lengths, average, "frames")
+
+
+def original_nll_loss_kd(student_logprobs, teacher_probs, lengths):
+    """SpeechBrain v0.5.16's nll_loss_kd: every real token of the batch, one mean."""
+    total, count = 0.0, 0
+    for b, length in enumerate(lengths.tolist()):
+        for i in range(length):
+            total += float(-(teacher_probs[b, i] * student_logprobs[b, i]).sum())
+            count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("strategy", ["average", "best", "weighted"])
+def test_attention_kd_matches_the_original_recipe_per_strategy(strategy):
+    torch.manual_seed(0)
+    student = torch.randn(3, 5, 6)
+    teachers = torch.log_softmax(torch.randn(2, 3, 5, 6), dim=-1)
+    lengths = torch.tensor([5, 2, 3])
+    rates = torch.tensor([[10.0, 40.0, 20.0], [30.0, 5.0, 25.0]])
+    sums = torch.stack([soft_cross_entropy(student, teachers[k], lengths, reduction="sum") for k in range(2)])
+    _, weights = strategy_weights(strategy, rates, rates)
+    ours = float(attention_kd_loss(sums, lengths, weights))
+    student_logprobs = torch.log_softmax(student, -1)
+    if strategy == "best":  # the original gathers each utterance's best teacher, then one nll_loss_kd
+        chosen = torch.stack([teachers[int(rates[:, b].argmin()), b] for b in range(3)]).exp()
+        expected = original_nll_loss_kd(student_logprobs, chosen, lengths)
+    else:  # a weighted sum of the teachers' nll_loss_kd
+        expected = sum(float(weights[k, 0]) * original_nll_loss_kd(student_logprobs, teachers[k].exp(), lengths)
+                       for k in range(2))
+    assert ours == pytest.approx(expected, rel=1e-5)

@@ -75,6 +75,7 @@ def test_cif_teacher_forced_pass_scales_fires_to_the_targets():
     with torch.no_grad():
         out = model(wavs, wav_lens, tokens_bos, target_lengths)
     assert out.logits.shape == (2, 4, VOCAB) and out.states.shape == (2, 4, 16)
+    assert out.final_states.shape == (2, 4, 16)
     assert out.cif.fired_lengths.tolist() == [4, 2]
     assert torch.allclose(out.ctc_logprobs.exp().sum(-1), torch.ones(out.ctc_logprobs.shape[:2]), atol=1e-5)
     assert int(out.frame_lengths[0]) == out.encoded.shape[1]

@@ -307,3 +307,25 @@ def test_torchrun_distillation_with_shuffled_data(run, torchrun):
                                                  *run["data"], *run["fast"]])
     assert "model folder" in completed.stdout
     assert os.path.isfile(os.path.join(run["results"], "ddp", "model", "model.ckpt"))
+
+
+def test_a_teacher_can_be_the_mean_of_its_last_checkpoints(run, tmp_path):
+    import json
+
+    import torch
+
+    data = [arg for arg in run["data"] if not arg.startswith("--output_root")] + [f"--output_root={tmp_path}"]
+    result = run["recipes"].train_teacher(["hparams/synth/asr.yaml", *data, "--debug", "--debug_batches=2",
+                                           "--debug_epochs=3", "--number_of_epochs=3", "--average_checkpoints=2"])
+    folder = os.path.dirname(result["model_dir"])
+    with open(os.path.join(folder, "averaged", "AVERAGED.txt")) as handle:
+        averaged = handle.read().split()
+    states = [torch.load(os.path.join(path, "model.ckpt")) for path in averaged]
+    exported = torch.load(os.path.join(result["model_dir"], "model.ckpt"))
+    assert len(states) == 2
+    for name, value in exported.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (states[0][name] + states[1][name]) / 2, atol=1e-6), name
+    with open(os.path.join(result["model_dir"], "info.json")) as handle:
+        assert json.load(handle)["averaged_checkpoints"] == 2
+    assert _transcribe(result["model_dir"], read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"])

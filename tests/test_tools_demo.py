@@ -79,3 +79,29 @@ def test_token_error_rate_counts_edits_over_reference_tokens(tmp_path):
                           transcribe_batch=lambda wavs, lens: (None, hyps[: len(wavs)]))
     rate = demo.token_error_rate(asr, rows, lambda text: text.lower().split(), batch_size=16)
     assert rate == round(100 * 2 / 5, 2)
+
+
+def test_seeds_give_means_and_standard_deviations_in_table_and_chart(tmp_path):
+    summary = _summary(tmp_path)
+    runs = {}
+    for seed, rate in [(1, 8.0), (2, 9.0), (3, 13.0)]:
+        runs[str(seed)] = {"valid_error_rate": rate + 1, "test_error_rate": rate, "params": 1000,
+                           "model_dir": summary["systems"]["student_best"]["model_dir"]}
+    entry = demo.seed_statistics(runs)
+    assert entry["seeds"] == [1, 2, 3] and entry["test_error_rate_mean"] == 10.0 == entry["test_error_rate"]
+    assert entry["test_error_rate_std"] == 2.65 and entry["valid_error_rate_std"] == 2.65
+    assert "test_error_rate_lm_mean" not in entry  # no run was scored with the LM
+    summary["systems"]["student_weighted"] = {"kind": "student", "strategy": "weighted", **entry}
+    summary["seeds"] = [1, 2, 3]
+    row = next(line for line in format_table(summary).splitlines() if line.startswith("student_weighted"))
+    assert "10.00 ± 2.65" in row and " 3 " in row
+    # The chart reads the sampled gradient norms next to the epochs.
+    with open(tmp_path / "student_best" / "history.jsonl", "a") as handle:
+        for update in (0, 50, 100):
+            handle.write(json.dumps({"update": update, "epoch": 1, "loss_kd_seq": 1.0, "grad_norm_kd_seq": 3.0 + update,
+                                     "loss_ctc": 0.5, "grad_norm_ctc": 2.0}) + "\n")
+    assert [e["update"] for e in read_history(summary["systems"]["student_best"]["model_dir"], sampled=True)] == [
+        0, 50, 100]
+    assert all("update" not in e for e in read_history(summary["systems"]["student_best"]["model_dir"]))
+    plot_summary(summary, str(tmp_path), str(tmp_path / "summary.png"))
+    assert os.path.getsize(tmp_path / "summary.png") > 10000

@@ -32,6 +32,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -60,62 +61,85 @@ TEACHER_YAML = {"tea0": "asr.yaml", "tea1": "tea1.yaml", "tea2": "tea2.yaml"}
 STRATEGIES = ("average", "best", "weighted")
 CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
 PARTS = ("kd", "cif")
+DEFAULT_SEED = 1234  # the YAMLs' seed
 # ``--quick`` (what ``make demo`` runs): the whole demo within 30 minutes on 2 CPU cores.
 QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 3
 
 
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
              extra: Sequence[str] = (), parts: Sequence[str] = PARTS, cif_epochs: Optional[int] = None,
-             lm_weight: float = 0.2) -> Dict[str, object]:
-    """Run every step of ``parts``; return the summary (also written to ``summary.json``)."""
+             lm_weight: float = 0.2, seeds: Sequence[int] = (DEFAULT_SEED,),
+             store_top_k: Optional[int] = None) -> Dict[str, object]:
+    """Run every step of ``parts``; return the summary (also written to ``summary.json``).
+
+    Teachers and stores are trained once; every student and CIF system once
+    per seed of ``seeds`` (folders ``<name>_s<seed>`` when there are several),
+    and its summary entry carries each run and the mean and standard
+    deviation over seeds. ``store_top_k``: also store the teachers' top-k
+    outputs and distil ``student_weighted_top<k>`` from them, to compare
+    with the full store.
+    """
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
         raise ValueError(f"unknown demo part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    begin = time.time()
     os.makedirs(output_folder, exist_ok=True)
     data = [f"--data_folder={data_folder}", f"--corpus_size={corpus_size}", f"--output_root={output_folder}"]
     common = [*data, *([f"--number_of_epochs={epochs}"] if epochs else []), *extra]
     systems: Dict[str, Dict[str, object]] = {}
     timings: Dict[str, float] = {}
-    summary: Dict[str, object] = {"systems": systems, "seconds": timings}
+    summary: Dict[str, object] = {"systems": systems, "seconds": timings, "seeds": list(seeds)}
 
     train_teacher, train_kd = recipe("multi_teacher_kd/train_teacher.py"), recipe("multi_teacher_kd/train_kd.py")
     save_teachers = recipe("multi_teacher_kd/save_teachers.py")
     train_cif, train_cif_kd = recipe("cif_hieradist/train.py"), recipe("cif_hieradist/train_kd.py")
     save_plm_features, train_lm = recipe("cif_hieradist/save_plm_features.py"), recipe("cif_hieradist/train_lm.py")
 
-    def train(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable, argv: List[str]) -> None:
+    def timed(name: str, main: Callable, argv: List[str]):
         start = time.time()
         result = main(argv)
         timings[name] = round(time.time() - start, 1)
-        systems[name] = {"kind": kind, **method, **result}
+        return result
+
+    def train(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable, argv: List[str]) -> None:
+        systems[name] = {"kind": kind, **method, **timed(name, main, argv)}
+
+    def train_seeds(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable,
+                    argv: List[str]) -> None:
+        runs = {}
+        for seed in seeds:
+            folder = name if len(seeds) == 1 else f"{name}_s{seed}"
+            runs[str(seed)] = timed(folder, main, [*argv, f"--seed={seed}", f"--experiment_name={folder}"])
+        systems[name] = {"kind": kind, **method, **seed_statistics(runs)}
 
     if "kd" in parts:
         for teacher in TEACHERS:
             train(teacher, "teacher", {"strategy": None}, train_teacher, [synth_yaml(TEACHER_YAML[teacher]), *common])
-        start = time.time()
-        store = save_teachers([synth_yaml("save_teachers.yaml"), *common_without_epochs(common)])
-        timings["save_teachers"] = round(time.time() - start, 1)
+        store = timed("save_teachers", save_teachers, [synth_yaml("save_teachers.yaml"), *without_epochs(common)])
         summary["teacher_store"] = os.path.abspath(store)
-        train("student_baseline", "student", {"strategy": None}, train_teacher,
-              [synth_yaml("student.yaml"), "--experiment_name=student_baseline", *common])
+        train_seeds("student_baseline", "student", {"strategy": None}, train_teacher,
+                    [synth_yaml("student.yaml"), *common])
         for strategy in STRATEGIES:
-            train(f"student_{strategy}", "student", {"strategy": strategy}, train_kd,
-                  [synth_yaml("train_kd.yaml"), f"--strategy={strategy}", *common])
+            train_seeds(f"student_{strategy}", "student", {"strategy": strategy}, train_kd,
+                        [synth_yaml("train_kd.yaml"), f"--strategy={strategy}", *common])
+        if store_top_k:
+            top_k = timed("save_teachers_top_k", save_teachers,
+                          [synth_yaml("save_teachers.yaml"), *without_epochs(common), f"--store_top_k={store_top_k}",
+                           f"--store_path={os.path.join(output_folder, f'teacher_store_top{store_top_k}')}"])
+            summary["teacher_store_top_k"] = os.path.abspath(top_k)
+            train_seeds(f"student_weighted_top{store_top_k}", "student", {"strategy": "weighted"}, train_kd,
+                        [synth_yaml("train_kd.yaml"), "--strategy=weighted", f"--teacher_store={top_k}", *common])
 
     if "cif" in parts:
         cif_common = [*data, *([f"--number_of_epochs={cif_epochs}"] if cif_epochs else []), *extra]
-        train("cif", "cif", {"distillation": "none"}, train_cif, [synth_yaml("cif.yaml"), *cif_common])
-        start = time.time()
-        store = save_plm_features([synth_yaml("cif_plm_features.yaml"), *common_without_epochs(cif_common)])
-        timings["save_plm_features"] = round(time.time() - start, 1)
+        train_seeds("cif", "cif", {"distillation": "none"}, train_cif, [synth_yaml("cif.yaml"), *cif_common])
+        store = timed("save_plm_features", save_plm_features,
+                      [synth_yaml("cif_plm_features.yaml"), *without_epochs(cif_common)])
         summary["plm_store"] = os.path.abspath(store)
         for distillation in CIF_DISTILLATIONS:
-            train(f"cif_{distillation}", "cif", {"distillation": distillation}, train_cif_kd,
-                  [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common])
-        start = time.time()
-        lm = train_lm([synth_yaml("cif.yaml"), *common_without_epochs(cif_common)])
-        timings["lm"] = round(time.time() - start, 1)
-        summary["lm"] = lm
+            train_seeds(f"cif_{distillation}", "cif", {"distillation": distillation}, train_cif_kd,
+                        [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common])
+        summary["lm"] = timed("lm", train_lm, [synth_yaml("cif.yaml"), *without_epochs(cif_common)])
 
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
     summary["test_manifest"] = test_manifest
@@ -124,12 +148,42 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         start = time.time()
         check_cif_models(systems, test_manifest, summary["lm"]["lm_dir"], lm_weight)
         timings["cif_lm_decoding"] = round(time.time() - start, 1)
+    summary["total_minutes"] = round((time.time() - begin) / 60, 1)
     summary = merge_previous(summary, os.path.join(output_folder, "summary.json"))
     with open(os.path.join(output_folder, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     plot_summary(summary, output_folder, os.path.join(output_folder, "summary.png"))
     print(format_table(summary))
     return summary
+
+
+SCORES = ("valid_error_rate", "test_error_rate", "test_error_rate_lm")
+
+
+def seed_statistics(runs: Dict[str, Dict[str, object]]) -> Dict[str, object]:
+    """One system's entry from its runs (seed → recipe result): the runs, and
+    for each score the mean, the sample standard deviation over seeds (0 for
+    one seed) and the mean again under the plain name; ``model_dir`` and
+    ``params`` are the first seed's.
+
+    Example
+    -------
+    >>> entry = seed_statistics({"1": {"test_error_rate": 8.0, "model_dir": "a", "params": 5},
+    ...                          "2": {"test_error_rate": 10.0, "model_dir": "b", "params": 5}})
+    >>> entry["test_error_rate"], entry["test_error_rate_mean"], entry["test_error_rate_std"], entry["seeds"]
+    (9.0, 9.0, 1.41, [1, 2])
+    """
+    first = next(iter(runs.values()))
+    entry: Dict[str, object] = {"seeds": [int(seed) for seed in runs], "runs": runs,
+                                "model_dir": first["model_dir"], "params": first["params"]}
+    for score in SCORES:
+        values = [run[score] for run in runs.values() if run.get(score) is not None]
+        if len(values) != len(runs):
+            continue
+        mean = statistics.fmean(values)
+        entry.update({score: round(mean, 2), f"{score}_mean": round(mean, 2),
+                      f"{score}_std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0})
+    return entry
 
 
 def merge_previous(summary: Dict[str, object], path: str) -> Dict[str, object]:
@@ -145,8 +199,8 @@ def merge_previous(summary: Dict[str, object], path: str) -> Dict[str, object]:
     return merged
 
 
-def common_without_epochs(arguments: Sequence[str]) -> List[str]:
-    """save_teachers has no epochs; drop that override."""
+def without_epochs(arguments: Sequence[str]) -> List[str]:
+    """The stores and the LM have no ``number_of_epochs``: drop that override."""
     return [a for a in arguments if not a.startswith("--number_of_epochs")]
 
 
@@ -163,8 +217,9 @@ def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
 
 def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, lm_dir: str,
                      lm_weight: float) -> None:
-    """Load every CIF folder with :class:`CIFASR`, transcribe a test file, and
-    score the test set with LM shallow fusion (``test_error_rate_lm``)."""
+    """Load every CIF folder (every seed's) with :class:`CIFASR`, score the
+    test set with LM shallow fusion (``test_error_rate_lm``), and transcribe
+    a test file with the first seed's model."""
     from hieradist_lobes.inference import CIFASR
     from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
 
@@ -177,10 +232,14 @@ def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, 
         asr = CIFASR.from_hparams(source=folder, savedir=folder)
         system["example_transcription"] = asr.transcribe_file(rows[0]["wav"])
         system["example_timestamps"] = asr.transcribe_file_with_timestamps(rows[0]["wav"])
-        fused = CIFASR.from_hparams(source=folder, savedir=folder,
-                                    overrides={"lm_folder": lm_dir, "lm_weight": lm_weight})
         system["lm_weight"] = lm_weight
-        system["test_error_rate_lm"] = token_error_rate(fused, rows, split_labels)
+        runs = system.get("runs") or {"": system}
+        for run in runs.values():
+            fused = CIFASR.from_hparams(source=run["model_dir"], savedir=run["model_dir"],
+                                        overrides={"lm_folder": lm_dir, "lm_weight": lm_weight})
+            run["test_error_rate_lm"] = token_error_rate(fused, rows, split_labels)
+        if "runs" in system:
+            system.update(seed_statistics(system["runs"]))
 
 
 def token_error_rate(asr, rows: Sequence[Dict[str, str]], split_labels, batch_size: int = 16) -> float:
@@ -202,35 +261,53 @@ def token_error_rate(asr, rows: Sequence[Dict[str, str]], split_labels, batch_si
 
 def format_table(summary: Dict[str, object]) -> str:
     """The summary as a text table (error rates: PER for CTC/attention
-    systems, token error rate for CIF systems; +LM: with shallow fusion)."""
-    lines = [f"{'system':<20}{'kind':<9}{'method':<11}{'params':>10}{'valid ER':>10}{'test ER':>9}{'test+LM':>9}"]
+    systems, token error rate for CIF systems; +LM: with shallow fusion);
+    mean ± standard deviation over seeds where a system ran with several."""
+
+    def score(system: Dict[str, object], name: str) -> str:
+        value = system.get(name)
+        if value is None:
+            return "-"
+        spread = system.get(f"{name}_std")
+        return f"{value:.2f}" + (f" ± {spread:.2f}" if spread and len(system.get("seeds", [])) > 1 else "")
+
+    lines = [f"{'system':<24}{'kind':<9}{'method':<11}{'params':>10}{'seeds':>6}"
+             f"{'valid ER':>16}{'test ER':>16}{'test+LM':>16}"]
     for name, system in summary["systems"].items():
         method = system.get("strategy") or system.get("distillation") or "-"
-        with_lm = system.get("test_error_rate_lm")
-        lines.append(f"{name:<20}{system['kind']:<9}{method:<11}{system['params']:>10,}"
-                     f"{system['valid_error_rate']:>10.2f}{system['test_error_rate']:>9.2f}"
-                     f"{(f'{with_lm:.2f}' if with_lm is not None else '-'):>9}")
+        lines.append(f"{name:<24}{system['kind']:<9}{method:<11}{system['params']:>10,}"
+                     f"{len(system.get('seeds', [])) or 1:>6}{score(system, 'valid_error_rate'):>16}"
+                     f"{score(system, 'test_error_rate'):>16}{score(system, 'test_error_rate_lm'):>16}")
     return "\n".join(lines)
 
 
-def read_history(model_dir: str) -> List[Dict[str, float]]:
-    """Per-epoch statistics written by the Brain (``history.jsonl``)."""
+def read_history(model_dir: str, sampled: bool = False) -> List[Dict[str, float]]:
+    """Statistics written by the Brain (``history.jsonl``): per epoch, or with
+    ``sampled`` the per-update loss terms and encoder gradient norms."""
     path = os.path.join(os.path.dirname(model_dir), "history.jsonl")
     if not os.path.isfile(path):
         return []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        entries = [json.loads(line) for line in handle if line.strip()]
+    return [entry for entry in entries if ("update" in entry) == sampled]
+
+
+# Systems whose per-term encoder gradient norms the chart shows (first seed).
+GRADIENT_PANELS = ("cif_hieradist", "student_weighted")
 
 
 def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> None:
-    """Bar chart of the test error rates and validation curves, as PNG."""
+    """The test error rates (mean ± std over seeds), the validation curves
+    and the loss terms' encoder gradient norms, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     systems = summary["systems"]
-    figure, (bars, curves) = plt.subplots(1, 2, figsize=(14, 5))
+    figure, panels = plt.subplots(2, 2, figsize=(15, 10))
+    (bars, curves), norm_panels = panels[0], panels[1]
     names = list(systems)
 
     def colour(system):
@@ -242,11 +319,13 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
 
     colours = [colour(systems[n]) for n in names]
     rates = [systems[n]["test_error_rate"] for n in names]
-    bars.bar(names, rates, color=colours)
-    for index, rate in enumerate(rates):
-        bars.text(index, rate, f"{rate:.1f}", ha="center", va="bottom", fontsize=8)
+    spreads = [systems[n].get("test_error_rate_std", 0.0) for n in names]
+    bars.bar(names, rates, color=colours, yerr=spreads, capsize=3)
+    for index, (rate, spread) in enumerate(zip(rates, spreads)):
+        bars.text(index, rate + spread, f"{rate:.1f}", ha="center", va="bottom", fontsize=8)
+    seeds = len(summary.get("seeds", [])) or 1
     bars.set_ylabel("test error rate (%): PER, CIF: token ER")
-    bars.set_title("Test speakers (unseen voices)")
+    bars.set_title("Test speakers (unseen voices)" + (f": mean ± std over {seeds} seeds" if seeds > 1 else ""))
     bars.set_xticks(range(len(names)), names, rotation=40, ha="right")
     line_colours = plt.get_cmap("tab20").colors
     for index, name in enumerate(names):
@@ -255,14 +334,27 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
             curves.plot([h["epoch"] for h in history], [h["valid_error_rate"] for h in history], marker="o",
                         markersize=3, label=name, color=line_colours[index % len(line_colours)],
                         linestyle="--" if systems[name]["kind"] == "teacher" else "-")
-    from matplotlib.ticker import MaxNLocator
-
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_xlabel("epoch")
     curves.set_ylabel("valid error rate (%, greedy decoding)")
-    curves.set_title("Training curves")
+    curves.set_title("Training curves" + (" (first seed)" if seeds > 1 else ""))
     curves.set_ylim(bottom=0)
     curves.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for panel, name in zip(norm_panels, GRADIENT_PANELS):
+        sampled = read_history(systems[name]["model_dir"], sampled=True) if name in systems else []
+        terms = sorted({key[len("grad_norm_"):] for entry in sampled for key in entry if key.startswith("grad_norm_")})
+        for term in terms:
+            points = [(entry["update"], entry[f"grad_norm_{term}"]) for entry in sampled
+                      if entry.get(f"grad_norm_{term}", 0) > 0]
+            if points:
+                panel.plot(*zip(*points), label=term, linewidth=1)
+        panel.set_title(f"{name}: each loss term's gradient norm on the encoder (before clipping)")
+        panel.set_xlabel("update")
+        if terms:
+            panel.set_yscale("log")
+            panel.legend(fontsize=8)
+        else:
+            panel.text(0.5, 0.5, "no gradient norms logged", ha="center", transform=panel.transAxes)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -278,6 +370,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--cif_epochs", type=int, default=None, help="epochs per CIF model (default: the YAML's)")
     parser.add_argument("--parts", default="kd,cif", help="comma-separated parts to run: kd, cif (default both)")
     parser.add_argument("--lm_weight", type=float, default=0.2, help="LM weight of the CIF shallow-fusion scores")
+    parser.add_argument("--seeds", default=str(DEFAULT_SEED),
+                        help="comma-separated seeds: every student and CIF system is trained once per seed")
+    parser.add_argument("--store_top_k", type=int, default=None,
+                        help="also distil student_weighted_top<k> from a top-k teacher store (vs the full one)")
     parser.add_argument("--quick", action="store_true",
                         help=f"fewer epochs ({QUICK_EPOCHS} per KD model, {QUICK_CIF_EPOCHS} per CIF model) "
                              "unless --epochs / --cif_epochs are given")
@@ -287,7 +383,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.cif_epochs = args.cif_epochs or QUICK_CIF_EPOCHS
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
              parts=[part for part in args.parts.split(",") if part], cif_epochs=args.cif_epochs,
-             lm_weight=args.lm_weight)
+             lm_weight=args.lm_weight, seeds=[int(seed) for seed in args.seeds.split(",") if seed],
+             store_top_k=args.store_top_k)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.sampler import DynamicBatchSampler
 
 from hieradist_lobes.data.manifest import data_root, expand_data_root, manifest_data
 from hieradist_lobes.teacher_store import TeacherStore, TeacherStoreError
@@ -300,10 +301,36 @@ def asr_datasets(hparams: Mapping[str, object], manifests: Mapping[str, str], to
     }
 
 
-def train_loader_options(hparams: Mapping[str, object]) -> Dict[str, object]:
+def train_loader_options(hparams: Mapping[str, object], train_set=None) -> Dict[str, object]:
     """``train_dataloader_opts``, without shuffling when the YAML sorts the
-    training set (a sorted order is the point of sorting)."""
+    training set (a sorted order is the point of sorting).
+
+    With ``dynamic_batching`` (a mapping of SpeechBrain's
+    ``DynamicBatchSampler`` arguments, ``max_batch_length`` in seconds of
+    audio), batches hold about that much audio each instead of
+    ``batch_size`` utterances, as fairseq's ``--max-tokens``; ``train_set``
+    is then required.
+
+    Example
+    -------
+    >>> train_loader_options({"train_dataloader_opts": {"batch_size": 8, "shuffle": True},
+    ...                       "train_sorting": "ascending"})
+    {'batch_size': 8, 'shuffle': False}
+    """
     options = dict(hparams["train_dataloader_opts"])
     if hparams.get("train_sorting", "random") != "random":
         options["shuffle"] = False
+    dynamic = hparams.get("dynamic_batching")
+    if dynamic:
+        if train_set is None:
+            raise ValueError("dynamic_batching needs the training set to measure its utterances")
+        if hparams.get("train_sorting", "random") != "random":
+            raise ValueError("dynamic_batching groups utterances by duration itself: set train_sorting: random")
+        dynamic = dict(dynamic)
+        if "max_batch_length" not in dynamic:
+            raise ValueError("dynamic_batching needs max_batch_length (seconds of audio per batch)")
+        options.pop("batch_size", None)
+        options.pop("shuffle", None)
+        options["batch_sampler"] = DynamicBatchSampler(train_set, length_func=lambda item: float(item["duration"]),
+                                                       **dynamic)
     return options

@@ -63,7 +63,8 @@ def main(argv):
 
     # 4. Fit, then score the best checkpoint on valid and test (no PLM needed there)
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
-              train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
+              train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
     result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export: the distilled model's folder loads like the baseline's (the projections are training-only)

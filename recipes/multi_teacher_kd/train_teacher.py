@@ -55,7 +55,8 @@ def main(argv):
 
     # 4. Fit, then score the best checkpoint on valid and test (test last: error_rate_file holds its details)
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
-              train_loader_kwargs=train_loader_options(hparams), valid_loader_kwargs=hparams["valid_dataloader_opts"])
+              train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
     result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export the best checkpoint as a model folder

@@ -53,3 +53,26 @@ def test_datasets_read_data_root_paths_and_keep_dollar_signs(tmp_path):
     dataset = asr_dataset(str(path), encoder, "wrd", sorting="ascending", audio={"data_root": str(tmp_path)})
     item = dataset[0]
     assert item["sig"].shape[0] == 8000 and encoder.decode_ndim(item["tokens"].tolist()) == ["COST", "$5"]
+
+
+def test_dynamic_batches_hold_at_most_the_given_seconds_of_audio():
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    from hieradist_lobes.data.pipelines import train_loader_options
+
+    durations = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 0.7, 1.2, 2.2, 2.9]
+    dataset = DynamicItemDataset({f"u{i}": {"duration": str(d)} for i, d in enumerate(durations)})
+    hparams = {"train_dataloader_opts": {"batch_size": 8, "shuffle": True, "num_workers": 0},
+               "dynamic_batching": {"max_batch_length": 6, "num_buckets": 3}}
+    options = train_loader_options(hparams, dataset)
+    assert "batch_size" not in options and "shuffle" not in options and options["num_workers"] == 0
+    batches = list(options["batch_sampler"])
+    assert sorted(i for batch in batches for i in batch) == list(range(len(durations)))  # each utterance once
+    assert all(sum(durations[i] for i in batch) <= 6 for batch in batches)
+    assert len(batches) < len(durations)  # batches, not one utterance each
+    with pytest.raises(ValueError, match="training set"):
+        train_loader_options(hparams)
+    with pytest.raises(ValueError, match="train_sorting: random"):
+        train_loader_options({**hparams, "train_sorting": "ascending"}, dataset)
+    with pytest.raises(ValueError, match="max_batch_length"):
+        train_loader_options({**hparams, "dynamic_batching": {"num_buckets": 3}}, dataset)

@@ -1,0 +1,71 @@
+"""Checkpoint averaging: the mean of the model weights of the last N
+checkpoints, what the CIF-HieraDist paper decodes with (N = 10).
+
+SpeechBrain's ``Checkpointer`` keeps the checkpoints and
+``average_checkpoints`` averages them; this module decides which to keep
+(the best by the validation key *and* the last N, where SpeechBrain's
+``save_and_keep_only`` keeps N of each) and writes the averaged weights as a
+checkpoint folder, so that scoring and export read one set of weights.
+
+Example
+-------
+>>> import tempfile, torch
+>>> from speechbrain.utils.checkpoints import Checkpointer
+>>> model = torch.nn.Linear(1, 1, bias=False)
+>>> folder = tempfile.mkdtemp()
+>>> checkpointer = Checkpointer(folder, {"model": model})
+>>> for value, error in [(1.0, 5.0), (2.0, 9.0), (3.0, 8.0), (4.0, 7.0)]:
+...     _ = model.weight.data.fill_(value)
+...     keep_checkpoints(checkpointer, {"error_rate": error}, keep_last=2)
+>>> sorted(float(c.meta["error_rate"]) for c in checkpointer.find_checkpoints())  # the best, the last 2
+[5.0, 7.0, 8.0]
+>>> path = averaged_checkpoint(checkpointer, 2, folder + "/averaged")
+>>> float(torch.load(path + "/model.ckpt")["weight"])  # (3 + 4) / 2
+3.5
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
+
+from hieradist_lobes.files import staged_folder
+
+
+def keep_checkpoints(checkpointer: Checkpointer, meta: dict, keep_last: int = 1, min_key: str = "error_rate") -> None:
+    """Save a checkpoint, then delete all but the best one by ``min_key`` and
+    the ``keep_last`` most recent ones."""
+    checkpointer.save_checkpoint(meta=meta)
+    recent = checkpointer.find_checkpoints(max_num_checkpoints=max(int(keep_last), 1))
+    best = checkpointer.find_checkpoint(min_key=min_key)
+    keep = {checkpoint.path for checkpoint in recent} | ({best.path} if best is not None else set())
+    checkpointer.delete_checkpoints(num_to_keep=0, ckpt_predicate=lambda checkpoint: checkpoint.path not in keep)
+
+
+def averaged_checkpoint(checkpointer: Checkpointer, count: int, folder: str, recoverable: str = "model") -> str:
+    """Write the mean weights of the ``count`` most recent checkpoints into
+    ``folder`` as ``<recoverable>.ckpt``, next to a copy of the most recent
+    checkpoint's other files (the normaliser's statistics, ...); returns
+    ``folder``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no checkpoint.
+    """
+    checkpoints = checkpointer.find_checkpoints(max_num_checkpoints=int(count))
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.checkpoints_dir} to average")
+    averaged = average_checkpoints(checkpoints, recoverable)
+    with staged_folder(folder) as staging:
+        latest = checkpoints[0].path
+        for name in os.listdir(latest):
+            if name.endswith(".ckpt") and name != f"{recoverable}.ckpt":
+                shutil.copy(os.path.join(latest, name), os.path.join(staging, name))
+        torch.save(averaged, os.path.join(staging, f"{recoverable}.ckpt"))
+        with open(os.path.join(staging, "AVERAGED.txt"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(str(checkpoint.path) for checkpoint in checkpoints) + "\n")
+    return folder
