@@ -10,7 +10,7 @@ augmentation, losses, decoding for scoring, logging and checkpoints.
 ``test_search``, ``error_stats``, ``lr_annealing``, ``epoch_counter``,
 ``train_logger``, optionally ``augmentation``; for :class:`DistillationBrain`
 also ``strategy``, ``kd_alpha``, ``kd_temperature``, ``ctc_kd``
-(``pseudo_label`` or ``kl``), ``weighted_temperature`` and ``kd_normalisation``.
+(``pseudo_label`` or ``kl``), ``weighted_temperature``, ``kd_normalisation`` and ``best_ties``.
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ class DistillationBrain(CTCAttentionBrain):
                                                                     token_lengths, temperature, reduction="sum"))
         ctc_weights, att_weights = strategy_weights(
             hp.strategy, batch.teacher_ctc_error_rate.data.T, batch.teacher_att_error_rate.data.T,
-            float(hp.weighted_temperature),
+            float(hp.weighted_temperature), getattr(hp, "best_ties", "first"),
         )
         kd_ctc = combine_teachers(torch.stack(ctc_losses), ctc_weights).mean()
         kd_seq = attention_kd_loss(torch.stack(seq_losses), token_lengths, att_weights, hp.kd_normalisation)

@@ -137,11 +137,11 @@ def hparam_rules() -> Dict[str, Rule]:
     built.  The choices are the code's own lists (imported here, when first
     needed, so that this low-level module imports none of them at start-up).
     """
-    from hieradist_lobes.brains import CTC_KD_METHODS, DISTILLATIONS
+    from hieradist_lobes.brains import CTC_KD_METHODS, DISTILLATIONS, LRD_STATES
     from hieradist_lobes.data import DATASETS
     from hieradist_lobes.data.pipelines import SORTINGS
     from hieradist_lobes.data.validation import BAD_ROWS
-    from hieradist_lobes.losses import STRATEGIES
+    from hieradist_lobes.losses import BEST_TIES, KD_NORMALISATIONS, STRATEGIES
     from hieradist_lobes.plm import MISMATCH_ACTIONS
     from hieradist_lobes.teacher_store import DTYPES
 
@@ -158,11 +158,17 @@ def hparam_rules() -> Dict[str, Rule]:
                                    "store_part_size", "lm_epochs", "lm_batch_size", "acd_negatives",
                                    "output_neurons", "sample_rate", "n_mels", "n_fft", "d_model", "encoder_layers",
                                    "encoder_heads", "decoder_layers", "decoder_heads", "plm_size", "rnn_layers",
-                                   "rnn_neurons", "dnn_neurons", "dec_neurons", "emb_size")},
+                                   "rnn_neurons", "dnn_neurons", "dec_neurons", "emb_size",
+                                   "decoder_output_dim", "average_checkpoints")},
         **{key: _NONNEGATIVE_INT for key in ("num_workers", "store_top_k", "warmup_steps", "hold_steps",
-                                             "decay_steps", "dnn_blocks")},
+                                             "decay_steps", "dnn_blocks", "grad_norm_every", "kd_ramp_updates")},
+        "optimizer_step_limit": Rule("int", 1, optional=True),
+        **{key: Rule("number", 0, 1, low_open=True) for key in ("init_lr_scale", "final_lr_scale")},
         **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
         "strategy": Rule("choice", choices=STRATEGIES),
+        "best_ties": Rule("choice", choices=BEST_TIES),
+        "kd_normalisation": Rule("choice", choices=KD_NORMALISATIONS),
+        "lrd_state": Rule("choice", choices=LRD_STATES),
         "ctc_kd": Rule("choice", choices=CTC_KD_METHODS),
         "distillation": Rule("choice", choices=DISTILLATIONS),
         "store_dtype": Rule("choice", choices=DTYPES),

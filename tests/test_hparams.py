@@ -128,7 +128,7 @@ def test_aishell1_cif_yaml_is_the_papers_configuration():
     assert (scheduler.peak_lr, scheduler.warmup_steps, scheduler.hold_steps, scheduler.decay_steps) == (
         0.0003, 30000, 90000, 120000)
     params = sum(p.numel() for p in hparams["model"]["asr_model"].parameters())
-    assert 40e6 < params < 55e6  # the paper: 47.2 M
+    assert round(params / 1e6, 1) == 47.2  # the paper: 47.2 M
     kd = load_hparams("hparams/aishell1/cif_kd.yaml", paths).hparams
     assert kd["distillation"] == "hieradist" and kd["output_folder"].endswith("cif_hieradist")
     assert (kd["acd_weight"], kd["acd_negatives"], kd["acd_temperature"], kd["lrd_weight"]) == (1.0, 700, 0.02, 0.01)
@@ -184,6 +184,17 @@ def test_synth_cif_distillation_is_one_override():
     assert load_hparams("hparams/synth/cif.yaml").hparams["teacher_store"] is None
 
 
+def test_cif_training_values_are_checked_too():
+    from hieradist_lobes.hparams import check_hparams
+
+    check_hparams({"lrd_state": "final", "optimizer_step_limit": None, "final_lr_scale": 0.01}, "cif.yaml")
+    with pytest.raises(HparamsError) as error:
+        check_hparams({"lrd_state": "middle", "optimizer_step_limit": 0, "final_lr_scale": 0.0}, "cif.yaml")
+    for part in ("lrd_state = 'middle': must be one of final, decoder", "optimizer_step_limit = 0",
+                 "final_lr_scale = 0.0"):
+        assert part in str(error.value)
+
+
 @pytest.mark.parametrize("override, message", [
     ({"kd_alpha": 1.5}, "kd_alpha = 1.5: must be a number in [0, 1]"),
     ({"lr": -0.001}, "lr = -0.001: must be a number > 0"),
@@ -194,6 +205,9 @@ def test_synth_cif_distillation_is_one_override():
     ({"strategy": "median"}, "strategy = 'median': must be one of average, best, weighted"),
     ({"skip_missing_teacher_outputs": "yes"}, "skip_missing_teacher_outputs = 'yes': must be True or False"),
     ({"label_smoothing": 1.0}, "label_smoothing = 1.0: must be a number in [0, 1)"),
+    ({"kd_normalisation": "batch"}, "kd_normalisation = 'batch': must be one of tokens, utterances"),
+    ({"best_ties": "last"}, "best_ties = 'last': must be one of first, average"),
+    ({"average_checkpoints": 0}, "average_checkpoints = 0: must be an integer >= 1"),
 ])
 def test_values_out_of_range_or_of_the_wrong_type_name_the_key(override, message):
     with pytest.raises(HparamsError) as caught:

@@ -140,6 +140,17 @@ def test_best_strategy_weights_ctc_like_weighted():
     assert torch.allclose(ctc_w, teacher_weights("weighted", ctc_rates, 10.0))
 
 
+def test_best_ties_go_to_the_first_teacher_or_are_shared():
+    rates = torch.tensor([[0.0, 10.0, 5.0], [0.0, 10.0, 0.0], [0.0, 20.0, 0.0]])  # teachers × utterances
+    assert teacher_weights("best", rates).T.tolist() == [[1, 0, 0], [1, 0, 0], [1, 0, 0]]
+    shared = teacher_weights("best", rates, best_ties="average").T
+    assert torch.allclose(shared, torch.tensor([[1 / 3] * 3, [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]))
+    _, att = strategy_weights("best", rates, rates, best_ties="average")
+    assert torch.equal(att, shared.T)
+    with pytest.raises(ValueError, match="best_ties"):
+        teacher_weights("best", rates, best_ties="random")
+
+
 def test_combine_teachers():
     losses = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     weights = torch.tensor([[0.25, 1.0], [0.75, 0.0]])

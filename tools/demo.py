@@ -2,6 +2,8 @@
 
     python tools/demo.py --quick --output_folder results/demo_quick   (``make demo``)
     python tools/demo.py --output_folder results/demo                 (``make demo-full``)
+    python tools/demo.py --output_folder results/experiments --seeds 1234,1235,1236 \
+        --store_top_k 5 --ablations                                   (``make experiments``)
 
 It runs the recipes of ``recipes/`` in one process, with the YAMLs of
 ``hparams/synth/`` (paths relative to this repository, wherever it is run from).
@@ -21,6 +23,10 @@ training), print a table, write ``summary.json`` and ``summary.png`` (error
 rates and validation curves), and check that every student loads with
 ``EncoderDecoderASR.from_hparams`` and every CIF model with
 :class:`~hieradist_lobes.inference.CIFASR`, transcribing a test file.
+
+With several ``--seeds``, every student and CIF system is trained once per
+seed (teachers and stores once) and ``summary.json`` gives each its runs and
+``<score>_mean`` / ``<score>_std``; the chart draws error bars.
 
 An interrupted demo resumes: finished models are not retrained (SpeechBrain
 checkpoints), the teacher store continues where it stopped.
@@ -62,6 +68,9 @@ STRATEGIES = ("average", "best", "weighted")
 CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
 PARTS = ("kd", "cif")
 DEFAULT_SEED = 1234  # the YAMLs' seed
+# --ablations: ACD and HieraDist with their weights ramped over the first
+# RAMP_UPDATES of the 2 500 updates (a fifth of training).
+RAMP_UPDATES = 500
 # ``--quick`` (what ``make demo`` runs): the whole demo within 30 minutes on 2 CPU cores.
 QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 3
 
@@ -69,7 +78,7 @@ QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 3
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
              extra: Sequence[str] = (), parts: Sequence[str] = PARTS, cif_epochs: Optional[int] = None,
              lm_weight: float = 0.2, seeds: Sequence[int] = (DEFAULT_SEED,),
-             store_top_k: Optional[int] = None) -> Dict[str, object]:
+             store_top_k: Optional[int] = None, ablations: bool = False) -> Dict[str, object]:
     """Run every step of ``parts``; return the summary (also written to ``summary.json``).
 
     Teachers and stores are trained once; every student and CIF system once
@@ -77,7 +86,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     and its summary entry carries each run and the mean and standard
     deviation over seeds. ``store_top_k``: also store the teachers' top-k
     outputs and distil ``student_weighted_top<k>`` from them, to compare
-    with the full store.
+    with the full store. ``ablations``: also the variants of :data:`ABLATIONS`
+    (*best* with shared ties; ACD and HieraDist with their weights ramped).
     """
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
@@ -122,6 +132,9 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         for strategy in STRATEGIES:
             train_seeds(f"student_{strategy}", "student", {"strategy": strategy}, train_kd,
                         [synth_yaml("train_kd.yaml"), f"--strategy={strategy}", *common])
+        if ablations:
+            train_seeds("student_best_ties_average", "student", {"strategy": "best"}, train_kd,
+                        [synth_yaml("train_kd.yaml"), "--strategy=best", "--best_ties=average", *common])
         if store_top_k:
             top_k = timed("save_teachers_top_k", save_teachers,
                           [synth_yaml("save_teachers.yaml"), *without_epochs(common), f"--store_top_k={store_top_k}",
@@ -139,6 +152,11 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         for distillation in CIF_DISTILLATIONS:
             train_seeds(f"cif_{distillation}", "cif", {"distillation": distillation}, train_cif_kd,
                         [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common])
+        if ablations:
+            for distillation in ("acd", "hieradist"):
+                train_seeds(f"cif_{distillation}_ramp{RAMP_UPDATES}", "cif", {"distillation": distillation},
+                            train_cif_kd, [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}",
+                                           f"--kd_ramp_updates={RAMP_UPDATES}", *cif_common])
         summary["lm"] = timed("lm", train_lm, [synth_yaml("cif.yaml"), *without_epochs(cif_common)])
 
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
@@ -372,6 +390,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lm_weight", type=float, default=0.2, help="LM weight of the CIF shallow-fusion scores")
     parser.add_argument("--seeds", default=str(DEFAULT_SEED),
                         help="comma-separated seeds: every student and CIF system is trained once per seed")
+    parser.add_argument("--ablations", action="store_true",
+                        help=f"also best with shared ties, and ACD/HieraDist ramped over {RAMP_UPDATES} updates")
     parser.add_argument("--store_top_k", type=int, default=None,
                         help="also distil student_weighted_top<k> from a top-k teacher store (vs the full one)")
     parser.add_argument("--quick", action="store_true",
@@ -384,7 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
              parts=[part for part in args.parts.split(",") if part], cif_epochs=args.cif_epochs,
              lm_weight=args.lm_weight, seeds=[int(seed) for seed in args.seeds.split(",") if seed],
-             store_top_k=args.store_top_k)
+             store_top_k=args.store_top_k, ablations=args.ablations)
 
 
 if __name__ == "__main__":
