@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import speechbrain as sb
 import torch
 from speechbrain.utils.data_utils import undo_padding
-from speechbrain.utils.distributed import if_main_process, main_process_only
+from speechbrain.utils.distributed import if_main_process, main_process_only, run_on_main
 
 from hieradist_lobes.averaging import averaged_checkpoint, keep_checkpoints
 from hieradist_lobes.cif import quantity_loss
@@ -180,7 +180,9 @@ class ProjectBrain(sb.Brain):
         # The last checkpoint's state (normaliser statistics, counters), then
         # the model's weights averaged over the last ``count`` checkpoints.
         self.checkpointer.recover_if_possible()
-        folder = averaged_checkpoint(self.checkpointer, count, os.path.join(self.hparams.output_folder, "averaged"))
+        folder = os.path.join(self.hparams.output_folder, "averaged")
+        # One process writes the averaged folder, then every process reads it.
+        run_on_main(averaged_checkpoint, args=[self.checkpointer, count, folder])
         state = torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu")
         self.checkpointer.recoverables["model"].load_state_dict(state)
         logger.info("scoring the mean weights of the last %d checkpoints (%s)", count, folder)
