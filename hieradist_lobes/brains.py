@@ -30,8 +30,6 @@ from speechbrain.utils.distributed import if_main_process, main_process_only, ru
 from hieradist_lobes.averaging import averaged_checkpoint, keep_checkpoints
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.export import nonfinite_tensors
-from hieradist_lobes.models import ASROutput, CIFOutputs
-from hieradist_lobes.schedules import ramp_factor
 from hieradist_lobes.losses import (
     acd_loss,
     attention_kd_loss,
@@ -45,6 +43,8 @@ from hieradist_lobes.losses import (
     soft_cross_entropy,
     strategy_weights,
 )
+from hieradist_lobes.models import ASROutput, CIFOutputs
+from hieradist_lobes.schedules import ramp_factor
 
 logger = logging.getLogger(__name__)
 
