@@ -19,20 +19,37 @@ Example
 ...     keep_checkpoints(checkpointer, {"error_rate": error}, keep_last=2)
 >>> sorted(float(c.meta["error_rate"]) for c in checkpointer.find_checkpoints())  # the best, the last 2
 [5.0, 7.0, 8.0]
->>> path = averaged_checkpoint(checkpointer, 2, folder + "/averaged")
+>>> path = averaged_checkpoint(checkpointer, 2, averaged_folder(folder))
 >>> float(torch.load(path + "/model.ckpt")["weight"])  # (3 + 4) / 2
 3.5
+>>> written = os.path.getmtime(path + "/model.ckpt")
+>>> averaged_checkpoint(checkpointer, 2, path) == path and os.path.getmtime(path + "/model.ckpt") == written
+True
+>>> average_count({"average_checkpoints": 10}), average_count({})
+(10, 1)
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from typing import Mapping
 
 import torch
 from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from hieradist_lobes.files import staged_folder
+
+
+def average_count(hparams: Mapping[str, object]) -> int:
+    """``average_checkpoints`` of a YAML: how many of the last checkpoints are
+    averaged for test and export (1, or absent: none, the best checkpoint)."""
+    return max(int(hparams.get("average_checkpoints", 1) or 1), 1)
+
+
+def averaged_folder(output_folder: str) -> str:
+    """Where a run's averaged checkpoint is written."""
+    return os.path.join(output_folder, "averaged")
 
 
 def keep_checkpoints(checkpointer: Checkpointer, meta: dict, keep_last: int = 1, min_key: str = "error_rate") -> None:
@@ -49,7 +66,9 @@ def averaged_checkpoint(checkpointer: Checkpointer, count: int, folder: str, rec
     """Write the mean weights of the ``count`` most recent checkpoints into
     ``folder`` as ``<recoverable>.ckpt``, next to a copy of the most recent
     checkpoint's other files (the normaliser's statistics, ...); returns
-    ``folder``.
+    ``folder``.  A folder already averaged from the same checkpoints (its
+    ``AVERAGED.txt`` lists them) is kept as it is: scoring valid and test and
+    exporting read one average, computed once.
 
     Raises
     ------
@@ -59,6 +78,12 @@ def averaged_checkpoint(checkpointer: Checkpointer, count: int, folder: str, rec
     checkpoints = checkpointer.find_checkpoints(max_num_checkpoints=int(count))
     if not checkpoints:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.checkpoints_dir} to average")
+    sources = "\n".join(str(checkpoint.path) for checkpoint in checkpoints) + "\n"
+    listing = os.path.join(folder, "AVERAGED.txt")
+    if os.path.isfile(listing):
+        with open(listing, encoding="utf-8") as handle:
+            if handle.read() == sources:
+                return folder
     averaged = average_checkpoints(checkpoints, recoverable)
     with staged_folder(folder) as staging:
         latest = checkpoints[0].path
@@ -67,5 +92,5 @@ def averaged_checkpoint(checkpointer: Checkpointer, count: int, folder: str, rec
                 shutil.copy(os.path.join(latest, name), os.path.join(staging, name))
         torch.save(averaged, os.path.join(staging, f"{recoverable}.ckpt"))
         with open(os.path.join(staging, "AVERAGED.txt"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(str(checkpoint.path) for checkpoint in checkpoints) + "\n")
+            handle.write(sources)
     return folder

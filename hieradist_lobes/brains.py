@@ -27,7 +27,7 @@ import torch
 from speechbrain.utils.data_utils import undo_padding
 from speechbrain.utils.distributed import if_main_process, main_process_only, run_on_main
 
-from hieradist_lobes.averaging import averaged_checkpoint, keep_checkpoints
+from hieradist_lobes.averaging import average_count, averaged_checkpoint, averaged_folder, keep_checkpoints
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.losses import (
@@ -102,9 +102,9 @@ class ProjectBrain(sb.Brain):
             if not term.requires_grad:
                 continue
             grads = torch.autograd.grad(term, encoder, retain_graph=True, allow_unused=True)
-            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0))
+            squares = [(g.float() ** 2).sum() for g in grads if g is not None]
             entry[f"loss_{name}"] = float(term.detach())
-            entry[f"grad_norm_{name}"] = float(norm)
+            entry[f"grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
         self._append_history(entry)
 
     def remember_terms(self, terms: Dict[str, torch.Tensor], batch) -> None:
@@ -164,10 +164,14 @@ class ProjectBrain(sb.Brain):
                 "test_error_rate": self.evaluate_error_rate(test_set),
                 "params": sum(p.numel() for p in self.modules.model.parameters())}
 
+    def kd_ramp(self) -> float:
+        """The factor on the distillation weights now (``kd_ramp_updates``; 1 when 0 or absent)."""
+        return ramp_factor(self.optimizer_step, int(getattr(self.hparams, "kd_ramp_updates", 0) or 0))
+
     def averaged_count(self) -> int:
         """``average_checkpoints``: how many of the last checkpoints are averaged for test and export (1: none,
         the best checkpoint by validation error is used)."""
-        return max(int(getattr(self.hparams, "average_checkpoints", 1) or 1), 1)
+        return average_count(vars(self.hparams))
 
     def save_checkpoint(self, meta: Dict[str, float]) -> None:
         """An end-of-epoch checkpoint; the best one and the last ``average_checkpoints`` are kept."""
@@ -180,7 +184,7 @@ class ProjectBrain(sb.Brain):
         # The last checkpoint's state (normaliser statistics, counters), then
         # the model's weights averaged over the last ``count`` checkpoints.
         self.checkpointer.recover_if_possible()
-        folder = os.path.join(self.hparams.output_folder, "averaged")
+        folder = averaged_folder(self.hparams.output_folder)
         # One process writes the averaged folder, then every process reads it.
         run_on_main(averaged_checkpoint, args=[self.checkpointer, count, folder])
         state = torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu")
@@ -366,8 +370,7 @@ class DistillationBrain(CTCAttentionBrain):
         if stage != sb.Stage.TRAIN:
             self.remember_terms({"ctc": ctc, "seq": seq}, batch)
             return self.combine_heads(ctc, seq)
-        alpha = float(self.hparams.kd_alpha) * ramp_factor(self.optimizer_step,
-                                                           int(getattr(self.hparams, "kd_ramp_updates", 0) or 0))
+        alpha = float(self.hparams.kd_alpha) * self.kd_ramp()
         kd_ctc, kd_seq = self.distillation_losses(outputs, batch)
         self.remember_terms({"ctc": ctc, "seq": seq, "kd_ctc": kd_ctc, "kd_seq": kd_seq}, batch)
         weight = self.hparams.ctc_weight
@@ -560,7 +563,7 @@ class HieraDistBrain(CIFBrain):
 
     def loss_weights(self) -> Dict[str, float]:
         weights = super().loss_weights()
-        ramp = ramp_factor(self.optimizer_step, int(getattr(self.hparams, "kd_ramp_updates", 0) or 0))
+        ramp = self.kd_ramp()
         weights.update({"acd": ramp * float(self.hparams.acd_weight), "lrd": ramp * float(self.hparams.lrd_weight)})
         return weights
 

@@ -138,15 +138,15 @@ def export_best_checkpoint(loaded: LoadedHparams, tokenizer: LabelTokenizer, res
     ``info.json``."""
     from speechbrain.utils.distributed import if_main_process
 
-    from hieradist_lobes.averaging import averaged_checkpoint
+    from hieradist_lobes.averaging import average_count, averaged_checkpoint, averaged_folder
     from hieradist_lobes.data.manifest import median_duration
 
     hparams = loaded.hparams
     if if_main_process():
-        count = max(int(hparams.get("average_checkpoints", 1) or 1), 1)
+        count = average_count(hparams)
         checkpointer = hparams["checkpointer"]
         if count > 1:
-            source = averaged_checkpoint(checkpointer, count, os.path.join(hparams["output_folder"], "averaged"))
+            source = averaged_checkpoint(checkpointer, count, averaged_folder(hparams["output_folder"]))
         else:
             source = checkpointer.find_checkpoint(min_key="error_rate").path
         info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],

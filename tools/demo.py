@@ -86,8 +86,9 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     and its summary entry carries each run and the mean and standard
     deviation over seeds. ``store_top_k``: also store the teachers' top-k
     outputs and distil ``student_weighted_top<k>`` from them, to compare
-    with the full store. ``ablations``: also the variants of :data:`ABLATIONS`
-    (*best* with shared ties; ACD and HieraDist with their weights ramped).
+    with the full store. ``ablations``: also *best* with shared ties
+    (``best_ties: average``), and ACD and HieraDist with their weights ramped
+    over :data:`RAMP_UPDATES` updates.
     """
     unknown = [part for part in parts if part not in PARTS]
     if unknown:

@@ -318,13 +318,14 @@ def train_loader_options(hparams: Mapping[str, object], train_set=None) -> Dict[
     {'batch_size': 8, 'shuffle': False}
     """
     options = dict(hparams["train_dataloader_opts"])
-    if hparams.get("train_sorting", "random") != "random":
+    sorted_order = hparams.get("train_sorting", "random") != "random"
+    if sorted_order:
         options["shuffle"] = False
     dynamic = hparams.get("dynamic_batching")
     if dynamic:
         if train_set is None:
             raise ValueError("dynamic_batching needs the training set to measure its utterances")
-        if hparams.get("train_sorting", "random") != "random":
+        if sorted_order:
             raise ValueError("dynamic_batching groups utterances by duration itself: set train_sorting: random")
         dynamic = dict(dynamic)
         if "max_batch_length" not in dynamic:
