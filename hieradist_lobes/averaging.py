@@ -27,18 +27,23 @@ Example
 True
 >>> average_count({"average_checkpoints": 10}), average_count({})
 (10, 1)
+>>> len(averaged_sources(averaged_checkpoint(checkpointer, 10, averaged_folder(folder))))  # all there are
+3
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from typing import Mapping
+from typing import List, Mapping
 
 import torch
 from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from hieradist_lobes.files import staged_folder
+
+logger = logging.getLogger(__name__)
 
 
 def average_count(hparams: Mapping[str, object]) -> int:
@@ -84,6 +89,9 @@ def averaged_checkpoint(checkpointer: Checkpointer, count: int, folder: str, rec
         with open(listing, encoding="utf-8") as handle:
             if handle.read() == sources:
                 return folder
+    if len(checkpoints) < int(count):
+        logger.warning("average_checkpoints is %d but only %d checkpoints exist (fewer epochs than that?): "
+                       "averaging those %d", int(count), len(checkpoints), len(checkpoints))
     averaged = average_checkpoints(checkpoints, recoverable)
     with staged_folder(folder) as staging:
         latest = checkpoints[0].path
@@ -94,3 +102,9 @@ def averaged_checkpoint(checkpointer: Checkpointer, count: int, folder: str, rec
         with open(os.path.join(staging, "AVERAGED.txt"), "w", encoding="utf-8") as handle:
             handle.write(sources)
     return folder
+
+
+def averaged_sources(folder: str) -> List[str]:
+    """The checkpoints whose mean an averaged folder holds (its ``AVERAGED.txt``)."""
+    with open(os.path.join(folder, "AVERAGED.txt"), encoding="utf-8") as handle:
+        return handle.read().split()

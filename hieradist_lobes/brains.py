@@ -27,7 +27,13 @@ import torch
 from speechbrain.utils.data_utils import undo_padding
 from speechbrain.utils.distributed import if_main_process, main_process_only, run_on_main
 
-from hieradist_lobes.averaging import average_count, averaged_checkpoint, averaged_folder, keep_checkpoints
+from hieradist_lobes.averaging import (
+    average_count,
+    averaged_checkpoint,
+    averaged_folder,
+    averaged_sources,
+    keep_checkpoints,
+)
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.losses import (
@@ -189,7 +195,7 @@ class ProjectBrain(sb.Brain):
         run_on_main(averaged_checkpoint, args=[self.checkpointer, count, folder])
         state = torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu")
         self.checkpointer.recoverables["model"].load_state_dict(state)
-        logger.info("scoring the mean weights of the last %d checkpoints (%s)", count, folder)
+        logger.info("scoring the mean weights of the last %d checkpoints (%s)", len(averaged_sources(folder)), folder)
 
     def check_weights_finite(self) -> None:
         """Stop with :class:`DivergenceError` if any weight is NaN or inf."""

@@ -138,7 +138,7 @@ def export_best_checkpoint(loaded: LoadedHparams, tokenizer: LabelTokenizer, res
     ``info.json``."""
     from speechbrain.utils.distributed import if_main_process
 
-    from hieradist_lobes.averaging import average_count, averaged_checkpoint, averaged_folder
+    from hieradist_lobes.averaging import average_count, averaged_checkpoint, averaged_folder, averaged_sources
     from hieradist_lobes.data.manifest import median_duration
 
     hparams = loaded.hparams
@@ -147,6 +147,7 @@ def export_best_checkpoint(loaded: LoadedHparams, tokenizer: LabelTokenizer, res
         checkpointer = hparams["checkpointer"]
         if count > 1:
             source = averaged_checkpoint(checkpointer, count, averaged_folder(hparams["output_folder"]))
+            count = len(averaged_sources(source))  # what was averaged: fewer when fewer checkpoints exist
         else:
             source = checkpointer.find_checkpoint(min_key="error_rate").path
         info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],

@@ -329,3 +329,16 @@ def test_a_teacher_can_be_the_mean_of_its_last_checkpoints(run, tmp_path):
     with open(os.path.join(result["model_dir"], "info.json")) as handle:
         assert json.load(handle)["averaged_checkpoints"] == 2
     assert _transcribe(result["model_dir"], read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"])
+
+
+def test_averaging_more_checkpoints_than_exist_says_how_many_were_averaged(run, tmp_path):
+    import json
+
+    data = [arg for arg in run["data"] if not arg.startswith("--output_root")] + [f"--output_root={tmp_path}"]
+    result = run["recipes"].train_teacher(["hparams/synth/asr.yaml", *data, "--debug", "--debug_batches=2",
+                                           "--debug_epochs=2", "--number_of_epochs=2", "--average_checkpoints=5"])
+    folder = os.path.dirname(result["model_dir"])
+    with open(os.path.join(folder, "log.txt")) as handle:  # SpeechBrain's experiment log
+        assert handle.read().count("average_checkpoints is 5 but only 2 checkpoints exist") == 1  # warned once
+    with open(os.path.join(result["model_dir"], "info.json")) as handle:
+        assert json.load(handle)["averaged_checkpoints"] == 2
