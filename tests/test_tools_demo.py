@@ -61,6 +61,22 @@ def test_a_partial_run_keeps_the_systems_of_an_earlier_run(tmp_path):
     assert merge_previous(now, str(tmp_path / "absent.json")) is now
 
 
+def test_a_stopped_run_leaves_what_it_measured_and_the_end_clears_the_mark(tmp_path):
+    path = str(tmp_path / "summary.json")
+    earlier = {**_summary(tmp_path), "total_minutes": 61.0}
+    demo.write_summary(earlier, path)
+    partial = {"systems": {"cif": {"kind": "cif", "test_error_rate": 30.0}}, "seconds": {}, "in_progress": True}
+    demo.write_summary(partial, path)
+    on_disk = json.loads(Path(path).read_text())
+    # The earlier run's systems stay; its total time is not this run's.
+    assert on_disk["in_progress"] is True and "total_minutes" not in on_disk
+    assert set(on_disk["systems"]) == {"tea0", "student_baseline", "student_best", "cif"}
+    final = demo.write_summary({"systems": {}, "seconds": {}, "total_minutes": 12.5}, path)
+    assert json.loads(Path(path).read_text()) == final
+    assert "in_progress" not in final and final["total_minutes"] == 12.5 and "cif" in final["systems"]
+    assert not os.path.exists(path + ".tmp")
+
+
 def test_token_error_rate_counts_edits_over_reference_tokens(tmp_path):
     """The demo's CIF+LM score: SpeechBrain's ErrorRateStats over the PLM's tokens."""
     from types import SimpleNamespace

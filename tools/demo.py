@@ -112,8 +112,15 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         timings[name] = round(time.time() - start, 1)
         return result
 
+    summary_path = os.path.join(output_folder, "summary.json")
+
+    def save_progress() -> None:
+        # After every system, so that a run stopped half-way keeps what it measured.
+        write_summary({**summary, "in_progress": True}, summary_path)
+
     def train(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable, argv: List[str]) -> None:
         systems[name] = {"kind": kind, **method, **timed(name, main, argv)}
+        save_progress()
 
     def train_seeds(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable,
                     argv: List[str]) -> None:
@@ -122,6 +129,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
             folder = name if len(seeds) == 1 else f"{name}_s{seed}"
             runs[str(seed)] = timed(folder, main, [*argv, f"--seed={seed}", f"--experiment_name={folder}"])
         systems[name] = {"kind": kind, **method, **seed_statistics(runs)}
+        save_progress()
 
     if "kd" in parts:
         for teacher in TEACHERS:
@@ -168,9 +176,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         check_cif_models(systems, test_manifest, summary["lm"]["lm_dir"], lm_weight)
         timings["cif_lm_decoding"] = round(time.time() - start, 1)
     summary["total_minutes"] = round((time.time() - begin) / 60, 1)
-    summary = merge_previous(summary, os.path.join(output_folder, "summary.json"))
-    with open(os.path.join(output_folder, "summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    summary = write_summary(summary, summary_path)
     plot_summary(summary, output_folder, os.path.join(output_folder, "summary.png"))
     print(format_table(summary))
     return summary
@@ -215,6 +221,23 @@ def merge_previous(summary: Dict[str, object], path: str) -> Dict[str, object]:
     merged = {**previous, **{k: v for k, v in summary.items() if k not in ("systems", "seconds")}}
     merged["systems"] = {**previous.get("systems", {}), **summary["systems"]}
     merged["seconds"] = {**previous.get("seconds", {}), **summary["seconds"]}
+    return merged
+
+
+def write_summary(summary: Dict[str, object], path: str) -> Dict[str, object]:
+    """Merge ``summary`` with what ``path`` holds (:func:`merge_previous`) and
+    write it atomically; return the merged summary. A summary with
+    ``in_progress`` is a run's partial record: ``total_minutes`` is left out
+    until the run ends."""
+    merged = merge_previous(summary, path)
+    if summary.get("in_progress"):
+        merged.pop("total_minutes", None)
+    else:
+        merged.pop("in_progress", None)
+    partial = f"{path}.tmp"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(merged, handle, indent=2)
+    os.replace(partial, path)
     return merged
 
 
