@@ -27,7 +27,7 @@ Example
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -50,6 +50,17 @@ class DecoderOutput(NamedTuple):
     logits: torch.Tensor        # B × L × vocab
     states: torch.Tensor        # B × L × d_model: the layers' output after the final LayerNorm
     final_states: torch.Tensor  # B × L × output_dim: the bottleneck over [states; c_i]
+
+
+class DecoderCache(NamedTuple):
+    """What :meth:`CIFDecoder.step` carries from one fire to the next: each
+    layer's self-attention keys and values of the steps so far (``B × heads ×
+    t × d_head``), the last fire ``c_{t−1}`` (the next step's input) and ``t``."""
+
+    keys: List[torch.Tensor]
+    values: List[torch.Tensor]
+    previous_fired: torch.Tensor
+    steps: int
 
 
 class CIFDecoder(torch.nn.Module):
@@ -125,9 +136,7 @@ class CIFDecoder(torch.nn.Module):
             raise ValueError(f"{steps} decoding steps but only {fired.shape[1]} CIF outputs")
         fired = fired[:, :steps]
         previous_fired = torch.nn.functional.pad(fired, (0, 0, 1, 0))[:, :steps]  # c_{i−1}, c_0 = 0
-        embedded = self.embedding_scale * self.embedding(prev_tokens)
-        x = self.input_proj(torch.cat([embedded, previous_fired], dim=-1))
-        x = self.dropout(x + sinusoids(steps, self.d_model, x.device).to(x.dtype))
+        x = self.layer_inputs(prev_tokens, previous_fired, sinusoids(steps, self.d_model, fired.device))
         causal = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=x.device), diagonal=1)
         pad = None
         if lengths is not None:
@@ -135,9 +144,97 @@ class CIFDecoder(torch.nn.Module):
             pad[:, 0] = False  # a fully masked row would give NaN
         for layer in self.layers:
             x = layer(x, src_mask=causal, src_key_padding_mask=pad)
+        return self.read_out(x, fired)
+
+    def layer_inputs(self, prev_tokens: torch.Tensor, previous_fired: torch.Tensor,
+                     positions: torch.Tensor) -> torch.Tensor:
+        """``Linear([√e·embed(y_{i−1}); c_{i−1}])`` plus the position encodings, then dropout."""
+        embedded = self.embedding_scale * self.embedding(prev_tokens)
+        x = self.input_proj(torch.cat([embedded, previous_fired], dim=-1))
+        return self.dropout(x + positions.to(x.dtype))
+
+    def read_out(self, x: torch.Tensor, fired: torch.Tensor) -> DecoderOutput:
+        """The layers' output ``x`` → LayerNorm → bottleneck over ``[state; c_i]`` → logits."""
         states = self.norm(x)
         final_states = self.bottleneck(torch.cat([states, fired], dim=-1))
         return DecoderOutput(self.output_proj(final_states), states, final_states)
+
+    def step(self, prev_tokens: torch.Tensor, fired: torch.Tensor,
+             cache: Optional[DecoderCache] = None) -> Tuple[torch.Tensor, DecoderCache]:
+        """One decoding step with the earlier steps' keys and values carried
+        in ``cache``: the same logits as :meth:`forward`'s last step over the
+        whole prefix, at the cost of one step (the beam search's inner loop).
+
+        Arguments
+        ---------
+        prev_tokens : torch.Tensor
+            ``B``: the previous token (``<bos>`` at the first step).
+        fired : torch.Tensor
+            ``B × cif_size``: this step's CIF output ``c_i``.
+        cache : DecoderCache, optional
+            What the previous step returned (``None`` at the first step).
+
+        Returns
+        -------
+        logits : torch.Tensor
+            ``B × vocab``.
+        cache : DecoderCache
+            For the next step; reorder it with :meth:`reorder_state` when
+            hypotheses are re-ranked.
+
+        Example
+        -------
+        >>> decoder = CIFDecoder(vocab_size=7, cif_size=8, d_model=16, num_layers=2, nhead=2, d_ffn=32).eval()
+        >>> fired, tokens = torch.randn(1, 3, 8), torch.tensor([[1, 4, 5]])
+        >>> cache = None
+        >>> for i in range(3):
+        ...     logits, cache = decoder.step(tokens[:, i], fired[:, i], cache)
+        >>> torch.allclose(logits, decoder(tokens, fired).logits[:, -1], atol=1e-5)
+        True
+        """
+        position = 0 if cache is None else cache.steps
+        previous_fired = torch.zeros_like(fired) if cache is None else cache.previous_fired
+        positions = sinusoids(position + 1, self.d_model, fired.device)[position:]
+        x = self.layer_inputs(prev_tokens[:, None], previous_fired[:, None], positions)
+        keys, values = [], []
+        for index, layer in enumerate(self.layers):
+            x, layer_keys, layer_values = cached_layer_step(
+                layer, x, None if cache is None else cache.keys[index], None if cache is None else cache.values[index])
+            keys.append(layer_keys)
+            values.append(layer_values)
+        return self.read_out(x, fired[:, None]).logits[:, 0], DecoderCache(keys, values, fired, position + 1)
+
+    @staticmethod
+    def reorder_state(cache: DecoderCache, rows: torch.Tensor) -> DecoderCache:
+        """The cache of the hypotheses ``rows`` (indices into the batch)."""
+        return DecoderCache([k[rows] for k in cache.keys], [v[rows] for v in cache.values],
+                            cache.previous_fired[rows], cache.steps)
+
+
+def cached_layer_step(layer: torch.nn.TransformerEncoderLayer, x: torch.Tensor, keys: Optional[torch.Tensor],
+                      values: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A pre-LN ``TransformerEncoderLayer`` applied to one new position ``x``
+    (``B × 1 × d``) that attends to itself and to the earlier positions'
+    ``keys`` and ``values`` (``B × heads × t × d_head``, or ``None``); returns
+    the layer's output and the keys and values including the new position.
+    Written with the layer's own weights, because PyTorch's layer has no
+    incremental mode."""
+    attention = layer.self_attn
+    batch, _, width = x.shape
+    heads = attention.num_heads
+
+    def split_heads(t: torch.Tensor) -> torch.Tensor:
+        return t.view(batch, -1, heads, width // heads).transpose(1, 2)
+
+    query, key, value = torch.nn.functional.linear(
+        layer.norm1(x), attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+    key, value = split_heads(key), split_heads(value)
+    if keys is not None:
+        key, value = torch.cat([keys, key], dim=2), torch.cat([values, value], dim=2)
+    attended = torch.nn.functional.scaled_dot_product_attention(split_heads(query), key, value)
+    x = x + layer.dropout1(attention.out_proj(attended.transpose(1, 2).reshape(batch, 1, width)))
+    feed_forward = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x)))))
+    return x + layer.dropout2(feed_forward), key, value
 
 
 @torch.no_grad()
@@ -156,8 +253,9 @@ def cif_beam_search(
 
     Step ``i`` scores every token given the prefix and fire ``i``:
     ``log p_asr + lm_weight · log p_lm`` (shallow fusion when ``lm`` is
-    given; it maps ``B × L`` token prefixes starting with ``<bos>`` to
-    ``B × L × vocab`` log-probabilities).  Every fire is one output token,
+    given).  The decoder's self-attention keys and values and the LM's state
+    are carried from fire to fire (:meth:`CIFDecoder.step`), so that each
+    fire costs one decoder step and one LM step, not a pass over the prefix.  Every fire is one output token,
     so ``<eos>`` may only be emitted at the last fire (the model was trained
     with N tokens + eos = N + 1 fires): an early ``<eos>`` would drop every
     later fire's token, which on long audio cut the transcript short.  At
@@ -174,6 +272,9 @@ def cif_beam_search(
     blocked : sequence of int
         Classes never emitted (blank, bos).
     lm : torch.nn.Module, optional
+        With ``step(prev_tokens, state) → (log-probabilities B × vocab,
+        state)`` and ``reorder_state(state, rows)``, as
+        :class:`~hieradist_lobes.lm.TokenLM`.
     lm_weight : float
 
     Returns
@@ -193,11 +294,14 @@ def cif_beam_search(
     finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
     fired_beams = fired.repeat_interleave(k, dim=0)
     fire_counts = fired_lengths.to(device)
+    use_lm = lm is not None and bool(lm_weight)
+    cache = lm_state = None
     for step in range(steps):
-        logits = decoder(tokens, fired_beams[:, : step + 1]).logits
-        logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
-        if lm is not None and lm_weight:
-            logprobs = logprobs + lm_weight * lm(tokens)[:, -1].float()
+        logits, cache = decoder.step(tokens[:, -1], fired_beams[:, step], cache)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        if use_lm:
+            lm_logprobs, lm_state = lm.step(tokens[:, -1], lm_state)
+            logprobs = logprobs + lm_weight * lm_logprobs.float()
         vocab = logprobs.shape[-1]
         logprobs = logprobs.view(batch, k, vocab)
         if blocked:
@@ -215,6 +319,9 @@ def cif_beam_search(
         origin, token = flat // vocab, flat % vocab
         rows = (origin + torch.arange(batch, device=device)[:, None] * k).view(-1)
         tokens = torch.cat([tokens[rows], token.view(-1, 1)], dim=1)
+        cache = decoder.reorder_state(cache, rows)
+        if use_lm:
+            lm_state = lm.reorder_state(lm_state, rows)
         finished = finished.gather(1, origin) | (token == eos_index)
     best = scores.argmax(dim=-1)
     results = []

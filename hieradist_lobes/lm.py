@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import speechbrain as sb
 import torch
@@ -61,8 +61,36 @@ class TokenLM(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the next token, ``B × L × vocab``, for prefixes ``B × L``."""
-        hidden, _ = self.rnn(self.dropout(self.embedding(tokens)))
-        return torch.log_softmax(self.output(self.dropout(hidden)), dim=-1)
+        return self.forward_with_state(tokens, None)[0]
+
+    def forward_with_state(self, tokens: torch.Tensor,
+                      state: Optional[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[torch.Tensor, Tuple]:
+        """:meth:`forward` continuing from the LSTM ``state`` (``None``: the start); returns the new state too."""
+        hidden, state = self.rnn(self.dropout(self.embedding(tokens)), state)
+        return torch.log_softmax(self.output(self.dropout(hidden)), dim=-1), state
+
+    def step(self, prev_tokens: torch.Tensor,
+             state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[torch.Tensor, Tuple]:
+        """Log-probabilities of the next token (``B × vocab``) after ``prev_tokens`` (``B``), carrying the
+        LSTM state from the previous call (``None`` at ``<bos>``): what a beam search calls once per step.
+
+        Example
+        -------
+        >>> lm = TokenLM(vocab_size=6, embedding_size=4, hidden_size=8).eval()
+        >>> tokens = torch.tensor([[1, 3, 4]])
+        >>> logprobs, state = lm.step(tokens[:, 0])
+        >>> for i in (1, 2):
+        ...     logprobs, state = lm.step(tokens[:, i], state)
+        >>> torch.allclose(logprobs, lm(tokens)[:, -1], atol=1e-6)
+        True
+        """
+        logprobs, state = self.forward_with_state(prev_tokens[:, None], state)
+        return logprobs[:, 0], state
+
+    @staticmethod
+    def reorder_state(state: Tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor) -> Tuple:
+        """The state of the hypotheses ``rows`` (the LSTM's batch is its second dimension)."""
+        return tuple(part[:, rows] for part in state)
 
 
 def text_dataset(manifest: str, tokenizer: LabelTokenizer, unit: str,

@@ -121,10 +121,14 @@ def test_wider_beams_never_score_worse(decoder):
 class FavouriteTokenLM(torch.nn.Module):
     """An LM that is sure the next token is 5."""
 
-    def forward(self, tokens):
-        logprobs = torch.full((*tokens.shape, 9), -30.0)
+    def step(self, prev_tokens, state=None):
+        logprobs = torch.full((*prev_tokens.shape, 9), -30.0)
         logprobs[..., 5] = 0.0
-        return logprobs
+        return logprobs, state
+
+    @staticmethod
+    def reorder_state(state, rows):
+        return state
 
 
 def test_shallow_fusion_adds_the_weighted_lm_score(decoder):
@@ -143,9 +147,12 @@ class EagerToStop(torch.nn.Module):
         super().__init__()
         self.decoder = decoder
 
-    def forward(self, tokens, fired, lengths=None):
-        out = self.decoder(tokens, fired, lengths)
-        return out._replace(logits=out.logits + 50.0 * torch.nn.functional.one_hot(torch.tensor(EOS), 9))
+    def step(self, prev_tokens, fired, cache=None):
+        logits, cache = self.decoder.step(prev_tokens, fired, cache)
+        return logits + 50.0 * torch.nn.functional.one_hot(torch.tensor(EOS), 9), cache
+
+    def reorder_state(self, cache, rows):
+        return self.decoder.reorder_state(cache, rows)
 
 
 def test_eos_only_at_the_last_fire_even_when_the_decoder_prefers_it(decoder):
@@ -156,3 +163,76 @@ def test_eos_only_at_the_last_fire_even_when_the_decoder_prefers_it(decoder):
     for beam in (1, 3):
         hyps = cif_beam_search(eager, fired, lengths, BOS, EOS, beam_size=beam, blocked=[BLANK, BOS])
         assert [len(h) for h in hyps] == [11, 6]  # one token per fire, <eos> at the last
+
+
+def prefix_beam_search(decoder, fired, fired_lengths, beam_size, lm=None, lm_weight=0.0):
+    """The search without carried state, as it was before: at every fire the
+    decoder and the LM run over each hypothesis's whole prefix."""
+    batch, steps = fired.shape[0], fired.shape[1]
+    k = beam_size
+    tokens = torch.full((batch * k, 1), BOS, dtype=torch.long)
+    scores = torch.full((batch, k), float("-inf"))
+    scores[:, 0] = 0.0
+    finished = torch.zeros(batch, k, dtype=torch.bool)
+    fired_beams = fired.repeat_interleave(k, dim=0)
+    for step in range(steps):
+        logprobs = torch.log_softmax(decoder(tokens, fired_beams[:, : step + 1]).logits[:, -1], dim=-1)
+        if lm is not None:
+            logprobs = logprobs + lm_weight * lm(tokens)[:, -1]
+        vocab = logprobs.shape[-1]
+        logprobs = logprobs.view(batch, k, vocab)
+        logprobs[:, :, [BLANK, BOS]] = float("-inf")
+        logprobs[:, :, EOS] = logprobs[:, :, EOS].masked_fill((step < fired_lengths - 1)[:, None], float("-inf"))
+        filler = torch.full((vocab,), float("-inf"))
+        filler[EOS] = 0.0
+        logprobs = torch.where((finished | (step >= fired_lengths)[:, None])[:, :, None], filler, logprobs)
+        scores, flat = (scores[:, :, None] + logprobs).view(batch, k * vocab).topk(k, dim=-1)
+        origin, token = flat // vocab, flat % vocab
+        tokens = torch.cat([tokens[(origin + torch.arange(batch)[:, None] * k).view(-1)], token.view(-1, 1)], dim=1)
+        finished = finished.gather(1, origin) | (token == EOS)
+    results = []
+    for b in range(batch):
+        sequence = tokens[b * k + int(scores[b].argmax()), 1:].tolist()
+        results.append(sequence[: sequence.index(EOS)] if EOS in sequence else sequence)
+    return results
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_carried_state_decodes_the_same_hypotheses_as_rescoring_the_prefix(seed):
+    from hieradist_lobes.lm import TokenLM
+
+    torch.manual_seed(seed)
+    decoder = CIFDecoder(vocab_size=9, cif_size=6, d_model=16, num_layers=2, nhead=2, d_ffn=32, output_dim=12,
+                         dropout=0.1).eval()
+    lm = TokenLM(vocab_size=9, embedding_size=8, hidden_size=16).eval()
+    with torch.no_grad():  # a confident LM, so that a wrong LM state changes the search
+        lm.output.weight.mul_(20.0)
+        lm.embedding.weight.mul_(5.0)
+    fired = torch.randn(4, 9, 6) * 2
+    lengths = torch.tensor([9, 5, 1, 0])
+    for beam in (1, 3, 6):
+        for lm_args in ({}, {"lm": lm, "lm_weight": 0.5}):
+            with torch.no_grad():
+                expected = prefix_beam_search(decoder, fired, lengths, beam, **lm_args)
+            got = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=beam, blocked=[BLANK, BOS], **lm_args)
+            assert got == expected
+            assert all(len(h) <= n for h, n in zip(got, lengths.tolist())) and got[3] == []
+
+
+def test_a_cached_step_gives_the_logits_of_the_whole_prefix(decoder):
+    torch.manual_seed(4)
+    tokens, fired = torch.randint(3, 9, (3, 7)), torch.randn(3, 7, 6)
+    tokens[:, 0] = BOS
+    full = decoder(tokens, fired).logits
+    cache = None
+    for i in range(7):
+        logits, cache = decoder.step(tokens[:, i], fired[:, i], cache)
+        assert torch.allclose(logits, full[:, i], atol=1e-5)
+    # Reordering the cache gives each row the history of the row it came from.
+    rows = torch.tensor([2, 2, 0])
+    cache = decoder.reorder_state(cache, rows)
+    next_fire = torch.randn(3, 6)
+    logits, _ = decoder.step(torch.tensor([4, 4, 4]), next_fire, cache)
+    extended = decoder(torch.cat([tokens[rows], torch.full((3, 1), 4)], 1),
+                       torch.cat([fired[rows], next_fire[:, None]], 1)).logits[:, -1]
+    assert torch.allclose(logits, extended, atol=1e-5)
