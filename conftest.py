@@ -22,3 +22,14 @@ def _drop_unimportable_redirects() -> None:
 
 
 _drop_unimportable_redirects()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="torch device for the tests marked 'device' (cpu, cuda, cuda:1); "
+                          "benchmarks/gpu_check.sh runs them with --device=cuda")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "device: runs its tensors on --device (default cpu); "
+                                       "select with -m device")

@@ -32,6 +32,17 @@ def recipes():
 
 
 @pytest.fixture(scope="session")
+def device(request):
+    """The ``--device`` of the tests marked ``device`` (a ``torch.device``)."""
+    import torch
+
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.fail(f"--device={name} but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """Folder of a ``--size tiny`` synthetic corpus, made with two workers."""
     from hieradist_lobes.data.synth import prepare_synth

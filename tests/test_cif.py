@@ -88,11 +88,13 @@ def cif_inputs(draw, max_alpha=None, exact_multiple=False, padding=False):
     return alphas, hidden, threshold, tail
 
 
-def assert_same_as_reference(alphas, hidden, threshold, tail, eps=1e-4, check_grads=True):
+def assert_same_as_reference(alphas, hidden, threshold, tail, eps=1e-4, check_grads=True, device="cpu"):
+    """``cif_fire`` on ``device`` against the CPU definition: fires, counts, frames, tails, gradients."""
     assume(clear_of_ties(alphas, threshold, tail, eps))
-    a1, h1 = alphas.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
+    a1, h1 = alphas.to(device, copy=True).requires_grad_(True), hidden.to(device, copy=True).requires_grad_(True)
     a2, h2 = alphas.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
     got = cif_fire(a1, h1, threshold, tail, eps)
+    got = got._replace(**{name: getattr(got, name).cpu() for name in ("fired", "lengths", "frames", "tail_weight")})
     fired, lengths, frames, tails = reference_cif(a2, h2, threshold, tail, eps)
     assert got.lengths.tolist() == lengths.tolist()
     assert got.fired.shape == fired.shape
@@ -105,16 +107,17 @@ def assert_same_as_reference(alphas, hidden, threshold, tail, eps=1e-4, check_gr
         (fired * weights).sum().backward()
         for mine, theirs in ((a1, a2), (h1, h2)):
             # No path from an input to the fires (e.g. every fire is θ·h) leaves grad None: zero.
-            grad = torch.zeros_like(mine) if mine.grad is None else mine.grad
+            grad = torch.zeros_like(mine) if mine.grad is None else mine.grad.cpu()
             expected = torch.zeros_like(theirs) if theirs.grad is None else theirs.grad
             torch.testing.assert_close(grad, expected, rtol=1e-8, atol=1e-8)
     return got
 
 
+@pytest.mark.device
 @settings(max_examples=150, deadline=None)
 @given(cif_inputs())
-def test_matches_the_sequential_definition(inputs):
-    assert_same_as_reference(*inputs)
+def test_matches_the_sequential_definition(device, inputs):
+    assert_same_as_reference(*inputs, device=device)
 
 
 @settings(max_examples=80, deadline=None)
@@ -151,19 +154,21 @@ def test_other_eps(inputs, eps):
     assert_same_as_reference(alphas, hidden, threshold, tail, eps=eps)
 
 
+@pytest.mark.device
 @settings(max_examples=40, deadline=None)
 @given(cif_inputs())
-def test_float32_agrees_with_the_float64_definition(inputs):
+def test_float32_agrees_with_the_float64_definition(device, inputs):
     alphas, hidden, threshold, tail = inputs
     assume(clear_of_ties(alphas.float().double(), threshold, tail, 1e-4, margin=1e-5))
-    a32 = alphas.float().requires_grad_(True)
-    h32 = hidden.float().requires_grad_(True)
+    a32 = alphas.to(device, torch.float32, copy=True).requires_grad_(True)
+    h32 = hidden.to(device, torch.float32, copy=True).requires_grad_(True)
     got = cif_fire(a32, h32, threshold, tail)
-    fired, lengths, frames, _ = reference_cif(a32.detach().double(), h32.detach().double(), threshold, tail)
+    fired, lengths, frames, _ = reference_cif(alphas.float().double(), hidden.float().double(), threshold, tail)
     assert got.fired.dtype == torch.float32 and got.tail_weight.dtype == torch.float32
+    assert got.fired.device == a32.device
     assert got.lengths.tolist() == lengths.tolist()
     assert got.frames.tolist() == frames.tolist()
-    torch.testing.assert_close(got.fired.double(), fired, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.fired.cpu().double(), fired, rtol=1e-4, atol=1e-4)
     got.fired.sum().backward()
     assert all(x.grad is None or torch.isfinite(x.grad).all() for x in (a32, h32))
 

@@ -197,8 +197,10 @@ def prefix_beam_search(decoder, fired, fired_lengths, beam_size, lm=None, lm_wei
     return results
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_carried_state_decodes_the_same_hypotheses_as_rescoring_the_prefix(seed):
+def test_carried_state_decodes_the_same_hypotheses_as_rescoring_the_prefix(seed, device):
+    """On ``--device`` the cached search; on the CPU the prefix search as reference."""
     from hieradist_lobes.lm import TokenLM
 
     torch.manual_seed(seed)
@@ -214,7 +216,10 @@ def test_carried_state_decodes_the_same_hypotheses_as_rescoring_the_prefix(seed)
         for lm_args in ({}, {"lm": lm, "lm_weight": 0.5}):
             with torch.no_grad():
                 expected = prefix_beam_search(decoder, fired, lengths, beam, **lm_args)
-            got = cif_beam_search(decoder, fired, lengths, BOS, EOS, beam_size=beam, blocked=[BLANK, BOS], **lm_args)
+            on_device = {key: value.to(device) if key == "lm" else value for key, value in lm_args.items()}
+            got = cif_beam_search(decoder.to(device), fired.to(device), lengths.to(device), BOS, EOS, beam_size=beam,
+                                  blocked=[BLANK, BOS], **on_device)
+            decoder.cpu(), lm.cpu()
             assert got == expected
             assert all(len(h) <= n for h, n in zip(got, lengths.tolist())) and got[3] == []
 

@@ -40,14 +40,17 @@ def test_greedy_targets_match_a_plain_loop(sequences, data):
         assert targets[row, : len(expected)].tolist() == expected
 
 
-def test_pseudo_label_ctc_equals_ctc_on_the_teacher_1best():
+@pytest.mark.device
+def test_pseudo_label_ctc_equals_ctc_on_the_teacher_1best(device):
     torch.manual_seed(0)
     teacher = torch.nn.functional.one_hot(torch.tensor([[0, 3, 3, 0, 2, 0]]), 5).float()
     student = torch.log_softmax(torch.randn(1, 9, 5), dim=-1)
-    loss = ctc_pseudo_label_loss(student, torch.tensor([9]), teacher, torch.tensor([6]), blank_index=0)
+    loss = ctc_pseudo_label_loss(student.to(device), torch.tensor([9], device=device), teacher.to(device),
+                                 torch.tensor([6], device=device), blank_index=0)
     expected = torch.nn.functional.ctc_loss(student.transpose(0, 1), torch.tensor([[3, 2]]), torch.tensor([9]),
                                             torch.tensor([2]), blank=0, reduction="none") / 2
-    assert torch.allclose(loss, expected)
+    assert loss.device == student.to(device).device
+    assert torch.allclose(loss.cpu(), expected, atol=1e-5)
 
 
 def test_pseudo_label_ctc_is_differentiable_and_padding_free():
@@ -208,15 +211,17 @@ def reference_acd(student, teacher, negatives, temperature):
     return total
 
 
+@pytest.mark.device
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 50), st.integers(0, 2**16))
-def test_acd_loss_is_the_original_infonce_on_the_sampled_negatives(tokens, num_negatives, seed):
+def test_acd_loss_is_the_original_infonce_on_the_sampled_negatives(device, tokens, num_negatives, seed):
     torch.manual_seed(seed)
     student, teacher = torch.randn(tokens, 5), torch.randn(tokens, 5)
     count = negative_count(tokens, num_negatives)
     negatives = sample_negatives(tokens, count, torch.Generator().manual_seed(seed))
     expected = reference_acd(student, teacher, negatives, 0.5)
-    loss = acd_loss(student, teacher, num_negatives, 0.5, generator=torch.Generator().manual_seed(seed))
+    loss = acd_loss(student.to(device), teacher.to(device), num_negatives, 0.5,
+                    generator=torch.Generator().manual_seed(seed))
     assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
