@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Decoding speed of a trained CIF model on CPU: real-time factor (RTF).
 
+    python benchmarks/cif_decoding_benchmark.py            # after make demo-full: its CIF+LRD model and LM
     python benchmarks/cif_decoding_benchmark.py --model_dir results/demo/cif/model \\
-        --manifest data/synth_small/test.csv --lm_dir results/demo/lm/model
+        --manifest data/synth_small/test.csv --lm_dir results/demo/lm/model --json decoding.json
 
 RTF = processing seconds / audio seconds (lower is faster; 0.1 = ten times
 faster than real time), for each beam size, one utterance at a time
 (``transcribe_file``, what a user calls) and in padded batches
 (``transcribe_batch``), with and without LM shallow fusion.  Also reports
 the share of the time spent in the encoder + CIF versus the beam search.
+``beam10_lm_over_greedy``: the time of beam 10 with LM fusion over the time
+of greedy decoding without LM, same model and utterances (the larger of the
+two batch sizes' ratios).
 """
 
 from __future__ import annotations
@@ -54,17 +58,22 @@ def measure(asr: CIFASR, signals: List[torch.Tensor], batch_size: int) -> Dict[s
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--manifest", required=True, help="utterances to decode (a test manifest)")
+    parser.add_argument("--model_dir", default="results/demo/cif_lrd/model", help="a CIF model folder")
+    parser.add_argument("--manifest", default="data/synth_small/test.csv", help="utterances to decode")
     parser.add_argument("--utterances", type=int, default=100)
     parser.add_argument("--beam_sizes", default="1,5,10")
     parser.add_argument("--batch_sizes", default="1,16")
-    parser.add_argument("--lm_dir", default=None)
+    parser.add_argument("--lm_dir", default="results/demo/lm/model", help="an LM folder; 'none' for no LM")
     parser.add_argument("--lm_weight", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.lm_dir == "none":
+        args.lm_dir = None
+    for path in (args.model_dir, args.manifest, args.lm_dir):
+        if path and not os.path.exists(path):
+            parser.error(f"{path} does not exist: run make demo-full first, or name your own with the options")
 
     from speechbrain.dataio.dataio import read_audio
 
@@ -87,10 +96,32 @@ def main(argv=None) -> None:
     for r in results:
         print(f"| {r['beam_size']} | {r['batch_size']} | {'yes' if r['lm'] else 'no'} | {r['rtf']:.4f} | "
               f"{100 * r['encoder_cif_share']:.0f} % |")
+    figures = {"utterances": len(rows), "audio_seconds": audio_seconds, "threads": args.threads,
+               "model_dir": args.model_dir, "results": results}
+    ratios = beam_lm_over_greedy(results)
+    if ratios:
+        figures["beam10_lm_over_greedy_by_batch"] = ratios
+        figures["beam10_lm_over_greedy"] = max(ratios.values())
+        print(f"\nbeam 10 + LM over greedy: {figures['beam10_lm_over_greedy']:.2f}× "
+              f"(by batch size: {', '.join(f'{b}: {r:.2f}×' for b, r in ratios.items())})")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"utterances": len(rows), "audio_seconds": audio_seconds, "threads": args.threads,
-                       "results": results}, handle, indent=2)
+            json.dump(figures, handle, indent=2)
+
+
+def beam_lm_over_greedy(results: List[Dict[str, object]], beam: int = 10) -> Dict[str, float]:
+    """Per batch size, RTF of ``beam`` with LM over RTF of beam 1 without LM.
+
+    Example
+    -------
+    >>> rows = [{"beam_size": 1, "batch_size": 1, "lm": False, "rtf": 0.01},
+    ...         {"beam_size": 10, "batch_size": 1, "lm": True, "rtf": 0.015}]
+    >>> beam_lm_over_greedy(rows)
+    {'1': 1.5}
+    """
+    greedy = {r["batch_size"]: r["rtf"] for r in results if r["beam_size"] == 1 and not r["lm"]}
+    return {str(r["batch_size"]): round(r["rtf"] / greedy[r["batch_size"]], 2) for r in results
+            if r["beam_size"] == beam and r["lm"] and greedy.get(r["batch_size"])}
 
 
 if __name__ == "__main__":

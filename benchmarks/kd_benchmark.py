@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmarks of multi-teacher distillation (results go to README.md).
 
+    python benchmarks/kd_benchmark.py            # after make demo-full
     python benchmarks/kd_benchmark.py --store results/demo/teacher_store \\
-        --hparams hparams/synth/train_kd.yaml --data_folder data/synth_small --output_root results/demo
+        --hparams hparams/synth/train_kd.yaml --data_folder data/synth_small --output_root results/demo --json kd.json
 
 Measures, on this machine:
 
@@ -12,8 +13,11 @@ Measures, on this machine:
 2. **Reading throughput**: utterances per second that a DataLoader delivers
    with audio and teacher outputs (read by ID in 0, 1 or 2 worker processes).
 3. **KD step time**: one training step of the distilled student
-   (DistillationBrain) against a plain step of the same student
-   (CTCAttentionBrain), on the same batches.
+   (DistillationBrain, the store read in the DataLoader worker) against a
+   plain step of the same student (CTCAttentionBrain), on the same batches:
+   ``kd_step_overhead_pct``.
+
+With no arguments it reads what ``make demo-full`` wrote (results/demo).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.step_timing import overhead, step_seconds  # noqa: E402
 from hieradist_lobes.data import prepare_dataset  # noqa: E402
 from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
@@ -87,62 +92,62 @@ def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, uttera
     return results
 
 
-def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int) -> Dict[str, object]:
-    """Seconds per training step, distilled vs plain, on the same batches."""
-    from speechbrain.dataio.batch import PaddedBatch
-
+def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int, rounds: int) -> Dict[str, object]:
+    """Seconds per training step, distilled (3 teachers from the store, read in the
+    DataLoader worker) vs plain (the same student without the store), on the same
+    batches, in alternating rounds (:mod:`step_timing`)."""
     from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
+    from hieradist_lobes.data.pipelines import train_loader_options
     from hieradist_lobes.tokens import make_tokenizer
 
-    timings = {}
-    for name, brain_class in (("plain", CTCAttentionBrain), ("distillation", DistillationBrain)):
-        loaded = load_hparams(hparams_file, overrides)
-        hparams = loaded.hparams
+    def times(distilled: bool) -> List[float]:
+        torch.manual_seed(1234)
+        hparams = load_hparams(hparams_file, overrides).hparams
         manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
         tokenizer = make_tokenizer(hparams, manifests)
         hparams["tokenizer"] = tokenizer
-        store = TeacherStore(hparams["teacher_store"], splits=["train"])
-        dataset = asr_dataset(manifests["train"], tokenizer, hparams["unit"], "random", teacher_store=store)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=hparams["batch_size"], num_workers=1,
-                                             collate_fn=PaddedBatch, shuffle=False)
+        store = TeacherStore(hparams["teacher_store"], splits=["train"]) if distilled else None
+        train_set = asr_dataset(manifests["train"], tokenizer, hparams["unit"], "random", teacher_store=store)
+        brain_class = DistillationBrain if distilled else CTCAttentionBrain
         brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
                             run_opts={"device": "cpu"}, checkpointer=None)
-        brain.on_fit_start()
-        brain.on_stage_start(None)
-        durations = []
-        for index, batch in enumerate(loader):
-            start = time.time()
-            brain.fit_batch(batch)
-            if index >= 2:  # skip warm-up
-                durations.append(time.time() - start)
-            if len(durations) >= steps:
-                break
-        timings[name] = sum(durations) / len(durations)
-    return {"batch_size": hparams["batch_size"], "seconds_per_step": {k: round(v, 3) for k, v in timings.items()},
-            "overhead_percent": round(100 * (timings["distillation"] / timings["plain"] - 1), 1)}
+        return step_seconds(brain, train_set, train_loader_options(hparams, train_set), steps)
+
+    plain, distilled = [], []
+    for _ in range(rounds):
+        plain += times(False)
+        distilled += times(True)
+    return {"steps": len(plain), **overhead(plain, distilled)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", required=True, help="an existing teacher store (e.g. from make demo)")
+    parser.add_argument("--store", default="results/demo/teacher_store", help="an existing teacher store")
     parser.add_argument("--hparams", default="hparams/synth/train_kd.yaml")
     parser.add_argument("--data_folder", default="data/synth_small")
     parser.add_argument("--output_root", default="results/demo")
     parser.add_argument("--utterances", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
+    if not os.path.isdir(args.store):
+        parser.error(f"no teacher store in {args.store}: run make demo-full first, or give --store")
 
     from hieradist_lobes.tokens import make_tokenizer
 
-    overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "teacher_store": args.store}
+    # Batches drawn at random (a fixed seed, the same for both): a sorted order would time only the shortest.
+    overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "teacher_store": args.store,
+                 "train_sorting": "random"}
     hparams = load_hparams(args.hparams, overrides).hparams
     manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
     tokenizer = make_tokenizer(hparams, manifests)
-    step = kd_step_time(args.hparams, overrides, args.steps)
+    step = kd_step_time(args.hparams, overrides, args.steps, args.rounds)
     results = {
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "kd_step_overhead_pct": step["overhead_pct"],
         "store_size": store_sizes(args.store, args.utterances),
         "read_throughput": read_throughput(args.store, manifests["train"], hparams["unit"], tokenizer,
                                            args.utterances),

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The cost of HieraDist in a CIF training step (results go to README.md).
+
+    python benchmarks/hieradist_benchmark.py          # after make demo-full: its corpus and PLM store
+    python benchmarks/hieradist_benchmark.py --output_root results/demo --steps 60 --json hieradist.json
+
+A CIF+HieraDist step (PLM features read by utterance ID in the DataLoader
+worker, ACD and LRD on top of the CIF losses) against a CIF baseline step,
+same model initialisation, same batches in the same order, each step timed
+from batch to batch (:mod:`step_timing`). Figure: ``hieradist_step_overhead_pct``.
+The two are measured in alternating rounds so that a drift of the machine's
+speed falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from benchmarks.step_timing import overhead, step_seconds  # noqa: E402
+from hieradist_lobes.brains import CIFBrain, HieraDistBrain  # noqa: E402
+from hieradist_lobes.data import prepare_manifests  # noqa: E402
+from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datasets, train_loader_options  # noqa: E402
+from hieradist_lobes.hparams import load_hparams  # noqa: E402
+from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer  # noqa: E402
+from hieradist_lobes.teacher_store import TeacherStore  # noqa: E402
+
+
+def cif_step_times(hparams_file: str, overrides: Dict[str, object], distilled: bool, steps: int) -> List[float]:
+    """Seconds per step of a fresh CIF model (seed 1234), with HieraDist or without."""
+    torch.manual_seed(1234)
+    hparams = load_hparams(hparams_file, overrides).hparams
+    manifests = prepare_manifests(hparams)
+    split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
+    tokenizer = plm_tokenizer(manifests["train"], split_labels)
+    hparams["tokenizer"] = tokenizer
+    store_options = {}
+    if distilled:
+        store = TeacherStore(hparams["teacher_store"], splits=["train"])
+        store_options = {"teacher_store": store, "teacher_items": PLMFeatureItems(store), "teacher_keys": PLM_KEYS}
+    train_set = asr_datasets(hparams, manifests, tokenizer, split_labels, **store_options)["train"]
+    brain_class = HieraDistBrain if distilled else CIFBrain
+    brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                        run_opts={"device": "cpu"}, checkpointer=None)
+    return step_seconds(brain, train_set, train_loader_options(hparams, train_set), steps)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hparams", default="hparams/synth/cif_kd.yaml")
+    parser.add_argument("--data_folder", default="data/synth_small")
+    parser.add_argument("--output_root", default="results/demo", help="where make demo-full wrote plm_store")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    store = os.path.join(args.output_root, "plm_store")
+    if not os.path.isdir(store):
+        parser.error(f"no PLM store in {store}: run make demo-full first, or give --output_root")
+    # Batches drawn at random (a fixed seed, the same for both): the sorted order would time only the shortest.
+    overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "distillation": "hieradist",
+                 "train_sorting": "random"}
+    times = {"baseline": [], "hieradist": []}
+    for _ in range(args.rounds):
+        times["baseline"] += cif_step_times(args.hparams, overrides, False, args.steps)
+        times["hieradist"] += cif_step_times(args.hparams, overrides, True, args.steps)
+    figures = overhead(times["baseline"], times["hieradist"])
+    results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads",
+               "steps": len(times["baseline"]), **figures,
+               "hieradist_step_overhead_pct": figures["overhead_pct"]}
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
