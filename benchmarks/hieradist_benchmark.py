@@ -31,6 +31,7 @@ from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datase
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer  # noqa: E402
 from hieradist_lobes.teacher_store import TeacherStore  # noqa: E402
+from hieradist_lobes.threads import available_cores  # noqa: E402
 
 
 def cif_step_times(hparams_file: str, overrides: Dict[str, object], distilled: bool, steps: int) -> List[float]:
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
     parser.add_argument("--output_root", default="results/demo", help="where make demo-full wrote plm_store")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -40,6 +40,7 @@ from hieradist_lobes.data import prepare_dataset  # noqa: E402
 from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreWriter  # noqa: E402
+from hieradist_lobes.threads import available_cores  # noqa: E402
 
 
 def store_sizes(store_path: str, utterances: int) -> List[Dict[str, object]]:
@@ -129,7 +130,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=400)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
