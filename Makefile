@@ -3,7 +3,7 @@
 # make demo-full : the same demo with the YAML's epochs, one seed
 # make experiments: demo-full with 3 seeds per student and CIF system, a top-5 teacher store and
 #                   the ablations (best with shared ties, ramped ACD/HieraDist): the README's results,
-#                   mean ± std; about 3 h 15 min on 2 cores (estimated from the measured runs); resumable
+#                   mean ± std; about 3 h 30 min on 2 cores; resumable
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

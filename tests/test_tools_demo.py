@@ -37,6 +37,13 @@ def test_table_and_chart(tmp_path):
     assert os.path.getsize(tmp_path / "summary.png") > 10000
 
 
+def test_long_system_names_keep_the_columns_apart(tmp_path):
+    summary = _summary(tmp_path)
+    summary["systems"]["student_best_ties_average"] = {**summary["systems"]["student_best"]}
+    row = next(line for line in format_table(summary).splitlines() if line.startswith("student_best_ties_average"))
+    assert row.split()[:3] == ["student_best_ties_average", "student", "best"]
+
+
 def test_table_shows_cif_systems_with_and_without_lm(tmp_path):
     summary = _summary(tmp_path)
     summary["systems"]["cif_hieradist"] = {"kind": "cif", "distillation": "hieradist", "valid_error_rate": 20.0,

@@ -313,11 +313,12 @@ def format_table(summary: Dict[str, object]) -> str:
         spread = system.get(f"{name}_std")
         return f"{value:.2f}" + (f" ± {spread:.2f}" if spread and len(system.get("seeds", [])) > 1 else "")
 
-    lines = [f"{'system':<24}{'kind':<9}{'method':<11}{'params':>10}{'seeds':>6}"
+    width = max([24, *(len(name) + 2 for name in summary["systems"])])
+    lines = [f"{'system':<{width}}{'kind':<9}{'method':<11}{'params':>10}{'seeds':>6}"
              f"{'valid ER':>16}{'test ER':>16}{'test+LM':>16}"]
     for name, system in summary["systems"].items():
         method = system.get("strategy") or system.get("distillation") or "-"
-        lines.append(f"{name:<24}{system['kind']:<9}{method:<11}{system['params']:>10,}"
+        lines.append(f"{name:<{width}}{system['kind']:<9}{method:<11}{system['params']:>10,}"
                      f"{len(system.get('seeds', [])) or 1:>6}{score(system, 'valid_error_rate'):>16}"
                      f"{score(system, 'test_error_rate'):>16}{score(system, 'test_error_rate_lm'):>16}")
     return "\n".join(lines)
@@ -390,7 +391,7 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
                       if entry.get(f"grad_norm_{term}", 0) > 0]
             if points:
                 panel.plot(*zip(*points), label=term, linewidth=1)
-        panel.set_title(f"{name}: each loss term's gradient norm on the encoder (before clipping)")
+        panel.set_title(f"{name}: each loss term's gradient norm\non the encoder (before clipping)")
         panel.set_xlabel("update")
         if terms:
             panel.set_yscale("log")
