@@ -31,7 +31,6 @@ machine or with ``--threads 1``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,6 +42,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hieradist_lobes.cif import integrate_and_fire  # noqa: E402
+from hieradist_lobes.files import write_json  # noqa: E402
 
 
 def loop_integrate_and_fire(
@@ -210,8 +210,7 @@ def main() -> None:
         print(f"| {row['alphas']} | {row['fires_per_frame']:.3f} | {row['vectorised_ms']} ({row['vectorised_min_ms']}) "
               f"| {row['loop_ms']} ({row['loop_min_ms']}) | {row['speedup']}× |")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ two batch sizes' ratios).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from speechbrain.utils.data_utils import batch_pad_right
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hieradist_lobes.data.manifest import read_manifest  # noqa: E402
+from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.inference import CIFASR  # noqa: E402
 
 
@@ -105,8 +105,7 @@ def main(argv=None) -> None:
         print(f"\nbeam 10 + LM over greedy: {figures['beam10_lm_over_greedy']:.2f}× "
               f"(by batch size: {', '.join(f'{b}: {r:.2f}×' for b, r in ratios.items())})")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(figures, handle, indent=2)
+        write_json(args.json, figures, indent=2)
 
 
 def beam_lm_over_greedy(results: List[Dict[str, object]], beam: int = 10) -> Dict[str, float]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -146,7 +145,8 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available()
     summary: Dict[str, object] = {"device": args.device, "cuda_available": cuda, "torch": torch.__version__,
                                   "checks": checks.results}
-    if args.device.startswith("cuda") and not cuda:
+    on_gpu = args.device.startswith("cuda")
+    if on_gpu and not cuda:
         reason = "torch sees no CUDA device on this machine: GPU checks not run"
         print(f"gpu_check: {reason} (torch {torch.__version__}, CUDA build {torch.version.cuda})")
         for name in CHECKS:
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         summary["passed"] = None
         write(summary, args.output)
         return 0
-    if cuda and args.device.startswith("cuda"):
+    if on_gpu:
         summary["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
         print(f"gpu_check on {summary['gpu']}, torch {torch.__version__}", flush=True)
 
@@ -187,13 +187,13 @@ def main(argv=None) -> int:
 
     def train(name: str, main: Callable, arguments: List[str]) -> Callable[[], Dict[str, object]]:
         def run():
-            if cuda:
+            if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
             result = main([*arguments, *data, *on_device, *FAST, f"--experiment_name={name}"])
             models[name] = result["model_dir"]
             details = {key: round(value, 2) for key, value in result.items()
                        if key in ("valid_error_rate", "test_error_rate")}
-            if args.device.startswith("cuda"):
+            if on_gpu:
                 # Evidence that the work ran on the GPU, not silently on the CPU.
                 details["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
                 if not details["gpu_peak_mib"] > 0:
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     checks.run("plm_store", plm_store)
     for precision in PRECISIONS:
         mode = f"--precision={precision}"
-        if precision == "fp16" and not args.device.startswith("cuda"):
+        if precision == "fp16" and not on_gpu:
             for system in SYSTEMS:
                 checks.skip(f"{system}_{precision}", "SpeechBrain runs fp16 on CUDA only")
             continue
@@ -273,10 +273,9 @@ def finish(checks: Checks, summary: Dict[str, object], output: str) -> int:
 
 
 def write(summary: Dict[str, object], output: str) -> None:
-    folder = os.path.dirname(os.path.abspath(output))
-    os.makedirs(folder, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    from hieradist_lobes.files import write_json
+
+    write_json(output, summary, indent=2)
     print(f"gpu_check: results in {output}")
 
 

@@ -4,8 +4,8 @@
     python benchmarks/hieradist_benchmark.py          # after make demo-full: its corpus and PLM store
     python benchmarks/hieradist_benchmark.py --output_root results/demo --steps 60 --json hieradist.json
 
-A CIF+HieraDist step (PLM features read by utterance ID in the DataLoader
-worker, ACD and LRD on top of the CIF losses) against a CIF baseline step,
+A CIF+HieraDist step (PLM features read by utterance ID where the YAML's
+``num_workers`` says, ACD and LRD on top of the CIF losses) against a CIF baseline step,
 same model initialisation, same batches in the same order, each step timed
 from batch to batch (:mod:`step_timing`). Figure: ``hieradist_step_overhead_pct``.
 The two are measured in alternating rounds so that a drift of the machine's
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmarks.step_timing import overhead, step_seconds  # noqa: E402
 from hieradist_lobes.brains import CIFBrain, HieraDistBrain  # noqa: E402
 from hieradist_lobes.data import prepare_manifests  # noqa: E402
+from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datasets, train_loader_options  # noqa: E402
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer  # noqa: E402
@@ -80,8 +81,7 @@ def main(argv=None) -> None:
                "hieradist_step_overhead_pct": figures["overhead_pct"]}
     print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Measures, on this machine:
 2. **Reading throughput**: utterances per second that a DataLoader delivers
    with audio and teacher outputs (read by ID in 0, 1 or 2 worker processes).
 3. **KD step time**: one training step of the distilled student
-   (DistillationBrain, the store read in the DataLoader worker) against a
+   (DistillationBrain, the store read where the YAML's ``num_workers`` says) against a
    plain step of the same student (CTCAttentionBrain), on the same batches:
    ``kd_step_overhead_pct``.
 
@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmarks.step_timing import overhead, step_seconds  # noqa: E402
 from hieradist_lobes.data import prepare_dataset  # noqa: E402
 from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
+from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreWriter  # noqa: E402
 from hieradist_lobes.threads import available_cores  # noqa: E402
@@ -94,8 +95,8 @@ def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, uttera
 
 
 def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int, rounds: int) -> Dict[str, object]:
-    """Seconds per training step, distilled (3 teachers from the store, read in the
-    DataLoader worker) vs plain (the same student without the store), on the same
+    """Seconds per training step, distilled (3 teachers from the store, read as the
+    recipe's loader reads them) vs plain (the same student without the store), on the same
     batches, in alternating rounds (:mod:`step_timing`)."""
     from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
     from hieradist_lobes.data.pipelines import train_loader_options
@@ -156,8 +157,7 @@ def main() -> None:
     }
     print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

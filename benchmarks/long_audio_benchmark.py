@@ -21,6 +21,7 @@ from speechbrain.dataio.dataio import read_audio
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.files import write_json
 from hieradist_lobes.plm import PLMSplitter
 from hieradist_lobes.inference import CIFASR
 from hieradist_lobes.plm import PLMTokenizer, minilm_path
@@ -73,8 +74,7 @@ def main() -> None:
         results[name] = {**score(reference, [label[int(t)] for t in tokens]), "rtf": round(elapsed / seconds, 4)}
     print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ import torch
 from hieradist_lobes.losses import length_mask
 
 
-def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
-    """Sinusoidal position encodings, ``length × dim``."""
-    positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+def sinusoids(length: int, dim: int, device=None, start: int = 0) -> torch.Tensor:
+    """Sinusoidal position encodings of positions ``start … start + length − 1``, ``length × dim``."""
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)[:, None]
     rates = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim, device=device)
     table[:, 0::2] = torch.sin(positions * rates)
@@ -194,8 +194,8 @@ class CIFDecoder(torch.nn.Module):
         """
         position = 0 if cache is None else cache.steps
         previous_fired = torch.zeros_like(fired) if cache is None else cache.previous_fired
-        positions = sinusoids(position + 1, self.d_model, fired.device)[position:]
-        x = self.layer_inputs(prev_tokens[:, None], previous_fired[:, None], positions)
+        x = self.layer_inputs(prev_tokens[:, None], previous_fired[:, None],
+                              sinusoids(1, self.d_model, fired.device, start=position))
         keys, values = [], []
         for index, layer in enumerate(self.layers):
             x, layer_keys, layer_values = cached_layer_step(
@@ -255,8 +255,8 @@ def cif_beam_search(
     ``log p_asr + lm_weight · log p_lm`` (shallow fusion when ``lm`` is
     given).  The decoder's self-attention keys and values and the LM's state
     are carried from fire to fire (:meth:`CIFDecoder.step`), so that each
-    fire costs one decoder step and one LM step, not a pass over the prefix.  Every fire is one output token,
-    so ``<eos>`` may only be emitted at the last fire (the model was trained
+    fire costs one decoder step and one LM step, not a pass over the prefix.
+    Every fire is one output token, so ``<eos>`` may only be emitted at the last fire (the model was trained
     with N tokens + eos = N + 1 fires): an early ``<eos>`` would drop every
     later fire's token, which on long audio cut the transcript short.  At
     the last fire all hypotheses end.

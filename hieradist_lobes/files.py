@@ -1,14 +1,15 @@
 """Small file utilities shared by model folders, teacher stores and data
-preparation: one checksum, one way to write a folder atomically."""
+preparation: one checksum, one way to write a folder and a JSON file atomically."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def file_sha256(path: str) -> str:
@@ -55,3 +56,23 @@ def staged_folder(folder: str) -> Iterator[str]:
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     os.replace(staging, folder)
+
+
+def write_json(path: str, data: Any, **dump_options: Any) -> None:
+    """Write ``data`` as JSON (``json.dump`` options) under a temporary name
+    beside ``path``, then rename it, so that a reader or a crash never sees
+    half a file; the folder is made if needed.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "new", "a.json")
+    >>> write_json(path, {"x": 1})
+    >>> open(path).read(), os.listdir(os.path.dirname(path))
+    ('{"x": 1}', ['a.json'])
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, **dump_options)
+    os.replace(temporary, path)

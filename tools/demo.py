@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams" / "synth"
@@ -234,10 +235,7 @@ def write_summary(summary: Dict[str, object], path: str) -> Dict[str, object]:
         merged.pop("total_minutes", None)
     else:
         merged.pop("in_progress", None)
-    partial = f"{path}.tmp"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(merged, handle, indent=2)
-    os.replace(partial, path)
+    write_json(path, merged, indent=2)
     return merged
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from hieradist_lobes.files import file_sha256
+from hieradist_lobes.files import file_sha256, write_json
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, read_manifest, write_manifest
 
 OPTIONS_FILE = "prepare_options.json"
@@ -55,11 +55,7 @@ def _read_marker(save_folder: str) -> Optional[Dict[str, object]]:
 
 
 def _write_marker(save_folder: str, marker: Mapping[str, object]) -> None:
-    path = os.path.join(save_folder, OPTIONS_FILE)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(dict(marker), handle, indent=2, ensure_ascii=False)
-    os.replace(temporary, path)
+    write_json(os.path.join(save_folder, OPTIONS_FILE), dict(marker), indent=2, ensure_ascii=False)
 
 
 def already_prepared(save_folder: str, options: Mapping[str, object]) -> bool:

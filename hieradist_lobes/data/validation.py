@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from hieradist_lobes.data.manifest import CORE_FIELDS, ManifestError, data_root, expand_data_root, read_rows, write_manifest
+from hieradist_lobes.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -334,11 +335,8 @@ def validated_manifest(
         write_manifest(use, result.rows, result.fieldnames)
         logger.warning("dropped %d of %d rows of %s (bad_rows: drop); problems listed in %s; using %s",
                        bad, bad + len(result.rows), path, report, use)
-    temporary = f"{record_path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"manifest": os.path.abspath(path), "use": use, "problems": len(result.problems),
-                   "rows": len(result.rows)}, handle)
-    os.replace(temporary, record_path)
+    write_json(record_path, {"manifest": os.path.abspath(path), "use": use, "problems": len(result.problems),
+                             "rows": len(result.rows)})
     return use
 
 
