@@ -2,8 +2,9 @@
 # make demo      : the same set-up, then the quick demo on the built-in corpus (both systems, fewer epochs)
 # make demo-full : the same demo with the YAML's epochs, one seed
 # make experiments: demo-full with 3 seeds per student and CIF system, a top-5 teacher store and
-#                   the ablations (best with shared ties, ramped ACD/HieraDist): the README's results,
-#                   mean ± std; about 3 h 30 min on 2 cores; resumable
+#                   the ablations (best with shared ties, ACD/HieraDist without the weight ramp): the
+#                   README's results, mean ± std; resumable (3 h 30 min on 2 cores before issue 12)
+# Trainings run two side by side on 2 cores or more (DEMO_ARGS="--jobs 1": one after another).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -64,7 +64,9 @@ class PooledConformerEncoder(torch.nn.Module):
     kernel_size : int
         Conformer convolution kernel.
     pool_after : sequence of int
-        1-based layer numbers after which time is max-pooled by 2.
+        1-based layer numbers after which time is max-pooled by 2; 0 pools
+        the front end's output, before layer 1 (cheaper: every layer then
+        runs at a lower frame rate).
     frontend_channels : int
         Channels of the Conv2d (kernel 3, stride 2) front end.
     dropout : float
@@ -77,9 +79,10 @@ class PooledConformerEncoder(torch.nn.Module):
                  kernel_size: int = 15, pool_after: Sequence[int] = (5, 10), frontend_channels: int = 128,
                  dropout: float = 0.1, attention_type: str = "RelPosMHAXL") -> None:
         super().__init__()
-        bad = [layer for layer in pool_after if not 1 <= layer <= num_layers]
-        if bad:
-            raise ValueError(f"pool_after {list(pool_after)} names layers outside 1..{num_layers}")
+        bad = [layer for layer in pool_after if not 0 <= layer <= num_layers]
+        if bad or len(set(pool_after)) != len(pool_after):
+            raise ValueError(f"pool_after {list(pool_after)}: give distinct layers in 0..{num_layers} "
+                             "(0: right after the front end)")
         self.frontend = torch.nn.Conv2d(1, frontend_channels, kernel_size=3, stride=2, padding=1)
         self.frontend_out = torch.nn.Linear(frontend_channels * ((input_size + 1) // 2), d_model)
         self.dropout = torch.nn.Dropout(dropout)
@@ -102,13 +105,27 @@ class PooledConformerEncoder(torch.nn.Module):
             lengths = torch.ones(feats.shape[0], device=feats.device)
         x = torch.relu(self.frontend(feats.unsqueeze(1)))  # B × C × T/2 × F/2
         x = self.dropout(self.frontend_out(x.permute(0, 2, 1, 3).flatten(2)))
+        if 0 in self.pool_after:
+            x = max_pool_time(x, padding_mask(lengths, x.shape[1]))
         for number, layer in enumerate(self.layers, start=1):
             mask = padding_mask(lengths, x.shape[1])
             pos_embs = self.positions(x) if self.positions is not None else None
             x, _ = layer(x, src_key_padding_mask=mask, pos_embs=pos_embs)
             if number in self.pool_after:
-                # Padded frames must not win the max: fill them with -inf first.
-                x = x.masked_fill(mask.unsqueeze(-1), float("-inf"))
-                x = torch.nn.functional.max_pool1d(x.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)
-                x = x.masked_fill(torch.isinf(x), 0.0)
+                x = max_pool_time(x, mask)
         return self.norm(x)
+
+
+def max_pool_time(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max-pool ``x`` (batch × frames × dim) by 2 in time; ``mask`` is ``True`` on padded frames.
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [2.0], [-5.0]]])
+    >>> max_pool_time(x, torch.tensor([[False, False, False, True]])).flatten().tolist()
+    [3.0, 2.0]
+    """
+    # Padded frames must not win the max: fill them with -inf first.
+    x = x.masked_fill(mask.unsqueeze(-1), float("-inf"))
+    x = torch.nn.functional.max_pool1d(x.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)
+    return x.masked_fill(torch.isinf(x), 0.0)

@@ -1,13 +1,14 @@
 """What the Brains add to the models: divergence checks and the choice of distillation terms
 (training runs end to end in test_recipes.py and test_cif_recipes.py)."""
 
+import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from hieradist_lobes.brains import DivergenceError, HieraDistBrain, ProjectBrain
+from hieradist_lobes.brains import CIFBrain, DivergenceError, HieraDistBrain, ProjectBrain
 
 
 def _brain(**run_opts):
@@ -46,3 +47,13 @@ def test_hieradist_trains_only_the_projections_of_its_terms():
         assert set(brain.modules.keys()) - {"lin"} == expected
     with pytest.raises(ValueError, match="distillation must be one of acd, lrd, hieradist, got 'ace'"):
         HieraDistBrain(modules={}, hparams={"distillation": "ace", **projections}, run_opts={"device": "cpu"})
+
+
+@pytest.mark.parametrize("sorting, warned", [("ascending", True), ("descending", True), ("random", False)])
+def test_cif_training_on_batches_in_a_fixed_order_is_warned_about(caplog, sorting, warned):
+    # The quantity loss can be met without counting when every epoch repeats the same batch order.
+    brain = CIFBrain(modules={"lin": torch.nn.Linear(2, 2)}, opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+                     hparams={"epoch_counter": EpochCounter(1), "train_sorting": sorting}, run_opts={"device": "cpu"})
+    with caplog.at_level(logging.WARNING, logger="hieradist_lobes.brains"):
+        brain.on_fit_start()
+    assert (f"train_sorting: {sorting} gives the same batches" in caplog.text) == warned

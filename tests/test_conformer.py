@@ -17,6 +17,16 @@ def test_subsampling_is_two_per_pool_times_two():
     assert out.shape == (3, 10, 16)  # ceil(ceil(ceil(77/2)/2)/2)
 
 
+def test_pooling_before_the_first_layer_runs_every_layer_at_the_lower_rate():
+    encoder = make((0, 1))
+    rates = []
+    for layer in encoder.layers:
+        layer.register_forward_hook(lambda module, inputs, output: rates.append(output[0].shape[1]))
+    out = encoder(torch.randn(2, 77, 12), torch.tensor([1.0, 0.6]))
+    assert encoder.subsampling == 8 and out.shape == (2, 10, 16)
+    assert rates == [20, 10, 10]  # 39 frames after the front end, pooled before layer 1 and after it
+
+
 def test_padded_frames_do_not_win_the_max_pool():
     encoder = make((2, 3))  # the last layer pools: its padded output frames are all padding
     feats = torch.randn(2, 64, 12)
@@ -28,8 +38,10 @@ def test_padded_frames_do_not_win_the_max_pool():
 
 
 def test_bad_inputs_are_named():
-    with pytest.raises(ValueError, match="outside 1..3"):
+    with pytest.raises(ValueError, match=r"distinct layers in 0\.\.3"):
         make((1, 4))
+    with pytest.raises(ValueError, match=r"distinct layers in 0\.\.3"):
+        make((1, 1))
     with pytest.raises(ValueError, match="batch × frames × features"):
         make()(torch.randn(2, 12))
     assert padding_mask(torch.tensor([0.25]), 8).tolist() == [[False, False, True, True, True, True, True, True]]

@@ -221,3 +221,10 @@ def test_every_problem_is_reported_at_once_and_references_are_resolved_first():
     # acd_temperature is checked after the overlay.
     with pytest.raises(HparamsError, match="acd_temperature = -0.02"):
         load_hparams("hparams/synth/cif_kd.yaml", {"acd_temperature": -0.02})
+
+
+def test_synth_cif_batches_are_reshuffled_every_epoch():
+    # With the same batch order every epoch, CIF's quantity loss was met without learning to count.
+    hparams = load_hparams("hparams/synth/cif.yaml").hparams
+    assert hparams["train_sorting"] == "random"
+    assert hparams["dynamic_batching"]["shuffle"] is True and hparams["dynamic_batching"]["batch_ordering"] == "random"

@@ -66,6 +66,16 @@ def test_a_partial_run_keeps_the_systems_of_an_earlier_run(tmp_path):
     assert list(merged["systems"]) == ["tea0", "student_baseline", "student_best", "cif"]
     assert merged["seconds"] == {"tea0": 10.0, "cif": 5.0} and merged["lm"] == {"x": 1}
     assert merge_previous(now, str(tmp_path / "absent.json")) is now
+    # A run that redoes systems lists them in its own order (jobs side by side finish in any order).
+    redone = {"systems": {"tea0": earlier["systems"]["tea0"], "student_baseline": {"kind": "student"}},
+              "seconds": {}}
+    path.write_text(json.dumps({**earlier, "systems": {"student_baseline": {}, "cif": {}, "tea0": {}}}))
+    assert list(merge_previous(redone, str(path))["systems"]) == ["cif", "tea0", "student_baseline"]
+
+
+def test_the_parts_alternate_in_the_start_order():
+    assert demo.alternate(["tea0", "tea1", "store", "student"], ["plm", "cif"]) == [
+        "tea0", "plm", "tea1", "cif", "store", "student"]
 
 
 def test_a_stopped_run_leaves_what_it_measured_and_the_end_clears_the_mark(tmp_path):

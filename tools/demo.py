@@ -5,8 +5,11 @@
     python tools/demo.py --output_folder results/experiments --seeds 1234,1235,1236 \
         --store_top_k 5 --ablations                                   (``make experiments``)
 
-It runs the recipes of ``recipes/`` in one process, with the YAMLs of
-``hparams/synth/`` (paths relative to this repository, wherever it is run from).
+It runs the recipes of ``recipes/`` with the YAMLs of ``hparams/synth/`` (paths
+relative to this repository, wherever it is run from), two trainings side by
+side on a machine with 2 cores or more (``--jobs``; each in its own process
+with its share of the cores, its output in ``<output_folder>/logs/<name>.log``;
+the demo prints a line as each starts and ends).
 
 Part ``kd`` (multi-teacher distillation): make the ``small`` corpus → train
 the teachers (``asr.yaml`` = tea0, ``tea1.yaml``, ``tea2.yaml``) → store their outputs →
@@ -35,7 +38,7 @@ checkpoints), the teacher store continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import itertools
 import json
 import os
 import statistics
@@ -43,20 +46,19 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest
 from hieradist_lobes.files import write_json
+from hieradist_lobes.jobs import Job, run_jobs
+from hieradist_lobes.threads import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams" / "synth"
 
 
-def recipe(path: str) -> Callable[[Sequence[str]], object]:
-    """The ``main(argv)`` of a recipe script under ``recipes/`` (e.g.
-    ``multi_teacher_kd/train_kd.py``), to run it in this process."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{path.replace('/', '_')[:-3]}", ROOT / "recipes" / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+def recipe(path: str) -> str:
+    """The path of a recipe script under ``recipes/`` (e.g. ``multi_teacher_kd/train_kd.py``)."""
+    return str(ROOT / "recipes" / path)
 
 
 def synth_yaml(name: str) -> str:
@@ -69,17 +71,28 @@ STRATEGIES = ("average", "best", "weighted")
 CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
 PARTS = ("kd", "cif")
 DEFAULT_SEED = 1234  # the YAMLs' seed
-# --ablations: ACD and HieraDist with their weights ramped over the first
-# RAMP_UPDATES of the 2 500 updates (a fifth of training).
-RAMP_UPDATES = 500
-# ``--quick`` (what ``make demo`` runs): the whole demo within 30 minutes on 2 CPU cores.
-QUICK_EPOCHS, QUICK_CIF_EPOCHS = 2, 3
+# --ablations: ACD and HieraDist as the paper runs them, without the ramp of their weights that
+# hparams/synth/cif_kd.yaml sets.
+UNRAMPED = "--kd_ramp_updates=0"
+# ``--quick`` (what ``make demo`` runs): the whole demo within 12 minutes on 2 CPU cores. The KD
+# models get one epoch (they only show that every step runs); the CIF models 5 of the YAML's 8,
+# with the LR schedule shortened to them (full LR until the encoder has found the alignment,
+# about 1 000 updates, then the decay), so that they learn something (test TER < 80 %).
+QUICK_EPOCHS, QUICK_CIF_EPOCHS = 1, 5
+QUICK_CIF_SCHEDULE = ("--warmup_steps=250", "--hold_steps=750", "--decay_steps=300")
+
+
+def default_jobs() -> int:
+    """Trainings run side by side: 2 on a machine with 2 or more cores (one
+    thread each on 2 cores does 1.3× the work of one 2-thread training), else 1."""
+    return 2 if available_cores() >= 2 else 1
 
 
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
              extra: Sequence[str] = (), parts: Sequence[str] = PARTS, cif_epochs: Optional[int] = None,
              lm_weight: float = 0.2, seeds: Sequence[int] = (DEFAULT_SEED,),
-             store_top_k: Optional[int] = None, ablations: bool = False) -> Dict[str, object]:
+             store_top_k: Optional[int] = None, ablations: bool = False,
+             jobs: Optional[int] = None, cif_extra: Sequence[str] = ()) -> Dict[str, object]:
     """Run every step of ``parts``; return the summary (also written to ``summary.json``).
 
     Teachers and stores are trained once; every student and CIF system once
@@ -88,87 +101,131 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     deviation over seeds. ``store_top_k``: also store the teachers' top-k
     outputs and distil ``student_weighted_top<k>`` from them, to compare
     with the full store. ``ablations``: also *best* with shared ties
-    (``best_ties: average``), and ACD and HieraDist with their weights ramped
-    over :data:`RAMP_UPDATES` updates.
+    (``best_ties: average``), and ACD and HieraDist without the ramp of
+    their weights (as the paper). ``jobs``: trainings run side by side
+    (:func:`default_jobs`), each in its own process with its share of the
+    cores and its output in ``<output_folder>/logs/<name>.log``. ``cif_extra``:
+    overrides for the CIF recipes only (``--quick``: :data:`QUICK_CIF_SCHEDULE`).
     """
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
         raise ValueError(f"unknown demo part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     begin = time.time()
     os.makedirs(output_folder, exist_ok=True)
+    # The corpus is made once, here, before jobs that read it run side by side.
+    prepare_dataset("synth", data_folder, data_folder, size=corpus_size)
     data = [f"--data_folder={data_folder}", f"--corpus_size={corpus_size}", f"--output_root={output_folder}"]
     common = [*data, *([f"--number_of_epochs={epochs}"] if epochs else []), *extra]
     systems: Dict[str, Dict[str, object]] = {}
     timings: Dict[str, float] = {}
     summary: Dict[str, object] = {"systems": systems, "seconds": timings, "seeds": list(seeds)}
-
-    train_teacher, train_kd = recipe("multi_teacher_kd/train_teacher.py"), recipe("multi_teacher_kd/train_kd.py")
-    save_teachers = recipe("multi_teacher_kd/save_teachers.py")
-    train_cif, train_cif_kd = recipe("cif_hieradist/train.py"), recipe("cif_hieradist/train_kd.py")
-    save_plm_features, train_lm = recipe("cif_hieradist/save_plm_features.py"), recipe("cif_hieradist/train_lm.py")
-
-    def timed(name: str, main: Callable, argv: List[str]):
-        start = time.time()
-        result = main(argv)
-        timings[name] = round(time.time() - start, 1)
-        return result
-
     summary_path = os.path.join(output_folder, "summary.json")
+    declared: List[str] = []  # systems in the order of the table, whatever order they finish in
+    steps: Dict[str, List[Job]] = {"multi_teacher_kd": [], "cif_hieradist": []}  # each part's jobs, in order
+    handlers: Dict[str, Callable[[object], None]] = {}
 
     def save_progress() -> None:
         # After every system, so that a run stopped half-way keeps what it measured.
-        write_summary({**summary, "in_progress": True}, summary_path)
+        ordered_systems = {name: systems[name] for name in declared if name in systems}
+        write_summary({**summary, "systems": ordered_systems, "in_progress": True}, summary_path)
 
-    def train(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable, argv: List[str]) -> None:
-        systems[name] = {"kind": kind, **method, **timed(name, main, argv)}
-        save_progress()
+    def step(name: str, script: str, argv: List[str], after: Sequence[str] = (),
+             handle: Callable[[object], None] = lambda result: None) -> str:
+        steps[script.split("/")[0]].append(Job(name, recipe(script), argv, tuple(after)))
+        handlers[name] = handle
+        return name
 
-    def train_seeds(name: str, kind: str, method: Dict[str, Optional[str]], main: Callable,
-                    argv: List[str]) -> None:
-        runs = {}
+    def system(name: str, kind: str, method: Dict[str, Optional[str]], script: str, argv: List[str],
+               after: Sequence[str] = ()) -> List[str]:
+        """A system trained once (a teacher); its summary entry is its run's result."""
+        declared.append(name)
+
+        def record(result) -> None:
+            systems[name] = {"kind": kind, **method, **result}
+            save_progress()
+
+        return [step(name, script, argv, after, record)]
+
+    def system_per_seed(name: str, kind: str, method: Dict[str, Optional[str]], script: str, argv: List[str],
+                        after: Sequence[str] = ()) -> List[str]:
+        """A system trained once per seed; its entry (:func:`seed_statistics`) when every seed has finished."""
+        declared.append(name)
+        runs: Dict[str, object] = {}
+
+        def record(seed: int, result) -> None:
+            runs[str(seed)] = result
+            if len(runs) == len(seeds):
+                systems[name] = {"kind": kind, **method, **seed_statistics({str(s): runs[str(s)] for s in seeds})}
+                save_progress()
+
+        names = []
         for seed in seeds:
             folder = name if len(seeds) == 1 else f"{name}_s{seed}"
-            runs[str(seed)] = timed(folder, main, [*argv, f"--seed={seed}", f"--experiment_name={folder}"])
-        systems[name] = {"kind": kind, **method, **seed_statistics(runs)}
-        save_progress()
+            names.append(step(folder, script, [*argv, f"--seed={seed}", f"--experiment_name={folder}"], after,
+                              lambda result, seed=seed: record(seed, result)))
+        return names
+
+    def store(name: str, key: str, script: str, argv: List[str], after: Sequence[str] = ()) -> str:
+        def record(path) -> None:
+            summary[key] = os.path.abspath(path)
+
+        return step(name, script, argv, after, record)
 
     if "kd" in parts:
-        for teacher in TEACHERS:
-            train(teacher, "teacher", {"strategy": None}, train_teacher, [synth_yaml(TEACHER_YAML[teacher]), *common])
-        store = timed("save_teachers", save_teachers, [synth_yaml("save_teachers.yaml"), *without_epochs(common)])
-        summary["teacher_store"] = os.path.abspath(store)
-        train_seeds("student_baseline", "student", {"strategy": None}, train_teacher,
-                    [synth_yaml("student.yaml"), *common])
+        teachers = [name for teacher in TEACHERS
+                    for name in system(teacher, "teacher", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
+                                       [synth_yaml(TEACHER_YAML[teacher]), *common])]
+        teacher_store = store("save_teachers", "teacher_store", "multi_teacher_kd/save_teachers.py",
+                              [synth_yaml("save_teachers.yaml"), *without_epochs(common)], after=teachers)
+        system_per_seed("student_baseline", "student", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
+                        [synth_yaml("student.yaml"), *common])
         for strategy in STRATEGIES:
-            train_seeds(f"student_{strategy}", "student", {"strategy": strategy}, train_kd,
-                        [synth_yaml("train_kd.yaml"), f"--strategy={strategy}", *common])
+            system_per_seed(f"student_{strategy}", "student", {"strategy": strategy}, "multi_teacher_kd/train_kd.py",
+                            [synth_yaml("train_kd.yaml"), f"--strategy={strategy}", *common], after=[teacher_store])
         if ablations:
-            train_seeds("student_best_ties_average", "student", {"strategy": "best"}, train_kd,
-                        [synth_yaml("train_kd.yaml"), "--strategy=best", "--best_ties=average", *common])
+            system_per_seed("student_best_ties_average", "student", {"strategy": "best"},
+                            "multi_teacher_kd/train_kd.py",
+                            [synth_yaml("train_kd.yaml"), "--strategy=best", "--best_ties=average", *common],
+                            after=[teacher_store])
         if store_top_k:
-            top_k = timed("save_teachers_top_k", save_teachers,
+            top_k_path = os.path.join(output_folder, f"teacher_store_top{store_top_k}")
+            top_k = store("save_teachers_top_k", "teacher_store_top_k", "multi_teacher_kd/save_teachers.py",
                           [synth_yaml("save_teachers.yaml"), *without_epochs(common), f"--store_top_k={store_top_k}",
-                           f"--store_path={os.path.join(output_folder, f'teacher_store_top{store_top_k}')}"])
-            summary["teacher_store_top_k"] = os.path.abspath(top_k)
-            train_seeds(f"student_weighted_top{store_top_k}", "student", {"strategy": "weighted"}, train_kd,
-                        [synth_yaml("train_kd.yaml"), "--strategy=weighted", f"--teacher_store={top_k}", *common])
+                           f"--store_path={top_k_path}"], after=teachers)
+            system_per_seed(f"student_weighted_top{store_top_k}", "student", {"strategy": "weighted"},
+                            "multi_teacher_kd/train_kd.py",
+                            [synth_yaml("train_kd.yaml"), "--strategy=weighted", f"--teacher_store={top_k_path}",
+                             *common], after=[top_k])
 
     if "cif" in parts:
-        cif_common = [*data, *([f"--number_of_epochs={cif_epochs}"] if cif_epochs else []), *extra]
-        train_seeds("cif", "cif", {"distillation": "none"}, train_cif, [synth_yaml("cif.yaml"), *cif_common])
-        store = timed("save_plm_features", save_plm_features,
-                      [synth_yaml("cif_plm_features.yaml"), *without_epochs(cif_common)])
-        summary["plm_store"] = os.path.abspath(store)
+        cif_common = [*data, *([f"--number_of_epochs={cif_epochs}"] if cif_epochs else []), *cif_extra, *extra]
+        # The PLM store first: it takes seconds, and the distilled systems wait for it.
+        plm_store = store("save_plm_features", "plm_store", "cif_hieradist/save_plm_features.py",
+                          [synth_yaml("cif_plm_features.yaml"), *without_epochs(cif_common)])
+        system_per_seed("cif", "cif", {"distillation": "none"}, "cif_hieradist/train.py",
+                        [synth_yaml("cif.yaml"), *cif_common])
         for distillation in CIF_DISTILLATIONS:
-            train_seeds(f"cif_{distillation}", "cif", {"distillation": distillation}, train_cif_kd,
-                        [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common])
+            system_per_seed(f"cif_{distillation}", "cif", {"distillation": distillation}, "cif_hieradist/train_kd.py",
+                            [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common],
+                            after=[plm_store])
         if ablations:
             for distillation in ("acd", "hieradist"):
-                train_seeds(f"cif_{distillation}_ramp{RAMP_UPDATES}", "cif", {"distillation": distillation},
-                            train_cif_kd, [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}",
-                                           f"--kd_ramp_updates={RAMP_UPDATES}", *cif_common])
-        summary["lm"] = timed("lm", train_lm, [synth_yaml("cif.yaml"), *without_epochs(cif_common)])
+                system_per_seed(f"cif_{distillation}_noramp", "cif", {"distillation": distillation},
+                                "cif_hieradist/train_kd.py",
+                                [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}",
+                                 UNRAMPED, *cif_common], after=[plm_store])
+        step("lm", "cif_hieradist/train_lm.py", [synth_yaml("cif.yaml"), *without_epochs(cif_common)],
+             handle=lambda result: summary.__setitem__("lm", result))
 
+    def finished(job: Job, result, seconds: float) -> None:
+        timings[job.name] = seconds
+        handlers[job.name](result)
+
+    # Ready jobs start in this order: the two parts alternate, so that the long CIF trainings start
+    # early and the short KD ones keep both workers busy at the end.
+    run_jobs(alternate(*steps.values()), jobs or default_jobs(), os.path.join(output_folder, "logs"), finished)
+    summary["systems"] = {name: systems[name] for name in declared if name in systems}
+    systems = summary["systems"]
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
     summary["test_manifest"] = test_manifest
     check_students(systems, read_manifest(test_manifest)[0]["wav"])
@@ -183,6 +240,18 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     return summary
 
 
+def alternate(*lists: Sequence) -> List:
+    """The items of ``lists`` taken in turn, each list's order kept.
+
+    Example
+    -------
+    >>> alternate([1, 2, 3], ["a"], [])
+    [1, 'a', 2, 3]
+    """
+    return [item for row in itertools.zip_longest(*lists, fillvalue=_GAP) for item in row if item is not _GAP]
+
+
+_GAP = object()
 SCORES = ("valid_error_rate", "test_error_rate", "test_error_rate_lm")
 
 
@@ -220,7 +289,9 @@ def merge_previous(summary: Dict[str, object], path: str) -> Dict[str, object]:
     with open(path, encoding="utf-8") as handle:
         previous = json.load(handle)
     merged = {**previous, **{k: v for k, v in summary.items() if k not in ("systems", "seconds")}}
-    merged["systems"] = {**previous.get("systems", {}), **summary["systems"]}
+    # This run's systems in this run's order, after those it did not redo.
+    kept = {name: system for name, system in previous.get("systems", {}).items() if name not in summary["systems"]}
+    merged["systems"] = {**kept, **summary["systems"]}
     merged["seconds"] = {**previous.get("seconds", {}), **summary["seconds"]}
     return merged
 
@@ -414,20 +485,29 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", default=str(DEFAULT_SEED),
                         help="comma-separated seeds: every student and CIF system is trained once per seed")
     parser.add_argument("--ablations", action="store_true",
-                        help=f"also best with shared ties, and ACD/HieraDist ramped over {RAMP_UPDATES} updates")
+                        help="also best with shared ties, and ACD/HieraDist without the ramp of their weights")
     parser.add_argument("--store_top_k", type=int, default=None,
                         help="also distil student_weighted_top<k> from a top-k teacher store (vs the full one)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"fewer epochs ({QUICK_EPOCHS} per KD model, {QUICK_CIF_EPOCHS} per CIF model) "
+                        help=f"fewer epochs ({QUICK_EPOCHS} per KD model, {QUICK_CIF_EPOCHS} per CIF model with "
+                             "the LR schedule shortened to them) "
                              "unless --epochs / --cif_epochs are given")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="trainings side by side, each in its own process with its share of the cores, output "
+                             "in <output_folder>/logs/ (default: 2 on 2 or more cores; 1: one after another, "
+                             "in this process, output here)")
     args, extra = parser.parse_known_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs needs at least 1")
+    cif_extra: Sequence[str] = ()
     if args.quick:
         args.epochs = args.epochs or QUICK_EPOCHS
-        args.cif_epochs = args.cif_epochs or QUICK_CIF_EPOCHS
+        if not args.cif_epochs:
+            args.cif_epochs, cif_extra = QUICK_CIF_EPOCHS, QUICK_CIF_SCHEDULE
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
              parts=[part for part in args.parts.split(",") if part], cif_epochs=args.cif_epochs,
              lm_weight=args.lm_weight, seeds=[int(seed) for seed in args.seeds.split(",") if seed],
-             store_top_k=args.store_top_k, ablations=args.ablations)
+             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra)
 
 
 if __name__ == "__main__":
