@@ -93,8 +93,10 @@ def _check_inputs(alphas: torch.Tensor, hidden: torch.Tensor, threshold: float, 
         raise ValueError(f"eps must be in [0, threshold), got eps={eps} for threshold={threshold}")
     if not (alphas.is_floating_point() and hidden.is_floating_point()):
         raise ValueError(f"alphas and hidden must be floating point, got {alphas.dtype} and {hidden.dtype}")
-    if alphas.numel() and bool((alphas < 0).any()):
-        raise ValueError("alphas must be non-negative")
+    # One check (one device sync) for both; NaN compares false with everything, hence isfinite.
+    if alphas.numel() and bool(((alphas < 0) | ~torch.isfinite(alphas)).any()):
+        found = "negative" if bool((alphas < 0).any()) else "NaN or infinite (a diverged encoder?)"
+        raise ValueError(f"alphas must be finite and non-negative; found {found} weights")
 
 
 def cif_fire(
