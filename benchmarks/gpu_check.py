@@ -26,7 +26,6 @@ CPU instead, to try the script itself.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -50,10 +49,9 @@ FAST = ["--debug", "--debug_batches=3", "--debug_epochs=1", "--number_of_epochs=
 
 def recipe(path: str) -> Callable:
     """The ``main(argv)`` of ``recipes/<path>``."""
-    spec = importlib.util.spec_from_file_location("recipe_" + Path(path).stem, ROOT / "recipes" / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    from hieradist_lobes.jobs import load_main
+
+    return load_main(str(ROOT / "recipes" / path))
 
 
 class Checks:

@@ -22,6 +22,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import multiprocessing
 import os
@@ -30,7 +31,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hieradist_lobes.threads import THREADS_VARIABLE, available_cores
 
@@ -77,15 +78,24 @@ def run_script(script: str, argv: Sequence[str], log_path: Optional[str] = None)
     With ``log_path``, everything the job prints (file descriptors 1 and 2) is
     appended there, the traceback of a failure included."""
     start = time.time()
-    if log_path is None:
+    with output_to(log_path):
         return load_main(script)(list(argv)), round(time.time() - start, 1)
+
+
+@contextlib.contextmanager
+def output_to(log_path: Optional[str]) -> Iterator[None]:
+    """File descriptors 1 and 2 appended to ``log_path`` inside the block (None: unchanged);
+    an exception leaving the block has its traceback written there first."""
+    if log_path is None:
+        yield
+        return
     sys.stdout.flush(), sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(log_path, "a", encoding="utf-8") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            return load_main(script)(list(argv)), round(time.time() - start, 1)
+            yield
         except BaseException:
             traceback.print_exc()
             raise
@@ -130,7 +140,7 @@ def run_jobs(jobs: Sequence[Job], workers: int, log_folder: str,
                 say(f"[{time.strftime('%H:%M:%S')}] start {job.name} ({threads} thread(s); log: {log_path})")
                 running[pool.submit(run_script, job.script, job.argv, log_path)] = (job, log_path)
             if not running:
-                break  # what is left waits for a job that failed
+                break  # nothing can start; unreachable, as ordered() puts each job after what it waits for
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 job, log_path = running.pop(future)
@@ -139,9 +149,10 @@ def run_jobs(jobs: Sequence[Job], workers: int, log_folder: str,
                 except Exception as error:
                     waiting.clear()
                     say(f"[{time.strftime('%H:%M:%S')}] FAILED {job.name}: see {log_path}")
-                    failure = failure or JobError(f"{job.name} failed ({type(error).__name__}: {error}); "
-                                                  f"its output: {log_path}")
-                    failure.__cause__ = failure.__cause__ or error
+                    if failure is None:  # the first failure is the one reported
+                        failure = JobError(f"{job.name} failed ({type(error).__name__}: {error}); "
+                                           f"its output: {log_path}")
+                        failure.__cause__ = error
                     continue
                 say(f"[{time.strftime('%H:%M:%S')}] done  {job.name} in {seconds:.0f} s")
                 done.add(job.name)

@@ -124,10 +124,12 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     steps: Dict[str, List[Job]] = {"multi_teacher_kd": [], "cif_hieradist": []}  # each part's jobs, in order
     handlers: Dict[str, Callable[[object], None]] = {}
 
+    def in_table_order() -> Dict[str, Dict[str, object]]:
+        return {name: systems[name] for name in declared if name in systems}
+
     def save_progress() -> None:
         # After every system, so that a run stopped half-way keeps what it measured.
-        ordered_systems = {name: systems[name] for name in declared if name in systems}
-        write_summary({**summary, "systems": ordered_systems, "in_progress": True}, summary_path)
+        write_summary({**summary, "systems": in_table_order(), "in_progress": True}, summary_path)
 
     def step(name: str, script: str, argv: List[str], after: Sequence[str] = (),
              handle: Callable[[object], None] = lambda result: None) -> str:
@@ -136,7 +138,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         return name
 
     def system(name: str, kind: str, method: Dict[str, Optional[str]], script: str, argv: List[str],
-               after: Sequence[str] = ()) -> List[str]:
+               after: Sequence[str] = ()) -> str:
         """A system trained once (a teacher); its summary entry is its run's result."""
         declared.append(name)
 
@@ -144,7 +146,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
             systems[name] = {"kind": kind, **method, **result}
             save_progress()
 
-        return [step(name, script, argv, after, record)]
+        return step(name, script, argv, after, record)
 
     def system_per_seed(name: str, kind: str, method: Dict[str, Optional[str]], script: str, argv: List[str],
                         after: Sequence[str] = ()) -> List[str]:
@@ -172,9 +174,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         return step(name, script, argv, after, record)
 
     if "kd" in parts:
-        teachers = [name for teacher in TEACHERS
-                    for name in system(teacher, "teacher", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
-                                       [synth_yaml(TEACHER_YAML[teacher]), *common])]
+        teachers = [system(teacher, "teacher", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
+                           [synth_yaml(TEACHER_YAML[teacher]), *common]) for teacher in TEACHERS]
         teacher_store = store("save_teachers", "teacher_store", "multi_teacher_kd/save_teachers.py",
                               [synth_yaml("save_teachers.yaml"), *without_epochs(common)], after=teachers)
         system_per_seed("student_baseline", "student", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
@@ -224,8 +225,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     # Ready jobs start in this order: the two parts alternate, so that the long CIF trainings start
     # early and the short KD ones keep both workers busy at the end.
     run_jobs(alternate(*steps.values()), jobs or default_jobs(), os.path.join(output_folder, "logs"), finished)
-    summary["systems"] = {name: systems[name] for name in declared if name in systems}
-    systems = summary["systems"]
+    summary["systems"] = systems = in_table_order()
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
     summary["test_manifest"] = test_manifest
     check_students(systems, read_manifest(test_manifest)[0]["wav"])
