@@ -6,10 +6,9 @@
 
 A CIF+HieraDist step (PLM features read by utterance ID where the YAML's
 ``num_workers`` says, ACD and LRD on top of the CIF losses) against a CIF baseline step,
-same model initialisation, same batches in the same order, each step timed
-from batch to batch (:mod:`step_timing`). Figure: ``hieradist_step_overhead_pct``.
-The two are measured in alternating rounds so that a drift of the machine's
-speed falls on both.
+same model initialisation, same batches in the same order, their steps taken
+in turn so that a change of the machine's speed falls on both
+(:mod:`step_timing`). Figure: ``hieradist_step_overhead_pct``.
 """
 
 from __future__ import annotations
@@ -18,13 +17,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List
+from typing import Dict
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.step_timing import overhead, step_seconds  # noqa: E402
+from benchmarks.step_timing import Setting, interleaved_step_seconds, overhead  # noqa: E402
 from hieradist_lobes.brains import CIFBrain, HieraDistBrain  # noqa: E402
 from hieradist_lobes.data import prepare_manifests  # noqa: E402
 from hieradist_lobes.files import write_json  # noqa: E402
@@ -35,8 +34,8 @@ from hieradist_lobes.teacher_store import TeacherStore  # noqa: E402
 from hieradist_lobes.threads import available_cores  # noqa: E402
 
 
-def cif_step_times(hparams_file: str, overrides: Dict[str, object], distilled: bool, steps: int) -> List[float]:
-    """Seconds per step of a fresh CIF model (seed 1234), with HieraDist or without."""
+def cif_setting(hparams_file: str, overrides: Dict[str, object], distilled: bool) -> Setting:
+    """A fresh CIF model (seed 1234), with HieraDist or without, and its training set and loader options."""
     torch.manual_seed(1234)
     hparams = load_hparams(hparams_file, overrides).hparams
     manifests = prepare_manifests(hparams)
@@ -51,7 +50,7 @@ def cif_step_times(hparams_file: str, overrides: Dict[str, object], distilled: b
     brain_class = HieraDistBrain if distilled else CIFBrain
     brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
                         run_opts={"device": "cpu"}, checkpointer=None)
-    return step_seconds(brain, train_set, train_loader_options(hparams, train_set), steps)
+    return brain, train_set, train_loader_options(hparams, train_set)
 
 
 def main(argv=None) -> None:
@@ -59,8 +58,7 @@ def main(argv=None) -> None:
     parser.add_argument("--hparams", default="hparams/synth/cif_kd.yaml")
     parser.add_argument("--data_folder", default="data/synth_small")
     parser.add_argument("--output_root", default="results/demo", help="where make demo-full wrote plm_store")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=120, help="timed steps of each setting")
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -71,10 +69,8 @@ def main(argv=None) -> None:
     # Batches drawn at random (a fixed seed, the same for both): the sorted order would time only the shortest.
     overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "distillation": "hieradist",
                  "train_sorting": "random"}
-    times = {"baseline": [], "hieradist": []}
-    for _ in range(args.rounds):
-        times["baseline"] += cif_step_times(args.hparams, overrides, False, args.steps)
-        times["hieradist"] += cif_step_times(args.hparams, overrides, True, args.steps)
+    times = interleaved_step_seconds({"baseline": cif_setting(args.hparams, overrides, False),
+                                      "hieradist": cif_setting(args.hparams, overrides, True)}, args.steps)
     figures = overhead(times["baseline"], times["hieradist"])
     results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads",
                "steps": len(times["baseline"]), **figures,

@@ -14,8 +14,8 @@ Measures, on this machine:
    with audio and teacher outputs (read by ID in 0, 1 or 2 worker processes).
 3. **KD step time**: one training step of the distilled student
    (DistillationBrain, the store read where the YAML's ``num_workers`` says) against a
-   plain step of the same student (CTCAttentionBrain), on the same batches:
-   ``kd_step_overhead_pct``.
+   plain step of the same student (CTCAttentionBrain), on the same batches, their
+   steps taken in turn (:mod:`step_timing`): ``kd_step_overhead_pct``.
 
 With no arguments it reads what ``make demo-full`` wrote (results/demo).
 """
@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.step_timing import overhead, step_seconds  # noqa: E402
+from benchmarks.step_timing import interleaved_step_seconds, overhead  # noqa: E402
 from hieradist_lobes.data import prepare_dataset  # noqa: E402
 from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
 from hieradist_lobes.files import write_json  # noqa: E402
@@ -94,16 +94,16 @@ def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, uttera
     return results
 
 
-def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int, rounds: int) -> Dict[str, object]:
+def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int) -> Dict[str, object]:
     """Seconds per training step, distilled (3 teachers from the store, read as the
     recipe's loader reads them) vs plain (the same student without the store), on the same
-    batches, in alternating rounds (:mod:`step_timing`)."""
+    batches, steps taken in turn (:mod:`step_timing`)."""
     from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
     from hieradist_lobes.data.pipelines import train_loader_options
     from hieradist_lobes.tokens import make_tokenizer
 
-    def times(distilled: bool) -> List[float]:
-        torch.manual_seed(1234)
+    def setting(distilled: bool):
+        torch.manual_seed(1234)  # the same initial student for both
         hparams = load_hparams(hparams_file, overrides).hparams
         manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
         tokenizer = make_tokenizer(hparams, manifests)
@@ -113,13 +113,10 @@ def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int, ro
         brain_class = DistillationBrain if distilled else CTCAttentionBrain
         brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
                             run_opts={"device": "cpu"}, checkpointer=None)
-        return step_seconds(brain, train_set, train_loader_options(hparams, train_set), steps)
+        return brain, train_set, train_loader_options(hparams, train_set)
 
-    plain, distilled = [], []
-    for _ in range(rounds):
-        plain += times(False)
-        distilled += times(True)
-    return {"steps": len(plain), **overhead(plain, distilled)}
+    times = interleaved_step_seconds({"plain": setting(False), "distilled": setting(True)}, steps)
+    return {"steps": steps, **overhead(times["plain"], times["distilled"])}
 
 
 def main() -> None:
@@ -129,8 +126,7 @@ def main() -> None:
     parser.add_argument("--data_folder", default="data/synth_small")
     parser.add_argument("--output_root", default="results/demo")
     parser.add_argument("--utterances", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=120, help="timed steps of each setting")
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -146,7 +142,7 @@ def main() -> None:
     hparams = load_hparams(args.hparams, overrides).hparams
     manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
     tokenizer = make_tokenizer(hparams, manifests)
-    step = kd_step_time(args.hparams, overrides, args.steps, args.rounds)
+    step = kd_step_time(args.hparams, overrides, args.steps)
     results = {
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "kd_step_overhead_pct": step["overhead_pct"],

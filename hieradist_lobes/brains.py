@@ -350,24 +350,32 @@ class DistillationBrain(CTCAttentionBrain):
         _, tokens_eos_lens = batch.tokens_eos
         token_lengths = torch.round(tokens_eos_lens * outputs.seq_logits.shape[1]).long()
 
-        ctc_losses, seq_losses = [], []
-        # teacher_ctc: batch × frames × teachers × classes; teacher_att likewise.
-        for k in range(teacher_ctc.shape[2]):
-            if hp.ctc_kd == "pseudo_label":
-                ctc_losses.append(ctc_pseudo_label_loss(outputs.ctc_logprobs, student_lengths, teacher_ctc[:, :, k],
-                                                        teacher_ctc_lengths[:, k], hp.blank_index))
-            else:
-                ctc_losses.append(temperature**2 * frame_kl_loss(outputs.ctc_logits, teacher_ctc[:, :, k],
-                                                                   student_lengths, teacher_ctc_lengths[:, k],
-                                                                   temperature))
-            seq_losses.append(temperature**2 * soft_cross_entropy(outputs.seq_logits, teacher_att[:, :, k],
-                                                                    token_lengths, temperature, reduction="sum"))
+        # All teachers at once, folded into the batch (row k·B + b is teacher k on utterance b): one call
+        # of each loss instead of one per teacher, as the per-call cost dominates at student sizes.
+        teachers, batch_size = teacher_ctc.shape[2], teacher_ctc.shape[0]
+
+        def fold(teacher: torch.Tensor) -> torch.Tensor:  # batch × time × teachers × classes → (teachers·batch) × time × classes
+            return teacher.permute(2, 0, 1, 3).flatten(0, 1)
+
+        def repeat(student: torch.Tensor) -> torch.Tensor:
+            return student.repeat(teachers, *([1] * (student.dim() - 1)))
+
+        folded_ctc_lengths = teacher_ctc_lengths.T.reshape(-1)
+        if hp.ctc_kd == "pseudo_label":
+            ctc_losses = ctc_pseudo_label_loss(repeat(outputs.ctc_logprobs), repeat(student_lengths),
+                                               fold(teacher_ctc), folded_ctc_lengths, hp.blank_index)
+        else:
+            ctc_losses = temperature**2 * frame_kl_loss(repeat(outputs.ctc_logits), fold(teacher_ctc),
+                                                        repeat(student_lengths), folded_ctc_lengths, temperature)
+        seq_losses = temperature**2 * soft_cross_entropy(repeat(outputs.seq_logits), fold(teacher_att),
+                                                         repeat(token_lengths), temperature, reduction="sum")
         ctc_weights, att_weights = strategy_weights(
             hp.strategy, batch.teacher_ctc_error_rate.data.T, batch.teacher_att_error_rate.data.T,
             float(hp.weighted_temperature), getattr(hp, "best_ties", "first"),
         )
-        kd_ctc = combine_teachers(torch.stack(ctc_losses), ctc_weights).mean()
-        kd_seq = attention_kd_loss(torch.stack(seq_losses), token_lengths, att_weights, hp.kd_normalisation)
+        kd_ctc = combine_teachers(ctc_losses.view(teachers, batch_size), ctc_weights).mean()
+        kd_seq = attention_kd_loss(seq_losses.view(teachers, batch_size), token_lengths, att_weights,
+                                   hp.kd_normalisation)
         return kd_ctc, kd_seq
 
     def compute_objectives(self, outputs: ASRStepOutput, batch, stage) -> torch.Tensor:

@@ -2,22 +2,28 @@
 
 The store itself (:mod:`hieradist_lobes.teacher_store`: parts, index,
 metadata, the sharded resumable writer) does not know what a record is; a
-*codec* per kind owns everything that differs:
+*codec* per kind owns everything that differs.
+
+A record is stored as named arrays, its *fields*: a codec turns a record
+into fields (:meth:`encode`) and fields back into a record (:meth:`decode`);
+where the fields live in a part file is the store's business.
 
 ``asr`` (:class:`PosteriorCodec`, :class:`TeacherRecord`)
-    CTC/attention ASR teachers (multi-teacher KD). Per utterance (HDF5 group
-    ``/utts/<ID>``), the teachers' rows stacked: ``ctc`` (frames of teacher 0
-    + frames of teacher 1 + ...) × classes, ``att`` (teachers × (tokens +
-    eos)) × classes, both log-posteriors (``.values`` / ``.indices`` with
-    ``top_k``: the k largest per row and their classes); attributes
-    ``ctc_error_rate``, ``att_error_rate`` (per teacher, %), ``ctc_lengths``.
+    CTC/attention ASR teachers (multi-teacher KD): ``ctc`` (frames of
+    teacher 0 + frames of teacher 1 + ...) × classes and ``att`` (teachers ×
+    (tokens + eos)) × classes, both log-posteriors (``.values`` /
+    ``.indices`` with ``top_k``: the k largest per row and their classes);
+    ``ctc_error_rate``, ``att_error_rate`` (per teacher, %), ``ctc_lengths``
+    (frames per teacher).
 ``plm`` (:class:`PLMFeatureCodec`, :class:`PLMRecord`)
     A pre-trained LM's per-token features (CIF-HieraDist's teacher):
     ``plm`` (tokens + 1) × ``feature_dim``, row k the feature of ASR token
     k ([CLS] dropped), the last row the [SEP] position's (the eos fire).
 
 Both kinds also keep ``tokens`` (the reference label indices) and
-``duration`` (seconds of audio) per utterance.
+``duration`` (seconds of audio, one value).  The small fields
+(:attr:`index_fields`: everything but the matrices) are what a reader keeps
+in memory per part; the matrices are read from disk per utterance.
 
 Example
 -------
@@ -30,7 +36,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -154,11 +160,29 @@ def _float_type(metadata) -> type:
     return np.float16 if metadata.dtype == "float16" else np.float32
 
 
+def _common_fields(record) -> Dict[str, np.ndarray]:
+    return {"tokens": np.asarray(record.tokens, dtype=np.int64).reshape(-1),
+            "duration": np.asarray([record.duration], dtype=np.float64)}
+
+
 class PosteriorCodec:
-    """``asr`` stores: the CTC and attention log-posteriors of N teachers."""
+    """``asr`` stores: the CTC and attention log-posteriors of N teachers.
+
+    Example
+    -------
+    >>> meta = type("Meta", (), {"dtype": "float32", "top_k": 0, "labels": ["<blank>", "a"], "num_teachers": 1})
+    >>> record = TeacherRecord(ctc_logprobs=[np.log(np.full((3, 2), 0.5))], att_logprobs=[np.zeros((2, 2))],
+    ...                        ctc_error_rate=[1.0], att_error_rate=[2.0], tokens=[1], duration=0.5)
+    >>> fields = PosteriorCodec().encode(record, meta)
+    >>> sorted(fields)
+    ['att', 'att_error_rate', 'ctc', 'ctc_error_rate', 'ctc_lengths', 'duration', 'tokens']
+    >>> PosteriorCodec().decode(fields, meta).ctc_logprobs[0].shape
+    (3, 2)
+    """
 
     kind = "asr"
     record_type = TeacherRecord
+    index_fields = ("tokens", "duration", "ctc_error_rate", "att_error_rate", "ctc_lengths")
 
     def check_metadata(self, metadata) -> None:
         """Nothing beyond the common fields."""
@@ -168,42 +192,45 @@ class PosteriorCodec:
         record.check(metadata.num_teachers, len(metadata.labels), utt_id)
         return record
 
-    def write(self, group, record: TeacherRecord, metadata, options: Dict[str, object]) -> None:
-        # All teachers in one dataset per head: few HDF5 objects per utterance.
-        self._write_matrix(group, "ctc", np.concatenate(record.ctc_logprobs), metadata, options)
-        self._write_matrix(group, "att", np.concatenate(record.att_logprobs), metadata, options)
-        group.attrs["ctc_error_rate"] = np.asarray(record.ctc_error_rate, dtype=np.float32)
-        group.attrs["att_error_rate"] = np.asarray(record.att_error_rate, dtype=np.float32)
-        group.attrs["ctc_lengths"] = np.asarray([m.shape[0] for m in record.ctc_logprobs], dtype=np.int64)
+    def encode(self, record: TeacherRecord, metadata) -> Dict[str, np.ndarray]:
+        """The arrays to store (in the store's dtype; log-posteriors floored at :data:`LOG_FLOOR`)."""
+        # All teachers in one matrix per head: few arrays per utterance.
+        return {
+            **self._encode_matrix("ctc", np.concatenate(record.ctc_logprobs), metadata),
+            **self._encode_matrix("att", np.concatenate(record.att_logprobs), metadata),
+            "ctc_error_rate": np.asarray(record.ctc_error_rate, dtype=np.float32),
+            "att_error_rate": np.asarray(record.att_error_rate, dtype=np.float32),
+            "ctc_lengths": np.asarray([m.shape[0] for m in record.ctc_logprobs], dtype=np.int64),
+            **_common_fields(record),
+        }
 
     @staticmethod
-    def _write_matrix(group, name: str, matrix: np.ndarray, metadata, options: Dict[str, object]) -> None:
+    def _encode_matrix(name: str, matrix: np.ndarray, metadata) -> Dict[str, np.ndarray]:
         dtype = _float_type(metadata)
         matrix = np.maximum(np.asarray(matrix, dtype=np.float32), LOG_FLOOR)
         if metadata.top_k and metadata.top_k < matrix.shape[1]:
             values, indices = _top_k(matrix, metadata.top_k)
             index_type = np.int16 if matrix.shape[1] < 2**15 else np.int32
-            group.create_dataset(f"{name}.values", data=values.astype(dtype), **options)
-            group.create_dataset(f"{name}.indices", data=indices.astype(index_type), **options)
-        else:
-            group.create_dataset(name, data=matrix.astype(dtype), **options)
+            return {f"{name}.values": values.astype(dtype), f"{name}.indices": indices.astype(index_type)}
+        return {name: matrix.astype(dtype)}
 
-    def read(self, group, metadata) -> TeacherRecord:
-        boundaries = np.cumsum(group.attrs["ctc_lengths"])[:-1]
+    def decode(self, fields: Mapping[str, np.ndarray], metadata) -> TeacherRecord:
+        """The record of :meth:`encode`'s fields: dense float32 log-posteriors."""
+        boundaries = np.cumsum(fields["ctc_lengths"])[:-1]
         return TeacherRecord(
-            ctc_logprobs=np.split(self._read_matrix(group, "ctc", metadata), boundaries),
-            att_logprobs=np.split(self._read_matrix(group, "att", metadata), metadata.num_teachers),
-            ctc_error_rate=group.attrs["ctc_error_rate"].tolist(),
-            att_error_rate=group.attrs["att_error_rate"].tolist(),
-            tokens=group.attrs["tokens"].tolist(),
-            duration=float(group.attrs["duration"]),
+            ctc_logprobs=np.split(self._decode_matrix(fields, "ctc", metadata), boundaries),
+            att_logprobs=np.split(self._decode_matrix(fields, "att", metadata), metadata.num_teachers),
+            ctc_error_rate=fields["ctc_error_rate"].tolist(),
+            att_error_rate=fields["att_error_rate"].tolist(),
+            tokens=fields["tokens"].tolist(),
+            duration=float(fields["duration"][0]),
         )
 
     @staticmethod
-    def _read_matrix(group, name: str, metadata) -> np.ndarray:
-        if name in group:
-            return group[name][()].astype(np.float32)
-        return expand_top_k(group[f"{name}.values"][()], group[f"{name}.indices"][()], len(metadata.labels))
+    def _decode_matrix(fields: Mapping[str, np.ndarray], name: str, metadata) -> np.ndarray:
+        if name in fields:
+            return fields[name].astype(np.float32)
+        return expand_top_k(fields[f"{name}.values"], fields[f"{name}.indices"], len(metadata.labels))
 
     def arrays(self, record: TeacherRecord) -> List[np.ndarray]:
         """The values that must be finite when read back."""
@@ -213,9 +240,9 @@ class PosteriorCodec:
         """Mean error rates per teacher and split, top-k, frame rate, size per hour and teacher."""
         teachers = store.metadata.num_teachers
 
-        def add_error_rates(entry, group):
+        def add_error_rates(entry, fields):
             for head in ("ctc", "att"):
-                entry[head] = entry[head] + group.attrs[f"{head}_error_rate"]
+                entry[head] = entry[head] + fields[f"{head}_error_rate"]
 
         splits, hours = store.split_totals(add_error_rates, ctc=np.zeros(teachers), att=np.zeros(teachers))
         for entry in splits.values():
@@ -244,6 +271,7 @@ class PLMFeatureCodec:
 
     kind = "plm"
     record_type = PLMRecord
+    index_fields = ("tokens", "duration")
 
     def check_metadata(self, metadata) -> None:
         if int(metadata.feature_dim) <= 0:
@@ -262,20 +290,22 @@ class PLMFeatureCodec:
         return PLMRecord(features=features.astype(_float_type(metadata)), tokens=record.tokens,
                          duration=record.duration)
 
-    def write(self, group, record: PLMRecord, metadata, options: Dict[str, object]) -> None:
-        group.create_dataset("plm", data=record.features, **options)
+    def encode(self, record: PLMRecord, metadata) -> Dict[str, np.ndarray]:
+        """The arrays to store (a :meth:`prepare`\ d record's features are in the store's dtype)."""
+        return {"plm": np.asarray(record.features, dtype=_float_type(metadata)), **_common_fields(record)}
 
-    def read(self, group, metadata) -> PLMRecord:
-        return PLMRecord(features=group["plm"][()].astype(np.float32), tokens=group.attrs["tokens"].tolist(),
-                         duration=float(group.attrs["duration"]))
+    def decode(self, fields: Mapping[str, np.ndarray], metadata) -> PLMRecord:
+        """The record of :meth:`encode`'s fields, float32 features."""
+        return PLMRecord(features=fields["plm"].astype(np.float32), tokens=fields["tokens"].tolist(),
+                         duration=float(fields["duration"][0]))
 
     def arrays(self, record: PLMRecord) -> List[np.ndarray]:
         return [record.features]
 
     def summary(self, store, size: int) -> Dict[str, object]:
         """Tokens per split, feature size, size per hour."""
-        def count_tokens(entry, group):
-            entry["tokens"] += len(group.attrs["tokens"])
+        def count_tokens(entry, fields):
+            entry["tokens"] += len(fields["tokens"])
 
         splits, hours = store.split_totals(count_tokens, tokens=0)
         return {"splits": splits, "feature_dim": store.metadata.feature_dim,

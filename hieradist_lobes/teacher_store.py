@@ -13,6 +13,17 @@ attribute existed read as ``asr``): CTC/attention teachers' posteriors
 summarised is its kind's codec's (:mod:`hieradist_lobes.store_codecs`); this
 module knows parts, the index, the metadata and the writer, for both.
 
+Inside a part (layout 2), each field of the records (:mod:`store_codecs`:
+``ctc``, ``att``, ``tokens``, ...) is one dataset, ``/fields/<name>``, holding
+the utterances' arrays one after another along the first axis;
+``/offsets/<name>`` gives where each utterance's rows end, and ``/ids`` the
+utterance IDs in the order written.  Reading an utterance is then one slice
+per field: few HDF5 objects per part, and a reader keeps the small fields
+(tokens, error rates, durations) of a part in memory.  Parts of layout 1 (a
+group ``/utts/<ID>`` per utterance, written before December 2026) are still
+read; ``python -m hieradist_lobes.teacher_store copy OLD NEW`` rewrites a
+store in the current layout.
+
 Every part carries the store's metadata as attributes: kind, label vocabulary,
 teacher names, sources and checkpoint hashes, CTC frame rate (0 for plm),
 feature dimension (0 for asr), dtype, top-k and the options it was created
@@ -21,6 +32,7 @@ with; the reader refuses parts that disagree.
 Usage::
 
     python -m hieradist_lobes.teacher_store info results/teachers/store
+    python -m hieradist_lobes.teacher_store copy old_store new_store   # to the current layout
 
 Example
 -------
@@ -71,7 +83,12 @@ from hieradist_lobes.store_codecs import (  # noqa: F401  (records and errors ar
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of the metadata; equal in all parts of a store
+# Part layouts: 1, a group per utterance; 2 (written now), a dataset per field (module docstring).
+LAYOUT = 2
+# About this many bytes per HDF5 chunk of a matrix field: a random read of one utterance touches few
+# chunks, and a part's last chunk, allocated whole, wastes little.
+CHUNK_BYTES = 32 * 1024
 _PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
 KINDS = tuple(CODECS)
 DTYPES = ("float16", "float32")
@@ -308,7 +325,9 @@ class TeacherStoreWriter:
         self.part_size = part_size
         self.compression = compression
         self._handle = None
-        self._count = 0
+        self._ids: List[str] = []
+        self._ends: Dict[str, List[int]] = {}
+        self._small: Dict[str, List[np.ndarray]] = {}
         self._temporary = ""
         self._lock = _WriterLock(self.folder, rank)
         # Leftovers of a killed run of this rank are incomplete (and ours: we hold the lock): discard them.
@@ -353,12 +372,41 @@ class TeacherStoreWriter:
         for key, value in self.metadata.to_attrs().items():
             self._handle.attrs[key] = value
         self._handle.attrs["split"] = self.split
-        self._handle.create_group("utts")
-        self._count = 0
+        self._handle.attrs["layout"] = LAYOUT
+        self._handle.create_group("fields")
+        self._ids, self._ends, self._small = [], {}, {}
+
+    def _append(self, name: str, array: np.ndarray) -> None:
+        ends = self._ends.setdefault(name, [0])
+        start = ends[-1]
+        ends.append(start + len(array))
+        if name in self.metadata.codec.index_fields:  # small: kept until the part is closed, then written whole
+            self._small.setdefault(name, []).append(array)
+            return
+        fields = self._handle["fields"]
+        if name not in fields:
+            row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+            rows = max(16, CHUNK_BYTES // max(row_bytes, 1))
+            fields.create_dataset(name, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:],
+                                  dtype=array.dtype, chunks=(rows,) + array.shape[1:],
+                                  **({"compression": self.compression} if self.compression else {}))
+        if len(array):
+            dataset = fields[name]
+            dataset.resize(start + len(array), axis=0)
+            dataset[start:] = array
 
     def _close_part(self) -> None:
         if self._handle is None:
             return
+        import h5py
+
+        # The small fields and the index are written at the close, before the part gets its final name.
+        for name, arrays in self._small.items():
+            self._handle["fields"].create_dataset(name, data=np.concatenate(arrays))
+        self._handle.create_dataset("ids", data=np.array(self._ids, dtype=object), dtype=h5py.string_dtype())
+        offsets = self._handle.create_group("offsets")
+        for name, ends in self._ends.items():
+            offsets.create_dataset(name, data=np.asarray(ends, dtype=np.int64))
         self._handle.close()
         self._handle = None
         os.replace(self._temporary, self._final)
@@ -374,14 +422,20 @@ class TeacherStoreWriter:
             raise TeacherStoreError(f"utterance {utt_id}: a {type(record).__name__} cannot go into a "
                                     f"{self.metadata.kind} store (expected {codec.record_type.__name__})")
         record = codec.prepare(record, self.metadata, utt_id)  # checked before anything is written
+        self._add_fields(utt_id, codec.encode(record, self.metadata), end_of_batch)
+
+    def _add_fields(self, utt_id: str, fields: Mapping[str, np.ndarray], end_of_batch: bool) -> None:
         if self._handle is None:
             self._open_part()
-        group = self._handle["utts"].create_group(utt_id)
-        codec.write(group, record, self.metadata, {"compression": self.compression} if self.compression else {})
-        group.attrs["tokens"] = np.asarray(record.tokens, dtype=np.int64)
-        group.attrs["duration"] = float(record.duration)
-        self._count += 1
-        if end_of_batch and self._count >= self.part_size:
+        if utt_id in self._ids:
+            raise TeacherStoreError(f"utterance {utt_id} was already added to this part")
+        if self._ids and set(fields) != set(self._ends):
+            raise TeacherStoreError(f"utterance {utt_id} has the fields {sorted(fields)}, the part's other "
+                                    f"utterances {sorted(self._ends)}")
+        for name, array in fields.items():
+            self._append(name, np.asarray(array))
+        self._ids.append(utt_id)
+        if end_of_batch and len(self._ids) >= self.part_size:
             self._close_part()
 
     def close(self) -> None:
@@ -408,6 +462,64 @@ def _damaged(part: str, error: object, utt_id: Optional[str] = None) -> TeacherS
     return TeacherStoreError(
         f"{what}teacher store part {part} is damaged ({error}): it was truncated, overwritten or corrupted. "
         "Delete this part file and run save_teachers.py again: it recomputes only the utterances that are missing")
+
+
+class _PartReader:
+    """One part file open for reading in this process: each utterance's fields by ID.
+
+    Layout 2 keeps the part's offsets and small fields (``index_fields``) in
+    memory and reads an utterance's matrices as one slice per field; layout
+    1 reads the utterance's group (datasets and attributes).
+    """
+
+    def __init__(self, path: str, index_fields: Sequence[str]) -> None:
+        import h5py
+
+        self.handle = h5py.File(path, "r")
+        self.layout = _layout(self.handle, path)
+        if self.layout == 1:
+            return
+        self.row = {utt: number for number, utt in enumerate(self.ids())}
+        fields = self.handle["fields"]
+        self.ends = {name: dataset[()].tolist() for name, dataset in self.handle["offsets"].items()}
+        self.small = {name: fields[name][()] for name in index_fields if name in fields}
+        self.large = {name: dataset for name, dataset in fields.items() if name not in self.small}
+
+    def fields(self, utt_id: str, small_only: bool = False) -> Dict[str, np.ndarray]:
+        """The stored arrays of one utterance (only the small ones with ``small_only``)."""
+        if self.layout == 1:
+            group = self.handle["utts"][utt_id]
+            found = {name: np.atleast_1d(value) for name, value in group.attrs.items()}
+            if not small_only:
+                found.update((name, dataset[()]) for name, dataset in group.items())
+            return found
+        row = self.row[utt_id]
+        found = {}
+        for name, data in (self.small.items() if small_only else [*self.small.items(), *self.large.items()]):
+            ends = self.ends[name]
+            found[name] = data[ends[row]:ends[row + 1]]
+        return found
+
+    def ids(self) -> List[str]:
+        """The part's utterance IDs, in the order written."""
+        return _part_ids(self.handle, self.layout)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _layout(handle, path: str) -> int:
+    layout = int(handle.attrs.get("layout", 1))
+    if layout not in (1, LAYOUT):
+        raise TeacherStoreError(f"part {path} has layout {layout}, this code reads 1 and {LAYOUT}: "
+                                "it was written by a newer version of hieradist_lobes")
+    return layout
+
+
+def _part_ids(handle, layout: int) -> List[str]:
+    if layout == 1:
+        return list(handle["utts"].keys())
+    return handle["ids"].asstr()[()].tolist()
 
 
 def _part_files(path: str, splits: Optional[Sequence[str]] = None) -> List[str]:
@@ -448,7 +560,7 @@ class TeacherStore:
                 with h5py.File(part, "r") as handle:
                     metadata = StoreMetadata.from_attrs(handle.attrs)
                     split = str(handle.attrs["split"])
-                    utt_ids = list(handle["utts"].keys())
+                    utt_ids = _part_ids(handle, _layout(handle, part))
             except TeacherStoreError:
                 raise
             except Exception as error:  # h5py raises OSError, KeyError, ... for a damaged file
@@ -463,12 +575,12 @@ class TeacherStore:
                     raise TeacherStoreError(
                         f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
                 self._index[utt_id] = number
-        self._handles: Dict[int, object] = {}
+        self._parts: Dict[int, _PartReader] = {}
         self._pid = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_handles"] = {}
+        state["_parts"] = {}
         state["_pid"] = None
         return state
 
@@ -485,17 +597,18 @@ class TeacherStore:
     def splits(self) -> List[str]:
         return sorted(set(self._split_of_file))
 
-    def _group(self, utt_id: str):
-        import h5py
+    def _part(self, number: int) -> _PartReader:
+        if self._pid != os.getpid():  # a new DataLoader worker: open our own handles
+            self._parts, self._pid = {}, os.getpid()
+        if number not in self._parts:
+            self._parts[number] = _PartReader(self._files[number], self.metadata.codec.index_fields)
+        return self._parts[number]
 
+    def fields(self, utt_id: str) -> Dict[str, np.ndarray]:
+        """The arrays stored for ``utt_id`` as written (store dtype, top-k not expanded)."""
         if utt_id not in self._index:
             raise TeacherStoreError(f"utterance {utt_id} is not in the teacher store {self.path}")
-        if self._pid != os.getpid():  # a new DataLoader worker: open our own handles
-            self._handles, self._pid = {}, os.getpid()
-        number = self._index[utt_id]
-        if number not in self._handles:
-            self._handles[number] = h5py.File(self._files[number], "r")
-        return self._handles[number]["utts"][utt_id]
+        return self._part(self._index[utt_id]).fields(utt_id)
 
     @property
     def kind(self) -> str:
@@ -523,7 +636,7 @@ class TeacherStore:
         return record
 
     def _read(self, utt_id: str) -> Union[TeacherRecord, PLMRecord]:
-        return self.metadata.codec.read(self._group(utt_id), self.metadata)
+        return self.metadata.codec.decode(self.fields(utt_id), self.metadata)
 
     def summary(self) -> Dict[str, object]:
         """Splits, counts, mean error rates per teacher (asr) or tokens (plm), classes, dtype, size."""
@@ -539,28 +652,30 @@ class TeacherStore:
         return {**common, **self.metadata.codec.summary(self, size)}
 
     def split_totals(self, add, **initial) -> Tuple[Dict[str, Dict[str, object]], float]:
-        """Per split (sorted): utterances and hours, plus the ``initial`` fields
-        that ``add(entry, group)`` accumulates from each utterance's HDF5 group
-        (``add`` makes new values, it does not modify them); and the total hours."""
-        import h5py
-
+        """Per split (sorted): utterances and hours, plus the ``initial`` entries
+        that ``add(entry, fields)`` accumulates from each utterance's small
+        fields (``add`` makes new values, it does not modify them); and the total hours."""
         splits: Dict[str, Dict[str, object]] = {}
         for number, part in enumerate(self._files):
             entry = splits.setdefault(self._split_of_file[number], {"utterances": 0, "hours": 0.0, **initial})
-            with h5py.File(part, "r") as handle:
-                for group in handle["utts"].values():
+            reader = _PartReader(part, self.metadata.codec.index_fields)
+            try:
+                for utt_id in reader.ids():
+                    fields = reader.fields(utt_id, small_only=True)
                     entry["utterances"] += 1
-                    entry["hours"] += float(group.attrs["duration"]) / 3600
-                    add(entry, group)
+                    entry["hours"] += float(fields["duration"][0]) / 3600
+                    add(entry, fields)
+            finally:
+                reader.close()
         hours = sum(entry["hours"] for entry in splits.values())
         for entry in splits.values():
             entry["hours"] = round(entry["hours"], 3)
         return dict(sorted(splits.items())), hours
 
     def close(self) -> None:
-        for handle in self._handles.values():
-            handle.close()
-        self._handles = {}
+        for part in self._parts.values():
+            part.close()
+        self._parts = {}
 
 
 def check_store_vocabulary(store: "TeacherStore", labels: Sequence[str]) -> None:
@@ -596,19 +711,57 @@ def writer_process(run_opts: Mapping[str, object]) -> Tuple[int, int, str]:
     return rank, world_size, device
 
 
+def copy_store(source: str, destination: str, compression: Optional[str] = None, progress: bool = True) -> int:
+    """Rewrite the store ``source`` into ``destination`` in the current part layout.
+
+    The stored arrays are copied as they are (same dtype, top-k, metadata),
+    each record checked on the way (:meth:`TeacherStore.get`).  Resumable:
+    utterances already in ``destination`` are skipped.
+
+    Returns
+    -------
+    int
+        The number of utterances copied.
+    """
+    from tqdm import tqdm
+
+    if os.path.realpath(source) == os.path.realpath(destination):
+        raise TeacherStoreError(f"copy {source} to another folder, not onto itself")
+    store = TeacherStore(source)
+    copied = 0
+    for split in store.splits():
+        with TeacherStoreWriter(destination, split, store.metadata, compression=compression) as writer:
+            done = writer.done_ids()
+            todo = [utt for utt in store.ids(split) if utt not in done]
+            for utt in tqdm(todo, desc=f"copy {split}", unit="utt", disable=not progress):
+                store.get(utt)  # refuses damaged or non-finite records
+                writer._add_fields(utt, store.fields(utt), end_of_batch=True)
+            copied += len(todo)
+    store.close()
+    return copied
+
+
 def format_summary(summary: Dict[str, object]) -> str:
     """Human-readable text of :meth:`TeacherStore.summary`."""
     return CODECS[summary.get("kind", "asr")].format_summary(summary)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m hieradist_lobes.teacher_store info PATH``."""
+    """``python -m hieradist_lobes.teacher_store info PATH`` or ``copy SOURCE DESTINATION``."""
     parser = argparse.ArgumentParser(description="Inspect a teacher store.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print a summary of a store")
     info.add_argument("path", help="the store folder")
     info.add_argument("--json", action="store_true", help="print JSON")
+    copy = commands.add_parser("copy", help="rewrite a store in the current part layout (resumable)")
+    copy.add_argument("source", help="the store folder to read")
+    copy.add_argument("destination", help="the new store folder")
+    copy.add_argument("--compression", choices=["gzip", "lzf"], default=None)
     args = parser.parse_args(argv)
+    if args.command == "copy":
+        copied = copy_store(args.source, args.destination, args.compression)
+        print(f"copied {copied} utterances to {args.destination}")
+        return
     summary = TeacherStore(args.path).summary()
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 

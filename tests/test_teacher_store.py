@@ -231,8 +231,8 @@ def test_plm_round_trip(tmp_path, dtype, tolerance):
         assert got.tokens == list(expected.tokens) and got.duration == pytest.approx(expected.duration)
     with __import__("h5py").File(store._files[0], "r") as handle:
         assert handle.attrs["kind"] == "plm" and handle.attrs["feature_dim"] == 6
-        group = handle["utts"]["u0"]
-        assert list(group.keys()) == ["plm"] and group["plm"].dtype == np.dtype(dtype)
+        assert handle.attrs["layout"] == 2 and handle["fields"]["plm"].dtype == np.dtype(dtype)
+        assert sorted(handle["fields"]) == ["duration", "plm", "tokens"]
 
 
 def test_plm_store_resumes(tmp_path):
@@ -368,7 +368,7 @@ def test_non_finite_values_are_refused_when_written_and_when_read(tmp_path):
             writer.add("bad", PLMRecord(features=np.full((3, 6), np.inf), tokens=[4, 5], duration=1.0))
     part = next((tmp_path / "train").iterdir())
     with h5py.File(part, "a") as handle:  # damaged on disk after writing
-        handle["utts/u0/att"][0, 0] = np.nan
+        handle["fields/att"][0, 0] = np.nan  # u0's first row
     with pytest.raises(TeacherStoreError, match=f"utterance u0 of teacher store part {part} is damaged "
                                                 r"\(values are NaN or inf\)"):
         TeacherStore(str(tmp_path)).get("u0")
@@ -438,3 +438,138 @@ def test_fill_store_resumes_to_the_uninterrupted_store(tmp_path, killed_after):
     assert fill_store(TeacherStoreWriter(resumed, "train", _plm_metadata()), lengths, 3, 1,
                       _batch_dependent_records(nothing), "test", progress=False) == 0
     assert nothing == []
+
+
+def _write_layout1(path, records, metadata=None, split="train", number=0):
+    """A part as written before layout 2 (a group per utterance, small fields as attributes)."""
+    import h5py
+
+    metadata = metadata or _metadata()
+    folder = path / split
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(folder / f"part-r0-{number:05d}.h5", "w") as handle:
+        for key, value in metadata.to_attrs().items():
+            handle.attrs[key] = value
+        handle.attrs["split"] = split
+        utts = handle.create_group("utts")
+        for utt, record in records.items():
+            group = utts.create_group(utt)
+            fields = metadata.codec.encode(record, metadata)
+            for name in metadata.codec.index_fields:
+                value = fields.pop(name)
+                group.attrs[name] = float(value[0]) if name == "duration" else value
+            for name, array in fields.items():
+                group.create_dataset(name, data=array)
+
+
+def _assert_same_records(store, records, tolerance=0.02):
+    for utt, expected in records.items():
+        got = store.get(utt)
+        assert got.tokens == list(expected.tokens) and got.duration == pytest.approx(expected.duration)
+        assert got.ctc_error_rate == pytest.approx(expected.ctc_error_rate)
+        for a, b in zip(got.ctc_logprobs + got.att_logprobs, expected.ctc_logprobs + expected.att_logprobs):
+            assert a.shape == b.shape and np.abs(a - b).max() <= tolerance
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_layout1_parts_are_read_resumed_and_copied_to_layout2(tmp_path, capsys, top_k):
+    import h5py
+
+    old = tmp_path / "old"
+    records = {f"u{i}": _record(i) for i in range(5)}
+    _write_layout1(old, records, _metadata(top_k=top_k))
+    store = TeacherStore(str(old))
+    assert sorted(store.ids()) == sorted(records)
+    if not top_k:
+        _assert_same_records(store, records)
+    before = store.summary()
+    # Resuming an old store adds a layout-2 part beside the layout-1 one.
+    with TeacherStoreWriter(str(old), "train", _metadata(top_k=top_k)) as writer:
+        assert writer.done_ids() == set(records)
+        records["u5"] = _record(5)
+        writer.add("u5", records["u5"])
+    store = TeacherStore(str(old))
+    assert len(store) == 6 and store.get("u5").tokens == list(records["u5"].tokens)
+
+    main(["copy", str(old), str(tmp_path / "new")])
+    assert "copied 6 utterances" in capsys.readouterr().out
+    new = TeacherStore(str(tmp_path / "new"))
+    for utt in records:  # the stored arrays themselves, not only the decoded records
+        old_fields, new_fields = store.fields(utt), new.fields(utt)
+        assert sorted(old_fields) == sorted(new_fields)
+        for name in old_fields:
+            assert np.array_equal(old_fields[name], new_fields[name]) and old_fields[name].dtype == new_fields[name].dtype
+    if not top_k:
+        _assert_same_records(new, records)
+    summary = new.summary()
+    assert summary["splits"]["train"]["utterances"] == 6
+    assert before["splits"]["train"]["hours"] == pytest.approx(
+        summary["splits"]["train"]["hours"] - records["u5"].duration / 3600, abs=1e-3)
+    for part in new._files:
+        with h5py.File(part, "r") as handle:
+            assert handle.attrs["layout"] == 2 and "utts" not in handle
+    main(["copy", str(old), str(tmp_path / "new")])  # resumable: nothing left to copy
+    assert "copied 0 utterances" in capsys.readouterr().out
+    with pytest.raises(TeacherStoreError, match="not onto itself"):
+        main(["copy", str(old), str(old)])
+
+
+def test_a_part_of_an_unknown_layout_is_refused(tmp_path):
+    import h5py
+
+    _write(tmp_path, ["u0"])
+    part = next((tmp_path / "train").iterdir())
+    with h5py.File(part, "a") as handle:
+        handle.attrs["layout"] = 3
+    with pytest.raises(TeacherStoreError, match=f"part {part} has layout 3, .*newer version"):
+        TeacherStore(str(tmp_path))
+
+
+def test_an_id_added_twice_or_other_fields_in_a_part_are_refused(tmp_path):
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata(), part_size=10) as writer:
+        writer.add("u0", _record(0))
+        with pytest.raises(TeacherStoreError, match="u0 was already added"):
+            writer.add("u0", _record(1))
+        fields = _metadata().codec.encode(_record(1), _metadata())
+        del fields["att"]
+        with pytest.raises(TeacherStoreError, match=r"u1 has the fields \[.*\], the part's other utterances"):
+            writer._add_fields("u1", fields, end_of_batch=True)
+        writer.add("u1", _record(1))
+    assert sorted(TeacherStore(str(tmp_path)).ids()) == ["u0", "u1"]
+
+
+@pytest.mark.parametrize("part_size", [1, 3, 50])
+def test_utterances_of_every_length_round_trip_in_any_part_size(tmp_path, part_size):
+    """Rows of each utterance sit between its offsets: empty, single-row and long arrays side by side."""
+    rng = np.random.default_rng(part_size)
+    records = {}
+    for number in range(12):
+        tokens = [] if number % 4 == 0 else rng.integers(1, 11, size=int(rng.integers(1, 9))).tolist()
+        records[f"u{number:02d}"] = _record(number, frames=int(rng.choice([1, 2, 300])), tokens=tokens)
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata(dtype="float32"), part_size=part_size) as writer:
+        for utt in rng.permutation(sorted(records)):
+            writer.add(str(utt), records[str(utt)])
+    store = TeacherStore(str(tmp_path))
+    assert len(os.listdir(tmp_path / "train")) == -(-12 // part_size)
+    _assert_same_records(store, records, tolerance=1e-6)
+
+
+def test_matrix_chunks_stay_small_for_wide_vocabularies(tmp_path):
+    import h5py
+
+    from hieradist_lobes.teacher_store import CHUNK_BYTES
+
+    labels = ["<blank>"] + [f"w{i}" for i in range(5000)] + ["<bos>", "<eos>"]
+    rng = np.random.default_rng(0)
+    record = TeacherRecord(ctc_logprobs=[np.log(rng.dirichlet(np.ones(len(labels)), size=40)).astype(np.float32)],
+                           att_logprobs=[np.log(np.full((3, len(labels)), 1 / len(labels)))],
+                           ctc_error_rate=[1.0], att_error_rate=[2.0], tokens=[5, 6], duration=0.8)
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata(labels=labels, teachers=[{"name": "t"}])) as writer:
+        writer.add("u0", record)
+    part = next((tmp_path / "train").iterdir())
+    with h5py.File(part, "r") as handle:
+        chunk_rows = handle["fields/ctc"].chunks[0]
+        assert chunk_rows == 16 and 16 * len(labels) * 2 > CHUNK_BYTES  # at least 16 rows, even over the target
+        assert handle["fields/duration"].chunks is None  # small fields are written whole
+    got = TeacherStore(str(tmp_path)).get("u0")
+    assert np.abs(got.ctc_logprobs[0] - record.ctc_logprobs[0]).max() < 0.02
