@@ -304,7 +304,7 @@ class TeacherStoreWriter:
         part is closed only at the end of a batch (``add(...,
         end_of_batch=True)``), so that parts hold whole batches.
     compression : str, optional
-        ``gzip`` or ``lzf`` for the HDF5 datasets (default: none).
+        ``gzip`` or ``lzf`` for the matrices' HDF5 datasets (default: none).
 
     Only one process may write a rank of a split at a time: a second one
     stops with :class:`TeacherStoreError` (see :class:`_WriterLock`).

@@ -573,3 +573,14 @@ def test_matrix_chunks_stay_small_for_wide_vocabularies(tmp_path):
         assert handle["fields/duration"].chunks is None  # small fields are written whole
     got = TeacherStore(str(tmp_path)).get("u0")
     assert np.abs(got.ctc_logprobs[0] - record.ctc_logprobs[0]).max() < 0.02
+
+
+def test_copy_can_compress_the_matrices(tmp_path):
+    import h5py
+
+    records = _write(tmp_path / "plain", [f"u{i}" for i in range(4)], frames=100)
+    main(["copy", str(tmp_path / "plain"), str(tmp_path / "gzip"), "--compression", "gzip"])
+    store = TeacherStore(str(tmp_path / "gzip"))
+    _assert_same_records(store, records)
+    with h5py.File(store._files[0], "r") as handle:
+        assert handle["fields/ctc"].compression == "gzip" and handle["fields/att"].compression == "gzip"
