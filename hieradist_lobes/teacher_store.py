@@ -722,6 +722,19 @@ def copy_store(source: str, destination: str, compression: Optional[str] = None,
     -------
     int
         The number of utterances copied.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> old, new = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> meta = StoreMetadata(labels=["<blank>", "a"], teachers=[{"name": "t"}], frame_rate=0.0, kind="plm",
+    ...                      feature_dim=2)
+    >>> with TeacherStoreWriter(old, "train", meta) as writer:
+    ...     writer.add("u1", PLMRecord(features=np.ones((2, 2)), tokens=[1], duration=0.5))
+    >>> copy_store(old, new, progress=False), copy_store(old, new, progress=False)
+    (1, 0)
+    >>> TeacherStore(new).get("u1").tokens
+    [1]
     """
     from tqdm import tqdm
 
