@@ -3,7 +3,7 @@
 # make demo-full : the same demo with the YAML's epochs, one seed
 # make experiments: demo-full with 3 seeds per student and CIF system, a top-5 teacher store and
 #                   the ablations (best with shared ties, ACD/HieraDist without the weight ramp): the
-#                   README's results, mean ± std; resumable (3 h 30 min on 2 cores before issue 12)
+#                   README's results, mean ± std; resumable (74 min on 2 cores; 3 h 30 min before issue 12)
 # Trainings run two side by side on 2 cores or more (DEMO_ARGS="--jobs 1": one after another).
 PYTHON ?= python3
 VENV ?= .venv
