@@ -483,7 +483,8 @@ class _PartReader:
         fields = self.handle["fields"]
         self.ends = {name: dataset[()].tolist() for name, dataset in self.handle["offsets"].items()}
         self.small = {name: fields[name][()] for name in index_fields if name in fields}
-        self.large = {name: dataset for name, dataset in fields.items() if name not in self.small}
+        # Every field: the small ones from memory, the matrices as open datasets.
+        self.stored = {name: self.small.get(name, dataset) for name, dataset in fields.items()}
 
     def fields(self, utt_id: str, small_only: bool = False) -> Dict[str, np.ndarray]:
         """The stored arrays of one utterance (only the small ones with ``small_only``)."""
@@ -495,7 +496,7 @@ class _PartReader:
             return found
         row = self.row[utt_id]
         found = {}
-        for name, data in (self.small.items() if small_only else [*self.small.items(), *self.large.items()]):
+        for name, data in (self.small if small_only else self.stored).items():
             ends = self.ends[name]
             found[name] = data[ends[row]:ends[row + 1]]
         return found
@@ -625,18 +626,20 @@ class TeacherStore:
             If the utterance is not stored, its part file is damaged, or its
             values are not finite (naming the part file and what to do).
         """
+        return self._read_checked(utt_id)[1]
+
+    def _read_checked(self, utt_id: str) -> Tuple[Dict[str, np.ndarray], Union[TeacherRecord, PLMRecord]]:
+        """The stored fields of ``utt_id`` and the record decoded from them, checked as :meth:`get` says."""
         try:
-            record = self._read(utt_id)
+            fields = self.fields(utt_id)
+            record = self.metadata.codec.decode(fields, self.metadata)
         except TeacherStoreError:
             raise
         except Exception as error:  # a damaged dataset inside a readable part
             raise _damaged(self._files[self._index[utt_id]], error, utt_id) from error
         if not all(np.isfinite(array).all() for array in self.metadata.codec.arrays(record)):
             raise _damaged(self._files[self._index[utt_id]], "values are NaN or inf", utt_id)
-        return record
-
-    def _read(self, utt_id: str) -> Union[TeacherRecord, PLMRecord]:
-        return self.metadata.codec.decode(self.fields(utt_id), self.metadata)
+        return fields, record
 
     def summary(self) -> Dict[str, object]:
         """Splits, counts, mean error rates per teacher (asr) or tokens (plm), classes, dtype, size."""
@@ -747,8 +750,8 @@ def copy_store(source: str, destination: str, compression: Optional[str] = None,
             done = writer.done_ids()
             todo = [utt for utt in store.ids(split) if utt not in done]
             for utt in tqdm(todo, desc=f"copy {split}", unit="utt", disable=not progress):
-                store.get(utt)  # refuses damaged or non-finite records
-                writer._add_fields(utt, store.fields(utt), end_of_batch=True)
+                fields, _ = store._read_checked(utt)  # refuses damaged or non-finite records
+                writer._add_fields(utt, fields, end_of_batch=True)
             copied += len(todo)
     store.close()
     return copied
