@@ -461,7 +461,8 @@ def _damaged(part: str, error: object, utt_id: Optional[str] = None) -> TeacherS
     what = f"utterance {utt_id} of " if utt_id else ""
     return TeacherStoreError(
         f"{what}teacher store part {part} is damaged ({error}): it was truncated, overwritten or corrupted. "
-        "Delete this part file and run save_teachers.py again: it recomputes only the utterances that are missing")
+        "Delete this part file and run the script that wrote the store again (save_teachers.py, or "
+        "save_plm_features.py for PLM features): it recomputes only the utterances that are missing")
 
 
 class _PartReader:
@@ -774,11 +775,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     copy.add_argument("destination", help="the new store folder")
     copy.add_argument("--compression", choices=["gzip", "lzf"], default=None)
     args = parser.parse_args(argv)
-    if args.command == "copy":
-        copied = copy_store(args.source, args.destination, args.compression)
-        print(f"copied {copied} utterances to {args.destination}")
-        return
-    summary = TeacherStore(args.path).summary()
+    try:
+        if args.command == "copy":
+            copied = copy_store(args.source, args.destination, args.compression)
+            print(f"copied {copied} utterances to {args.destination}")
+            return
+        summary = TeacherStore(args.path).summary()
+    except TeacherStoreError as error:  # the message says what to do; a traceback would bury it
+        parser.exit(1, f"error: {error}\n")
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 
 

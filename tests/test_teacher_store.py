@@ -346,8 +346,8 @@ def test_a_truncated_or_overwritten_part_is_named(tmp_path):
     part = sorted((tmp_path / "train").iterdir())[1]
     data = part.read_bytes()
     part.write_bytes(data[: len(data) // 2])
-    with pytest.raises(TeacherStoreError, match=f"part {part} is damaged .* Delete this part file and run "
-                                                "save_teachers.py again"):
+    with pytest.raises(TeacherStoreError, match=f"part {part} is damaged .* Delete this part file and run .*"
+                                                r"\(save_teachers.py, or save_plm_features.py"):
         TeacherStore(str(tmp_path))
     part.write_text("not an HDF5 file")
     with pytest.raises(TeacherStoreError, match=f"part {part} is damaged"):
@@ -372,6 +372,31 @@ def test_non_finite_values_are_refused_when_written_and_when_read(tmp_path):
     with pytest.raises(TeacherStoreError, match=f"utterance u0 of teacher store part {part} is damaged "
                                                 r"\(values are NaN or inf\)"):
         TeacherStore(str(tmp_path)).get("u0")
+
+
+def test_copy_stops_at_a_damaged_utterance_and_resumes_once_it_is_rewritten(tmp_path, capsys):
+    import h5py
+
+    records = _write(tmp_path / "src", [f"u{i}" for i in range(5)], metadata=_metadata(dtype="float32"), part_size=2)
+    damaged = sorted((tmp_path / "src" / "train").iterdir())[1]  # holds u2 and u3
+    with h5py.File(damaged, "a") as handle:
+        handle["fields/ctc"][0, 0] = np.inf  # u2's first row
+    with pytest.raises(SystemExit) as exited:
+        main(["copy", str(tmp_path / "src"), str(tmp_path / "dst")])
+    message = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert f"utterance u2 of teacher store part {damaged} is damaged (values are NaN or inf)" in message
+    assert "Delete this part file" in message and "Traceback" not in message
+    # The interrupted destination part is left as .tmp, dropped when the copy resumes.
+    assert [path.name for path in (tmp_path / "dst" / "train").iterdir()] == ["part-r0-00000.h5.tmp"]
+    # The user follows the message: the part is deleted and its utterances written again.
+    damaged.unlink()
+    with TeacherStoreWriter(str(tmp_path / "src"), "train", _metadata(dtype="float32")) as writer:
+        for utt in ("u2", "u3"):
+            writer.add(utt, records[utt])
+    main(["copy", str(tmp_path / "src"), str(tmp_path / "dst")])
+    assert "copied 5 utterances" in capsys.readouterr().out
+    _assert_same_records(TeacherStore(str(tmp_path / "dst")), records)
 
 
 def test_plan_batches_does_not_depend_on_what_is_done():
@@ -510,8 +535,9 @@ def test_layout1_parts_are_read_resumed_and_copied_to_layout2(tmp_path, capsys, 
             assert handle.attrs["layout"] == 2 and "utts" not in handle
     main(["copy", str(old), str(tmp_path / "new")])  # resumable: nothing left to copy
     assert "copied 0 utterances" in capsys.readouterr().out
-    with pytest.raises(TeacherStoreError, match="not onto itself"):
+    with pytest.raises(SystemExit) as exited:
         main(["copy", str(old), str(old)])
+    assert exited.value.code == 1 and "not onto itself" in capsys.readouterr().err
 
 
 def test_a_part_of_an_unknown_layout_is_refused(tmp_path):
