@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from hieradist_lobes.cif import integrate_and_fire  # noqa: E402
 from hieradist_lobes.files import write_json  # noqa: E402
+from hieradist_lobes.threads import machine_description  # noqa: E402
 
 
 def loop_integrate_and_fire(
@@ -199,7 +200,7 @@ def main() -> None:
                      **{k: float(f"{v:.3g}") for k, v in agreement.items()}})
 
     results = {
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{machine_description()}, {torch.get_num_threads()} threads",
         "shape": {"batch": args.batch, "frames": args.frames, "dim": args.dim},
         "median_fwd_bwd": rows,
     }

@@ -31,7 +31,7 @@ from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datase
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer  # noqa: E402
 from hieradist_lobes.teacher_store import TeacherStore  # noqa: E402
-from hieradist_lobes.threads import available_cores  # noqa: E402
+from hieradist_lobes.threads import available_cores, machine_description  # noqa: E402
 
 
 def cif_setting(hparams_file: str, overrides: Dict[str, object], distilled: bool) -> Setting:
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     times = interleaved_step_seconds({"baseline": cif_setting(args.hparams, overrides, False),
                                       "hieradist": cif_setting(args.hparams, overrides, True)}, args.steps)
     figures = overhead(times["baseline"], times["hieradist"])
-    results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads",
+    results = {"machine": f"{machine_description()}, {args.threads} threads",
                "steps": len(times["baseline"]), **figures,
                "hieradist_step_overhead_pct": figures["overhead_pct"]}
     print(json.dumps(results, indent=2))

@@ -41,7 +41,7 @@ from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
 from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreWriter  # noqa: E402
-from hieradist_lobes.threads import available_cores  # noqa: E402
+from hieradist_lobes.threads import available_cores, machine_description  # noqa: E402
 
 
 def store_sizes(store_path: str, utterances: int) -> List[Dict[str, object]]:
@@ -144,7 +144,7 @@ def main() -> None:
     tokenizer = make_tokenizer(hparams, manifests)
     step = kd_step_time(args.hparams, overrides, args.steps)
     results = {
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{machine_description()}, {torch.get_num_threads()} threads",
         "kd_step_overhead_pct": step["overhead_pct"],
         "store_size": store_sizes(args.store, args.utterances),
         "read_throughput": read_throughput(args.store, manifests["train"], hparams["unit"], tokenizer,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from typing import Optional
 
 import torch
@@ -62,3 +63,26 @@ def set_threads() -> int:
                     f"{THREADS_VARIABLE}" if chosen else f"{available_cores()} cores / "
                     f"{os.environ.get('LOCAL_WORLD_SIZE', '1')} processes on this node")
     return threads
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """What a run or a measurement ran on, for its record: cores, CPU model and the
+    instruction set torch's kernels use, torch version.
+
+    The same code gives other timings and, through other float kernels, other
+    trained models on another CPU, so results carry this line.
+    """
+    return (f"{available_cores()} CPU cores ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}), "
+            f"torch {torch.__version__}")

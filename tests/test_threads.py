@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hieradist_lobes.threads import available_cores, set_threads, threads_per_process
+from hieradist_lobes.threads import available_cores, machine_description, set_threads, threads_per_process
 
 
 @pytest.fixture()
@@ -30,3 +30,9 @@ def test_recipes_set_the_share_or_the_users_choice(monkeypatch, restore_threads)
         monkeypatch.setenv("HIERADIST_THREADS", bad)
         with pytest.raises(ValueError, match="HIERADIST_THREADS"):
             set_threads()
+
+
+def test_the_machine_description_names_cores_cpu_and_torch():
+    line = machine_description()
+    assert line.startswith(f"{available_cores()} CPU cores (")
+    assert f"{torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}" in line

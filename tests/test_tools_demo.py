@@ -138,3 +138,24 @@ def test_seeds_give_means_and_standard_deviations_in_table_and_chart(tmp_path):
     assert all("update" not in e for e in read_history(summary["systems"]["student_best"]["model_dir"]))
     plot_summary(summary, str(tmp_path), str(tmp_path / "summary.png"))
     assert os.path.getsize(tmp_path / "summary.png") > 10000
+
+
+def test_cif_output_neurons_is_what_the_cif_recipes_check_on_this_corpus(tmp_path):
+    """The demo fits the CIF models' output size to the corpus (the tiny corpus has fewer
+    PLM tokens than the 508 of hparams/synth/cif.yaml, which the recipes would refuse)."""
+    import pytest
+
+    from hieradist_lobes.data.manifest import write_manifest
+    from hieradist_lobes.hparams import HparamsError
+    from hieradist_lobes.plm import plm_tokenizer
+    from hieradist_lobes.tokens import check_vocabulary
+
+    path = str(tmp_path / "train.csv")
+    write_manifest(path, [{"ID": f"u{index}", "duration": 1.0, "wav": "/a.wav", "spk_id": "s", "phn": "k",
+                           "wrd": text, "char": "x"} for index, text in enumerate(["THE CAT", "A DOG SAT"])])
+    neurons = demo.cif_output_neurons(path)
+    assert neurons == 5 + 4  # the, cat, a, dog, sat + blank, bos, eos, unk
+    tokenizer = plm_tokenizer(path, demo.synth_plm_splitter())
+    check_vocabulary(tokenizer, neurons, "demo")
+    with pytest.raises(HparamsError, match="set output_neurons: 9"):
+        check_vocabulary(tokenizer, 508, "hparams/synth/cif.yaml")

@@ -50,7 +50,7 @@ from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest
 from hieradist_lobes.files import write_json
 from hieradist_lobes.jobs import Job, run_jobs
-from hieradist_lobes.threads import available_cores
+from hieradist_lobes.threads import available_cores, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams" / "synth"
@@ -118,7 +118,10 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     common = [*data, *([f"--number_of_epochs={epochs}"] if epochs else []), *extra]
     systems: Dict[str, Dict[str, object]] = {}
     timings: Dict[str, float] = {}
-    summary: Dict[str, object] = {"systems": systems, "seconds": timings, "seeds": list(seeds)}
+    jobs = jobs or default_jobs()
+    # The same code trains other models and takes another time on another CPU: the record says which.
+    summary: Dict[str, object] = {"systems": systems, "seconds": timings, "seeds": list(seeds),
+                                  "machine": f"{machine_description()}, {jobs} training(s) side by side"}
     summary_path = os.path.join(output_folder, "summary.json")
     declared: List[str] = []  # systems in the order of the table, whatever order they finish in
     steps: Dict[str, List[Job]] = {"multi_teacher_kd": [], "cif_hieradist": []}  # each part's jobs, in order
@@ -200,6 +203,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
 
     if "cif" in parts:
         cif_common = [*data, *([f"--number_of_epochs={cif_epochs}"] if cif_epochs else []), *cif_extra, *extra]
+        if not any(arg.startswith("--output_neurons") for arg in cif_common):
+            cif_common.append(f"--output_neurons={cif_output_neurons(os.path.join(data_folder, 'train.csv'))}")
         # The PLM store first: it takes seconds, and the distilled systems wait for it.
         plm_store = store("save_plm_features", "plm_store", "cif_hieradist/save_plm_features.py",
                           [synth_yaml("cif_plm_features.yaml"), *without_epochs(cif_common)])
@@ -224,7 +229,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
 
     # Ready jobs start in this order: the two parts alternate, so that the long CIF trainings start
     # early and the short KD ones keep both workers busy at the end.
-    run_jobs(alternate(*steps.values()), jobs or default_jobs(), os.path.join(output_folder, "logs"), finished)
+    run_jobs(alternate(*steps.values()), jobs, os.path.join(output_folder, "logs"), finished)
     summary["systems"] = systems = in_table_order()
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
     summary["test_manifest"] = test_manifest
@@ -326,16 +331,30 @@ def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
         system["example_transcription"] = asr.transcribe_file(wav)
 
 
+def synth_plm_splitter():
+    """Transcripts split into the tokens of the PLM of ``hparams/synth/cif.yaml`` (all-MiniLM-L6-v2)."""
+    from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
+
+    return PLMSplitter(PLMTokenizer(minilm_path()), "wrd")
+
+
+def cif_output_neurons(train_manifest: str) -> int:
+    """The CIF models' output size on this corpus: the PLM tokens of its training transcripts
+    (what the recipes check ``output_neurons`` against). ``hparams/synth/cif.yaml``'s 508 is the
+    small and medium corpora's; the tiny one has fewer tokens."""
+    from hieradist_lobes.plm import plm_tokenizer
+
+    return len(plm_tokenizer(train_manifest, synth_plm_splitter()))
+
+
 def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, lm_dir: str,
                      lm_weight: float) -> None:
     """Load every CIF folder (every seed's) with :class:`CIFASR`, score the
     test set with LM shallow fusion (``test_error_rate_lm``), and transcribe
     a test file with the first seed's model."""
     from hieradist_lobes.inference import CIFASR
-    from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
-
     rows = read_manifest(test_manifest)
-    split_labels = PLMSplitter(PLMTokenizer(minilm_path()), "wrd")  # the PLM of hparams/synth/cif.yaml
+    split_labels = synth_plm_splitter()
     for system in systems.values():
         if system["kind"] != "cif":
             continue
