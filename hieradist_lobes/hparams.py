@@ -143,7 +143,7 @@ def hparam_rules() -> Dict[str, Rule]:
     from hieradist_lobes.data.validation import BAD_ROWS
     from hieradist_lobes.losses import BEST_TIES, KD_NORMALISATIONS, STRATEGIES
     from hieradist_lobes.plm import MISMATCH_ACTIONS
-    from hieradist_lobes.teacher_store import DTYPES
+    from hieradist_lobes.teacher_store import COMPRESSIONS, DTYPES
 
     return {
         **{key: _UNIT for key in ("ctc_weight", "kd_alpha", "ctc_weight_decode", "dropout", "dec_dropout",
@@ -172,6 +172,7 @@ def hparam_rules() -> Dict[str, Rule]:
         "ctc_kd": Rule("choice", choices=CTC_KD_METHODS),
         "distillation": Rule("choice", choices=DISTILLATIONS),
         "store_dtype": Rule("choice", choices=DTYPES),
+        "store_compression": Rule("choice", choices=COMPRESSIONS, optional=True),
         "train_sorting": Rule("choice", choices=SORTINGS),
         "plm_on_mismatch": Rule("choice", choices=MISMATCH_ACTIONS),
         "bad_rows": Rule("choice", choices=BAD_ROWS),

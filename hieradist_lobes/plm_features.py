@@ -228,6 +228,7 @@ def save_plm_features(
     on_mismatch: str = "error",
     options: Optional[Dict[str, object]] = None,
     progress: bool = True,
+    compression: Optional[str] = None,
 ) -> int:
     """Extract the PLM features of every transcript of ``manifest`` into a plm store.
 
@@ -273,6 +274,8 @@ def save_plm_features(
         Extra creation options for the store metadata.
     progress : bool
         Show a progress bar.
+    compression : str, optional
+        ``gzip`` or ``lzf`` for the stored features (:class:`TeacherStoreWriter`).
 
     Returns
     -------
@@ -336,6 +339,6 @@ def save_plm_features(
                    for utt, matrix in zip(batch, features)}
 
     # Batches by token count (longest first): similar lengths pad little.
-    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
+    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size, compression=compression)
     lengths = {utt: len(item[1]) for utt, item in items.items()}
     return fill_store(writer, lengths, batch_size, world_size, records_of, f"PLM features of {split}", progress)

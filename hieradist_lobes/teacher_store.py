@@ -92,6 +92,8 @@ CHUNK_BYTES = 32 * 1024
 _PART_PATTERN = re.compile(r"part-r(\d+)-(\d+)\.h5$")
 KINDS = tuple(CODECS)
 DTYPES = ("float16", "float32")
+# HDF5 filters for the matrices (h5py ships both): gzip smaller, lzf faster; None: stored as is.
+COMPRESSIONS = ("gzip", "lzf")
 
 
 @dataclass
@@ -317,6 +319,8 @@ class TeacherStoreWriter:
 
         if metadata.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {metadata.dtype!r}")
+        if compression is not None and compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)} or None, got {compression!r}")
         self.folder = os.path.join(path, split)
         os.makedirs(self.folder, exist_ok=True)
         self.split = split
@@ -773,7 +777,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     copy = commands.add_parser("copy", help="rewrite a store in the current part layout (resumable)")
     copy.add_argument("source", help="the store folder to read")
     copy.add_argument("destination", help="the new store folder")
-    copy.add_argument("--compression", choices=["gzip", "lzf"], default=None)
+    copy.add_argument("--compression", choices=COMPRESSIONS, default=None)
     args = parser.parse_args(argv)
     try:
         if args.command == "copy":

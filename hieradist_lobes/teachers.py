@@ -158,10 +158,12 @@ def save_teacher_outputs(
     options: Optional[Dict[str, object]] = None,
     progress: bool = True,
     audio: Optional[Dict[str, object]] = None,
+    compression: Optional[str] = None,
 ) -> int:
     """Run every teacher over ``manifest`` and store the outputs by utterance ID.
 
     ``audio``: how to read the audio (:func:`~hieradist_lobes.data.pipelines.read_signal`).
+    ``compression``: ``gzip`` or ``lzf`` for the stored matrices (:class:`TeacherStoreWriter`).
 
     Returns
     -------
@@ -198,7 +200,7 @@ def save_teacher_outputs(
                 duration=durations[utt],
             ) for i, utt in enumerate(batch.id)}
 
-    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size)
+    writer = TeacherStoreWriter(store_path, split, metadata, rank=rank, part_size=part_size, compression=compression)
     return fill_store(writer, durations, batch_size, world_size, records_of, f"teachers on {split}", progress)
 
 

@@ -36,7 +36,9 @@ def run(tiny_corpus, tmp_path_factory, recipes):
     data = [f"--data_folder={tiny_corpus}", "--corpus_size=tiny", f"--output_root={results}", "--num_workers=0",
             f"--plm_path={plm}", f"--output_neurons={labels}", "--plm_size=32"]
     baseline = recipes.train_cif(["hparams/synth/cif.yaml", *data, *SMALL_MODEL, *FAST])
-    store = recipes.save_plm_features(["hparams/synth/cif_plm_features.yaml", *data, *SMALL_MODEL])
+    # lzf: the distilled systems below read a compressed store.
+    store = recipes.save_plm_features(["hparams/synth/cif_plm_features.yaml", *data, *SMALL_MODEL,
+                                       "--store_compression=lzf"])
     return {"recipes": recipes, "data": data, "baseline": baseline, "store": store, "plm": plm, "corpus": str(tiny_corpus),
             "results": results}
 
@@ -74,6 +76,10 @@ def test_plm_store_holds_each_training_transcript_feature_by_id(run):
     expected = extractor.features([rows[0]["wrd"]])[0]
     assert record.features.shape == (len(rows[0]["wrd"].split()) + 1, 32) == expected.shape
     assert abs(record.features.astype("float32") - expected).max() < 2e-2  # float16 storage
+    import h5py
+
+    with h5py.File(store._files[0], "r") as part:  # the YAML's store_compression reached the writer
+        assert part["fields/plm"].compression == "lzf"
 
 
 @pytest.mark.parametrize("distillation", ["acd", "lrd", "hieradist"])

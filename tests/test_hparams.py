@@ -195,6 +195,17 @@ def test_cif_training_values_are_checked_too():
         assert part in str(error.value)
 
 
+def test_store_compression_is_a_filter_h5py_has_or_null():
+    from hieradist_lobes.hparams import check_hparams
+
+    for value in (None, "gzip", "lzf"):
+        check_hparams({"store_compression": value}, "save_teachers.yaml")
+    with pytest.raises(HparamsError, match="store_compression = 'zstd': must be one of gzip, lzf \\(or null\\)"):
+        check_hparams({"store_compression": "zstd"}, "save_teachers.yaml")
+    assert load_hparams("hparams/synth/save_teachers.yaml").hparams["store_compression"] is None
+    assert load_hparams("hparams/synth/cif_plm_features.yaml").hparams["store_compression"] is None
+
+
 @pytest.mark.parametrize("override, message", [
     ({"kd_alpha": 1.5}, "kd_alpha = 1.5: must be a number in [0, 1]"),
     ({"lr": -0.001}, "lr = -0.001: must be a number > 0"),

@@ -20,7 +20,9 @@ def run(tiny_corpus, tmp_path_factory, recipes):
     teachers = {name: recipes.train_teacher([f"hparams/synth/{yaml}.yaml", *data, *fast])
                 for name, yaml in (("tea0", "asr"), ("tea2", "tea2"))}
     dirs = f"--teacher_dirs=[{teachers['tea0']['model_dir']}, {teachers['tea2']['model_dir']}]"
-    store = recipes.save_teachers(["hparams/synth/save_teachers.yaml", *data, dirs, "--store_part_size=10"])
+    # gzip: every KD test below reads (and resumes) a compressed store.
+    store = recipes.save_teachers(["hparams/synth/save_teachers.yaml", *data, dirs, "--store_part_size=10",
+                                   "--store_compression=gzip"])
     return {"recipes": recipes, "results": results, "data": data, "fast": fast, "teachers": teachers, "store": store, "dirs": dirs,
             "corpus": tiny_corpus}
 
@@ -56,6 +58,10 @@ def test_store_has_every_training_utterance_by_id(run):
     assert all(0 <= rate <= 100 for rate in record.ctc_error_rate + record.att_error_rate)
     # CTC frames per second of audio, measured from the teachers.
     assert 20 < store.metadata.frame_rate < 40
+    import h5py
+
+    with h5py.File(store._files[0], "r") as part:  # the YAML's store_compression reached the writer
+        assert part["fields/ctc"].compression == "gzip" and part["fields/att"].compression == "gzip"
 
 
 def test_save_teachers_resumes_and_then_does_nothing(run):

@@ -610,3 +610,6 @@ def test_copy_can_compress_the_matrices(tmp_path):
     _assert_same_records(store, records)
     with h5py.File(store._files[0], "r") as handle:
         assert handle["fields/ctc"].compression == "gzip" and handle["fields/att"].compression == "gzip"
+    with pytest.raises(ValueError, match="compression must be one of gzip, lzf or None, got 'zstd'"):
+        TeacherStoreWriter(str(tmp_path / "zstd"), "train", _metadata(), compression="zstd")
+    assert not (tmp_path / "zstd").exists()  # refused before anything is made

@@ -51,7 +51,7 @@ def main(argv):
             extractor, tokenizer, manifests[split], split, hparams["store_path"], hparams["unit"],
             batch_size=hparams["store_batch_size"], dtype=hparams["store_dtype"], rank=rank,
             world_size=world_size, part_size=hparams["store_part_size"], on_mismatch=hparams["plm_on_mismatch"],
-            progress=rank == 0,
+            progress=rank == 0, compression=hparams["store_compression"],
         )
     ddp_barrier()  # every rank's parts are complete before the summary (a no-op without DDP)
     if rank == 0:

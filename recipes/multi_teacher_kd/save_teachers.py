@@ -53,7 +53,7 @@ def main(argv):
             teachers, manifests[split], split, hparams["store_path"], hparams["unit"],
             batch_size=hparams["store_batch_size"], dtype=hparams["store_dtype"], top_k=hparams["store_top_k"],
             rank=rank, world_size=world_size, part_size=hparams["store_part_size"], options=options,
-            progress=rank == 0, audio=audio_options(hparams),
+            progress=rank == 0, audio=audio_options(hparams), compression=hparams["store_compression"],
         )
     ddp_barrier()  # every rank's parts are complete before the summary (a no-op without DDP)
     if rank == 0:
