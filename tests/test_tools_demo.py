@@ -159,3 +159,16 @@ def test_cif_output_neurons_is_what_the_cif_recipes_check_on_this_corpus(tmp_pat
     check_vocabulary(tokenizer, neurons, "demo")
     with pytest.raises(HparamsError, match="set output_neurons: 9"):
         check_vocabulary(tokenizer, 508, "hparams/synth/cif.yaml")
+
+
+def test_bad_parts_or_seeds_stop_before_anything_runs(tmp_path, capsys):
+    import pytest
+
+    for argv, message in ((["--parts", "kd,xyz"], "--parts 'kd,xyz': give one or more of kd, cif"),
+                          (["--parts", ","], "--parts ',': give one or more of kd, cif"),
+                          (["--seeds", "1234,one"], "--seeds '1234,one': give integers"),
+                          (["--seeds", ""], "--seeds '': give integers")):
+        with pytest.raises(SystemExit) as exited:
+            demo.main(["--output_folder", str(tmp_path / "out"), *argv])
+        assert exited.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

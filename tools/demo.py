@@ -518,14 +518,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args, extra = parser.parse_known_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs needs at least 1")
+    parts = [part for part in args.parts.split(",") if part]
+    if not parts or any(part not in PARTS for part in parts):
+        parser.error(f"--parts {args.parts!r}: give one or more of {', '.join(PARTS)}, comma-separated")
+    seeds = [seed.strip() for seed in args.seeds.split(",") if seed.strip()]
+    if not seeds or not all(seed.lstrip("-").isdigit() for seed in seeds):
+        parser.error(f"--seeds {args.seeds!r}: give integers, comma-separated (e.g. 1234,1235,1236)")
+    seeds = [int(seed) for seed in seeds]
     cif_extra: Sequence[str] = ()
     if args.quick:
         args.epochs = args.epochs or QUICK_EPOCHS
         if not args.cif_epochs:
             args.cif_epochs, cif_extra = QUICK_CIF_EPOCHS, QUICK_CIF_SCHEDULE
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
-             parts=[part for part in args.parts.split(",") if part], cif_epochs=args.cif_epochs,
-             lm_weight=args.lm_weight, seeds=[int(seed) for seed in args.seeds.split(",") if seed],
+             parts=parts, cif_epochs=args.cif_epochs, lm_weight=args.lm_weight, seeds=seeds,
              store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra)
 
 

@@ -159,5 +159,9 @@ def preparation_main(prepare: Callable[[str, str], Dict[str, str]], corpus: str,
     parser.add_argument("--save_folder", required=True, help="where the manifests go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for split, path in prepare(args.data_folder, args.save_folder).items():
+    try:
+        manifests = prepare(args.data_folder, args.save_folder)
+    except PreparationError as error:  # the message names the file and the fix; a traceback would bury it
+        parser.exit(1, f"error: {error}\n")
+    for split, path in manifests.items():
         print(f"{split}: {path}")

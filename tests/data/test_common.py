@@ -54,3 +54,13 @@ def test_a_folder_prepared_before_manifests_were_recorded_is_still_up_to_date(ma
     stamp = os.path.getmtime(os.path.join(made, "train.csv"))
     prepare_synth(made, size="tiny", num_workers=2, progress=False)
     assert os.path.getmtime(os.path.join(made, "train.csv")) == stamp
+
+
+def test_a_preparation_command_ends_with_the_message_not_a_traceback(tmp_path, capsys):
+    from hieradist_lobes.data.timit import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--data_folder", str(tmp_path / "nothere"), "--save_folder", str(tmp_path / "manifests")])
+    error = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert error == f"error: TIMIT data_folder {tmp_path / 'nothere'} does not exist\n"
