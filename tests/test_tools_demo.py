@@ -167,6 +167,7 @@ def test_bad_parts_or_seeds_stop_before_anything_runs(tmp_path, capsys):
     for argv, message in ((["--parts", "kd,xyz"], "--parts 'kd,xyz': give one or more of kd, cif"),
                           (["--parts", ","], "--parts ',': give one or more of kd, cif"),
                           (["--seeds", "1234,one"], "--seeds '1234,one': give integers"),
+                          (["--seeds=1,--5"], "--seeds '1,--5': give integers"),
                           (["--seeds", ""], "--seeds '': give integers")):
         with pytest.raises(SystemExit) as exited:
             demo.main(["--output_folder", str(tmp_path / "out"), *argv])

@@ -38,6 +38,7 @@ checkpoints), the teacher store continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -331,6 +332,7 @@ def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
         system["example_transcription"] = asr.transcribe_file(wav)
 
 
+@functools.lru_cache(maxsize=1)  # loaded once: at start (the CIF vocabulary) and again to score the CIF models
 def synth_plm_splitter():
     """Transcripts split into the tokens of the PLM of ``hparams/synth/cif.yaml`` (all-MiniLM-L6-v2)."""
     from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
@@ -521,10 +523,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parts = [part for part in args.parts.split(",") if part]
     if not parts or any(part not in PARTS for part in parts):
         parser.error(f"--parts {args.parts!r}: give one or more of {', '.join(PARTS)}, comma-separated")
-    seeds = [seed.strip() for seed in args.seeds.split(",") if seed.strip()]
-    if not seeds or not all(seed.lstrip("-").isdigit() for seed in seeds):
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
         parser.error(f"--seeds {args.seeds!r}: give integers, comma-separated (e.g. 1234,1235,1236)")
-    seeds = [int(seed) for seed in seeds]
     cif_extra: Sequence[str] = ()
     if args.quick:
         args.epochs = args.epochs or QUICK_EPOCHS
