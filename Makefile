@@ -39,7 +39,7 @@ demo-full: $(STAMP)
 
 experiments: $(STAMP)
 	$(PY) tools/demo.py --output_folder $(EXPERIMENTS_OUTPUT) --data_folder $(DEMO_DATA) --seeds $(SEEDS) \
-		--store_top_k 5 --ablations $(DEMO_ARGS)
+		--store_top_k 5 --ablations --low_resource $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) data results .pytest_cache

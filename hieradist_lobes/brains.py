@@ -20,7 +20,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import speechbrain as sb
 import torch
@@ -165,10 +165,17 @@ class ProjectBrain(sb.Brain):
         """The best checkpoint's error rates on valid and test, with the same
         (test) decoding so that the two compare; test last, so that
         ``error_rate_file`` holds its details.  Also the model's folder and size."""
-        return {"model_dir": os.path.abspath(self.hparams.model_dir),
-                "valid_error_rate": self.evaluate_error_rate(valid_set),
-                "test_error_rate": self.evaluate_error_rate(test_set),
-                "params": sum(p.numel() for p in self.modules.model.parameters())}
+        result: Dict[str, object] = {"model_dir": os.path.abspath(self.hparams.model_dir)}
+        for split, dataset in (("valid", valid_set), ("test", test_set)):
+            result[f"{split}_error_rate"] = self.evaluate_error_rate(dataset)
+            # The Brain's other scores of this decoding (e.g. the CIF model's CTC head, its error breakdown).
+            result.update({f"{split}_{name}": round(float(value), 2) for name, value in self.test_stats.items()
+                           if name in self.REPORTED_TEST_STATS})
+        result["params"] = sum(p.numel() for p in self.modules.model.parameters())
+        return result
+
+    #: Test statistics, besides ``error_rate``, that :meth:`score_best_checkpoint` reports per split.
+    REPORTED_TEST_STATS: Tuple[str, ...] = ()
 
     def kd_ramp(self) -> float:
         """The factor on the distillation weights now (``kd_ramp_updates``; 1 when 0 or absent)."""
@@ -223,12 +230,12 @@ class ProjectBrain(sb.Brain):
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({k: float(v) for k, v in entry.items()}) + "\n")
 
-    def _score_hypotheses(self, batch, hyps: List[List[int]]) -> None:
-        """Add decoded hypotheses and the batch's references to ``error_metrics``."""
+    def _score_hypotheses(self, batch, hyps: List[List[int]], metrics=None) -> None:
+        """Add decoded hypotheses and the batch's references to ``metrics`` (default ``error_metrics``)."""
         tokens, tokens_lens = batch.tokens
         decode = self.hparams.tokenizer.decode_ndim
-        self.error_metrics.append(batch.id, [decode(hyp) for hyp in hyps],
-                                  [decode(seq) for seq in undo_padding(tokens, tokens_lens)])
+        (metrics or self.error_metrics).append(batch.id, [decode(hyp) for hyp in hyps],
+                                               [decode(seq) for seq in undo_padding(tokens, tokens_lens)])
 
     def _finish_test(self, stats) -> None:
         """Log the test statistics, keep them in ``test_stats``, write the error details."""
@@ -400,6 +407,7 @@ class CIFStepOutput(CIFOutputs):
 
     hyps: Optional[List[List[int]]] = None
     fire_counts: Optional[torch.Tensor] = None
+    ctc_hyps: Optional[List[List[int]]] = None   # the CTC head alone, greedy
 
 
 class CIFBrain(ProjectBrain):
@@ -431,15 +439,19 @@ class CIFBrain(ProjectBrain):
         augmentation = getattr(self.hparams, "feature_augmentation", None) if stage == sb.Stage.TRAIN else None
         outputs = self.modules.model(wavs, wav_lens, tokens_bos, target_lengths,
                                      epoch=self.hparams.epoch_counter.current, feature_augmentation=augmentation)
-        hyps, fire_counts = None, None
+        hyps = fire_counts = ctc_hyps = None
         if stage != sb.Stage.TRAIN:
             # Decoding is not a forward pass: call it on the model itself, not on its DDP wrapper.
             model = self.modules.model
             model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+            testing = stage == sb.Stage.TEST
             hyps, fires = model.decode(outputs.encoded.detach(), wav_lens, self.hparams.tokenizer,
-                                       beam_size=1 if stage == sb.Stage.VALID else int(self.hparams.beam_size))
+                                       beam_size=int(self.hparams.beam_size) if testing else 1,
+                                       ctc_weight=float(getattr(self.hparams, "ctc_weight_decode", 0.0)) if testing
+                                       else 0.0)
             fire_counts = fires.fired_lengths
-        return CIFStepOutput(**vars(outputs), hyps=hyps, fire_counts=fire_counts)
+            ctc_hyps = model.ctc_greedy(outputs.encoded.detach(), wav_lens, self.hparams.tokenizer)
+        return CIFStepOutput(**vars(outputs), hyps=hyps, fire_counts=fire_counts, ctc_hyps=ctc_hyps)
 
     def loss_terms(self, outputs: CIFStepOutput, batch, stage) -> Dict[str, torch.Tensor]:
         """Each loss term, summed over the batch (before weighting)."""
@@ -471,9 +483,47 @@ class CIFBrain(ProjectBrain):
             self.track_hypotheses(outputs, batch)
         return loss
 
+    def score_best_checkpoint(self, valid_set, test_set) -> Dict[str, object]:
+        """As :meth:`ProjectBrain.score_best_checkpoint`; with
+        ``ctc_weight_decode_grid``, the validation set is first decoded with
+        each CTC weight and the best (lowest error rate; the smallest weight
+        on a tie) becomes ``ctc_weight_decode`` for the scores and the export
+        (``result["ctc_weight_decode"]``, each weight's error rate in
+        ``result["valid_by_ctc_weight"]``)."""
+        grid = getattr(self.hparams, "ctc_weight_decode_grid", None)
+        by_weight: Dict[float, float] = {}
+        for weight in grid or ():
+            self.hparams.ctc_weight_decode = float(weight)
+            by_weight[float(weight)] = self.evaluate_error_rate(valid_set)
+        if by_weight:
+            self.hparams.ctc_weight_decode = min(by_weight, key=lambda weight: (by_weight[weight], weight))
+            logger.info("ctc_weight_decode %.2f chosen on valid (%s)", self.hparams.ctc_weight_decode,
+                        ", ".join(f"{weight:g}: {rate:.2f}" for weight, rate in by_weight.items()))
+        chosen = float(getattr(self.hparams, "ctc_weight_decode", 0.0))
+        without_ctc = None
+        if chosen:
+            # The decoder alone on test too, to show what the CTC scores change (scored first, so that
+            # error_rate_file keeps the details of the chosen decoding).
+            self.hparams.ctc_weight_decode = 0.0
+            without_ctc = self.evaluate_error_rate(test_set)
+            self.hparams.ctc_weight_decode = chosen
+        result = super().score_best_checkpoint(valid_set, test_set)
+        result["ctc_weight_decode"] = chosen
+        result["test_error_rate_no_ctc"] = result["test_error_rate"] if without_ctc is None else without_ctc
+        if by_weight:
+            result["valid_by_ctc_weight"] = {f"{weight:g}": rate for weight, rate in by_weight.items()}
+        return result
+
+    REPORTED_TEST_STATS = ("ctc_head_error_rate", "substitutions", "deletions", "insertions", "fires_exact_pct",
+                           "fires_within_one_pct", "fire_count_error")
+
     def track_hypotheses(self, outputs: CIFStepOutput, batch) -> None:
         self._score_hypotheses(batch, outputs.hyps)
-        self.fire_count_error += float((outputs.fire_counts - outputs.target_lengths).abs().sum())
+        self._score_hypotheses(batch, outputs.ctc_hyps, self.ctc_error_metrics)
+        misses = (outputs.fire_counts - outputs.target_lengths).abs()
+        self.fire_count_error += float(misses.sum())
+        self.fires_exact += int((misses == 0).sum())
+        self.fires_within_one += int((misses <= 1).sum())
         self.utterances += len(batch.id)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step) -> None:
@@ -496,7 +546,9 @@ class CIFBrain(ProjectBrain):
         self.loss_parts: Dict[str, float] = {}
         if stage != sb.Stage.TRAIN:
             self.error_metrics = self.hparams.error_stats()
+            self.ctc_error_metrics = self.hparams.error_stats()  # the CTC head alone, greedy
             self.fire_count_error, self.utterances = 0.0, 0
+            self.fires_exact = self.fires_within_one = 0  # utterances whose fires number their tokens (+ eos)
 
     def _stage_stats(self, stage_loss) -> Dict[str, float]:
         tokens = max(self.loss_parts.get("tokens", 1.0), 1.0)
@@ -509,8 +561,14 @@ class CIFBrain(ProjectBrain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
-        stats["error_rate"] = self.error_metrics.summarize("error_rate")
-        stats["fire_count_error"] = self.fire_count_error / max(self.utterances, 1)
+        summary = self.error_metrics.summarize()
+        stats["error_rate"] = summary["error_rate"]
+        stats.update({kind: summary[kind] for kind in ("substitutions", "deletions", "insertions")})
+        stats["ctc_head_error_rate"] = self.ctc_error_metrics.summarize("error_rate")
+        utterances = max(self.utterances, 1)
+        stats["fire_count_error"] = self.fire_count_error / utterances
+        stats["fires_exact_pct"] = 100.0 * self.fires_exact / utterances
+        stats["fires_within_one_pct"] = 100.0 * self.fires_within_one / utterances
         if stage == sb.Stage.VALID:
             self.check_weights_finite()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -519,7 +577,8 @@ class CIFBrain(ProjectBrain):
             self._append_history({"epoch": epoch, "lr": lr, "train_loss": self.train_stats["loss"],
                                   **{f"train_{k}": v for k, v in self.train_stats.items() if k != "loss"},
                                   "valid_loss": stage_loss, "valid_error_rate": stats["error_rate"],
-                                  "valid_fire_count_error": stats["fire_count_error"]})
+                                  "valid_fire_count_error": stats["fire_count_error"],
+                                  "valid_ctc_head_error_rate": stats["ctc_head_error_rate"]})
             self.save_checkpoint({"error_rate": stats["error_rate"]})
         else:
             self._finish_test(stats)

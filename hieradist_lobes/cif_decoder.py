@@ -31,6 +31,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from hieradist_lobes.ctc_scoring import CTCPrefixScorer
 from hieradist_lobes.losses import length_mask
 
 
@@ -248,12 +249,19 @@ def cif_beam_search(
     blocked: Sequence[int] = (),
     lm: Optional[torch.nn.Module] = None,
     lm_weight: float = 0.0,
+    ctc_logprobs: Optional[torch.Tensor] = None,
+    ctc_lengths: Optional[torch.Tensor] = None,
+    ctc_weight: float = 0.0,
+    blank_index: int = 0,
 ) -> List[List[int]]:
     """Beam search whose steps are the CIF fires.
 
     Step ``i`` scores every token given the prefix and fire ``i``:
-    ``log p_asr + lm_weight · log p_lm`` (shallow fusion when ``lm`` is
-    given).  The decoder's self-attention keys and values and the LM's state
+    ``(1 − ctc_weight) · log p_asr + ctc_weight · Δψ_ctc + lm_weight · log p_lm``,
+    where ``Δψ_ctc`` is the change of the prefix's CTC log-probability
+    (:class:`~hieradist_lobes.ctc_scoring.CTCPrefixScorer`, joint CTC
+    scoring when ``ctc_logprobs`` are given) and the last term is shallow
+    fusion when ``lm`` is given.  The decoder's self-attention keys and values and the LM's state
     are carried from fire to fire (:meth:`CIFDecoder.step`), so that each
     fire costs one decoder step and one LM step, not a pass over the prefix.
     Every fire is one output token, so ``<eos>`` may only be emitted at the last fire (the model was trained
@@ -276,6 +284,12 @@ def cif_beam_search(
         state)`` and ``reorder_state(state, rows)``, as
         :class:`~hieradist_lobes.lm.TokenLM`.
     lm_weight : float
+    ctc_logprobs, ctc_lengths : torch.Tensor, optional
+        The CTC head's log-probabilities (``B × T × vocab``) and valid frames (``B``).
+    ctc_weight : float
+        In [0, 1]; 0 (or no ``ctc_logprobs``) decodes exactly as without CTC.
+    blank_index : int
+        The CTC blank (only read with CTC scoring).
 
     Returns
     -------
@@ -295,10 +309,18 @@ def cif_beam_search(
     fired_beams = fired.repeat_interleave(k, dim=0)
     fire_counts = fired_lengths.to(device)
     use_lm = lm is not None and bool(lm_weight)
+    use_ctc = ctc_logprobs is not None and bool(ctc_weight)
+    if use_ctc:
+        ctc = CTCPrefixScorer(ctc_logprobs.repeat_interleave(k, dim=0), ctc_lengths.repeat_interleave(k, dim=0),
+                              blank_index)
+        ctc_state = ctc.initial_state()
     cache = lm_state = None
     for step in range(steps):
         logits, cache = decoder.step(tokens[:, -1], fired_beams[:, step], cache)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
+        if use_ctc:
+            ctc_scores, ctc_candidates = ctc.extend(ctc_state)
+            logprobs = (1.0 - ctc_weight) * logprobs + ctc_weight * ctc_scores
         if use_lm:
             lm_logprobs, lm_state = lm.step(tokens[:, -1], lm_state)
             logprobs = logprobs + lm_weight * lm_logprobs.float()
@@ -322,6 +344,8 @@ def cif_beam_search(
         cache = decoder.reorder_state(cache, rows)
         if use_lm:
             lm_state = lm.reorder_state(lm_state, rows)
+        if use_ctc:
+            ctc_state = ctc.advance(ctc_candidates, rows, token.view(-1))
         finished = finished.gather(1, origin) | (token == eos_index)
     best = scores.argmax(dim=-1)
     results = []

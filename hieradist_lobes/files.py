@@ -59,9 +59,7 @@ def staged_folder(folder: str) -> Iterator[str]:
 
 
 def write_json(path: str, data: Any, **dump_options: Any) -> None:
-    """Write ``data`` as JSON (``json.dump`` options) under a temporary name
-    beside ``path``, then rename it, so that a reader or a crash never sees
-    half a file; the folder is made if needed.
+    """Write ``data`` as JSON (``json.dump`` options) atomically (:func:`write_text`).
 
     Example
     -------
@@ -71,8 +69,28 @@ def write_json(path: str, data: Any, **dump_options: Any) -> None:
     >>> open(path).read(), os.listdir(os.path.dirname(path))
     ('{"x": 1}', ['a.json'])
     """
+    write_text(path, json.dumps(data, **dump_options))
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` under a temporary name beside ``path``, then rename it,
+    so that a reader or a crash never sees half a file; the folder is made if needed.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> write_text(path, "one two")
+    >>> open(path).read().split()
+    ['one', 'two']
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, **dump_options)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

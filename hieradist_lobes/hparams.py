@@ -69,6 +69,8 @@ class Rule:
         Allowed values of a ``choice``.
     optional : bool
         ``null`` is allowed too.
+    many : bool
+        A non-empty list of such values (e.g. a grid of weights).
 
     Example
     -------
@@ -76,13 +78,16 @@ class Rule:
     'must be a number in [0, 1]'
     >>> Rule("number", 0, 1).problem(0.5) is None
     True
+    >>> Rule("number", 0, 1, many=True).problem([0.0, 2.0])
+    'must be a list of numbers in [0, 1]'
     """
 
     def __init__(self, kind: str, low: Optional[float] = None, high: Optional[float] = None,
                  low_open: bool = False, high_open: bool = False, choices: Sequence[str] = (),
-                 optional: bool = False) -> None:
+                 optional: bool = False, many: bool = False) -> None:
         self.kind, self.low, self.high = kind, low, high
         self.low_open, self.high_open, self.choices, self.optional = low_open, high_open, tuple(choices), optional
+        self.many = many
 
     def describe(self) -> str:
         if self.kind == "choice":
@@ -100,6 +105,8 @@ class Rule:
             else:
                 text = (f"{noun} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
                         f"{')' if self.high_open else ']'}")
+        if self.many:
+            text = "a list of " + text.replace("an integer", "integers").replace("a number", "numbers", 1)
         return text + (" (or null)" if self.optional else "")
 
     def problem(self, value: Any) -> Optional[str]:
@@ -109,6 +116,12 @@ class Rule:
     def allows(self, value: Any) -> bool:
         if value is None:
             return self.optional
+        if self.many:
+            return (isinstance(value, (list, tuple)) and len(value) > 0
+                    and all(value_item is not None and self._allows_one(value_item) for value_item in value))
+        return self._allows_one(value)
+
+    def _allows_one(self, value: Any) -> bool:
         if self.kind == "bool":
             return isinstance(value, bool)
         if self.kind == "choice":
@@ -163,6 +176,7 @@ def hparam_rules() -> Dict[str, Rule]:
         **{key: _NONNEGATIVE_INT for key in ("num_workers", "store_top_k", "warmup_steps", "hold_steps",
                                              "decay_steps", "dnn_blocks", "grad_norm_every", "kd_ramp_updates")},
         "optimizer_step_limit": Rule("int", 1, optional=True),
+        "ctc_weight_decode_grid": Rule("number", 0, 1, optional=True, many=True),
         **{key: Rule("number", 0, 1, low_open=True) for key in ("init_lr_scale", "final_lr_scale")},
         **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
         "strategy": Rule("choice", choices=STRATEGIES),
@@ -178,7 +192,7 @@ def hparam_rules() -> Dict[str, Rule]:
         "bad_rows": Rule("choice", choices=BAD_ROWS),
         # The CTC/attention recipes' vocabularies (hieradist_lobes.tokens.build_label_encoder);
         # the CIF recipes' labels are always the PLM's tokens.
-        "label_set": Rule("choice", choices=("phones39", "from_data")),
+        "label_set": Rule("choice", choices=("phones39", "from_data", "plm_tokens")),
         # csv is no preparation: the recipes take the user's manifests as they are.
         "dataset": Rule("choice", choices=tuple(DATASETS) + ("csv",)),
     }
@@ -335,6 +349,32 @@ def check_distillation_yaml(hparams: Mapping[str, Any], where: str, distillation
     if not distillation and store:
         raise HparamsError(f"{where} names a teacher_store ({store}): it is a distillation YAML; run the "
                            "system's train_kd.py with it")
+
+
+def plain_value(hparams_file: str, key: str) -> Any:
+    """The value a YAML chain (``extends``) gives a plain top-level ``key``
+    (a number, a string, a list), read without building any object.
+
+    Raises
+    ------
+    HparamsError
+        If no file of the chain sets ``key``.
+    """
+    base_file, merged, _ = resolve_chain(hparams_file)
+    for tree in (_overrides_tree(merged), _load_tree(base_file)):
+        if key in tree:
+            return tree[key]
+    raise HparamsError(f"{hparams_file}: no file of its chain sets {key!r}")
+
+
+def with_values(loaded: LoadedHparams, values: Dict[str, Any]) -> LoadedHparams:
+    """``loaded`` with ``values`` added to its overrides (e.g. a decoding
+    weight chosen after training, so that the exported model definition
+    carries it); the loaded objects are not rebuilt."""
+    tree = _overrides_tree(loaded.overrides)
+    tree.update(values)
+    return LoadedHparams(hparams=loaded.hparams, base_file=loaded.base_file, overrides=_dump(tree),
+                         files=loaded.files)
 
 
 def resolved_subtree(loaded: LoadedHparams, key: str) -> str:

@@ -17,7 +17,9 @@ longer than ``CIFASR.max_segment_seconds`` (about twice the median training
 utterance, recorded in the folder's ``info.json``, at most 30 s; or the
 ``max_segment_seconds`` argument) are cut at pauses
 (:mod:`hieradist_lobes.segmentation`) and decoded in segments whose tokens
-and times are joined.  Shallow fusion with a token LM
+and times are joined.  ``ctc_weight_decode`` (the folder's YAML, or an
+override) adds the CTC head's prefix scores to the beam search (joint
+CTC/attention decoding; 0: the decoder alone).  Shallow fusion with a token LM
 trained by ``recipes/train_lm.py``::
 
     CIFASR.from_hparams(source=folder, savedir=folder,
@@ -50,7 +52,7 @@ class CIFASR(Pretrained):
     docstring.  ``self.mods.model`` is the
     :class:`~hieradist_lobes.models.CIFModel` (its ``encode`` and ``decode``
     are the training's); ``self.hparams`` the tokenizer, ``beam_size``,
-    ``sample_rate``, ``lm_folder`` and ``lm_weight``.
+    ``sample_rate``, ``lm_folder``, ``lm_weight`` and ``ctc_weight_decode``.
     """
 
     HPARAMS_NEEDED = ["tokenizer", "beam_size", "sample_rate"]
@@ -98,6 +100,7 @@ class CIFASR(Pretrained):
             hyps, fires = self.mods.model.decode(
                 encoded, wav_lens.to(self.device), self.tokenizer, beam_size=int(beam_size or self.hparams.beam_size),
                 lm=self.lm, lm_weight=float(getattr(self.hparams, "lm_weight", 0.0) or 0.0),
+                ctc_weight=float(getattr(self.hparams, "ctc_weight_decode", 0.0) or 0.0),
             )
         times = fire_times(fires.fire_frames.cpu(), fires.fired_lengths.cpu(), self.frame_shift_seconds())
         return hyps, [[round(t, 3) for t in utterance[: len(hyp)]] for utterance, hyp in zip(times, hyps)]

@@ -1,7 +1,7 @@
 """A token language model for shallow fusion with CIF decoding.
 
-Trained by ``recipes/train_lm.py`` on the training transcripts, in the ASR
-model's own label vocabulary (the same PLM tokens, the same indices), and
+Trained by ``recipes/train_lm.py`` on a text file (``lm_train_text``) or the
+training transcripts, in the ASR model's own label vocabulary (the same PLM tokens, the same indices), and
 exported as a folder that :class:`~hieradist_lobes.inference.CIFASR` loads
 (``lm_folder``, ``lm_weight``)::
 
@@ -96,7 +96,33 @@ class TokenLM(torch.nn.Module):
 def text_dataset(manifest: str, tokenizer: LabelTokenizer, unit: str,
                  split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> DynamicItemDataset:
     """The transcripts of a manifest as ``tokens_bos`` / ``tokens_eos`` (no audio is read)."""
-    dataset = DynamicItemDataset(manifest_data(manifest))
+    return _token_dataset(DynamicItemDataset(manifest_data(manifest)), tokenizer, unit, split_labels)
+
+
+def text_file_dataset(path: str, tokenizer: LabelTokenizer, unit: str,
+                      split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> DynamicItemDataset:
+    """An LM text file as ``tokens_bos`` / ``tokens_eos``: one transcript per
+    line, written as the manifests' ``unit`` column (words for ``wrd``);
+    blank lines are skipped. Pieces outside the ASR vocabulary become
+    ``<unk>``.
+
+    Raises
+    ------
+    ValueError
+        If the file does not exist or holds no transcript.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"LM text file {path} does not exist (lm_train_text); give a text file with one transcript "
+                         "per line, or lm_train_text: null to train on the training transcripts")
+    with open(path, encoding="utf-8") as handle:
+        lines = {f"line{number}": {unit: line.strip()} for number, line in enumerate(handle, start=1) if line.strip()}
+    if not lines:
+        raise ValueError(f"LM text file {path} holds no transcript (every line is empty)")
+    return _token_dataset(DynamicItemDataset(lines), tokenizer, unit, split_labels)
+
+
+def _token_dataset(dataset: DynamicItemDataset, tokenizer: LabelTokenizer, unit: str,
+                   split_labels: Optional[Callable[[str], Sequence[str]]]) -> DynamicItemDataset:
     encode = label_items(tokenizer, unit, split_labels)
 
     @sb.utils.data_pipeline.takes(unit)

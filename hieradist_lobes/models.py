@@ -39,6 +39,7 @@ import torch
 
 from hieradist_lobes.cif import CIFOutput
 from hieradist_lobes.cif_decoder import cif_beam_search
+from hieradist_lobes.ctc_scoring import ctc_greedy_decode
 
 
 @dataclass
@@ -150,7 +151,7 @@ class CIFModel(torch.nn.Module):
         """Teacher-forced pass: the CIF weights are scaled to ``target_lengths``
         (tokens + eos) and the decoder reads ``tokens_bos``."""
         encoded = self.encode(wavs, wav_lens, epoch, feature_augmentation)
-        frame_lengths = torch.round(wav_lens * encoded.shape[1]).long().clamp(1, encoded.shape[1])
+        frame_lengths = encoder_frame_lengths(encoded, wav_lens)
         ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1)
         cif = self.cif(encoded, wav_lens, target_lengths)
         decoded = self.dec(tokens_bos, cif.fired, target_lengths)
@@ -159,19 +160,41 @@ class CIFModel(torch.nn.Module):
                           target_lengths=target_lengths)
 
     def decode(self, encoded: torch.Tensor, wav_lens: torch.Tensor, tokenizer, beam_size: int = 1,
-               lm: Optional[torch.nn.Module] = None, lm_weight: float = 0.0) -> Tuple[List[List[int]], CIFOutput]:
+               lm: Optional[torch.nn.Module] = None, lm_weight: float = 0.0,
+               ctc_weight: float = 0.0) -> Tuple[List[List[int]], CIFOutput]:
         """Free-running fires (no scaling, tail fire) and the fire-synchronous
         beam search over them (:func:`~hieradist_lobes.cif_decoder.cif_beam_search`);
         ``tokenizer`` gives bos and eos, and blank and bos are never emitted.
+        ``ctc_weight`` > 0 adds the CTC head's prefix scores (joint decoding),
+        ``lm``/``lm_weight`` shallow fusion.
 
         Returns the token sequences and the fires (for counts and times).
         """
         fires = self.cif(encoded, wav_lens)
-        bos = tokenizer.get_bos_index()
+        bos, blank = tokenizer.get_bos_index(), tokenizer.get_blank_index()
+        ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1) if ctc_weight else None
         hyps = cif_beam_search(self.dec, fires.fired, fires.fired_lengths, bos, tokenizer.get_eos_index(),
-                               beam_size=beam_size, blocked=[tokenizer.get_blank_index(), bos], lm=lm,
-                               lm_weight=lm_weight)
+                               beam_size=beam_size, blocked=[blank, bos], lm=lm, lm_weight=lm_weight,
+                               ctc_logprobs=ctc_logprobs, ctc_lengths=encoder_frame_lengths(encoded, wav_lens),
+                               ctc_weight=ctc_weight, blank_index=blank)
         return hyps, fires
+
+    def ctc_greedy(self, encoded: torch.Tensor, wav_lens: torch.Tensor, tokenizer) -> List[List[int]]:
+        """The CTC head alone, decoded greedily (best path; ``<eos>`` dropped)."""
+        ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1)
+        return ctc_greedy_decode(ctc_logprobs, encoder_frame_lengths(encoded, wav_lens), tokenizer.get_blank_index(),
+                                 drop=[tokenizer.get_eos_index(), tokenizer.get_bos_index()])
+
+
+def encoder_frame_lengths(encoded: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+    """Valid encoder frames per utterance (absolute) from SpeechBrain's relative lengths.
+
+    Example
+    -------
+    >>> encoder_frame_lengths(torch.zeros(2, 10, 4), torch.tensor([1.0, 0.44])).tolist()
+    [10, 4]
+    """
+    return torch.round(wav_lens * encoded.shape[1]).long().clamp(1, encoded.shape[1])
 
 
 def load_encoder_weights(folder: str, encoder: torch.nn.Module, prefix: str = "enc.") -> None:

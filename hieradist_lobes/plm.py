@@ -34,7 +34,7 @@ import hashlib
 import importlib.util
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 
 from hieradist_lobes.files import file_sha256
@@ -229,6 +229,16 @@ class PLMSplitter:
 
     def __call__(self, value: str) -> List[str]:
         return self.tokenizer.pieces(transcript_text(value, self.unit))
+
+
+def label_splitter(hparams: Mapping[str, object]) -> Optional[PLMSplitter]:
+    """How a recipe splits transcripts into labels: the PLM's tokenizer
+    (``plm_path``) for the CIF recipes and for a CTC/attention YAML with
+    ``label_set: plm_tokens``; ``None`` (the manifest column split at
+    spaces) otherwise."""
+    if "label_set" in hparams and hparams["label_set"] != "plm_tokens":
+        return None
+    return PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
 
 
 def plm_tokenizer(train_manifest: str, splitter: PLMSplitter):

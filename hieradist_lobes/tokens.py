@@ -22,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence
 
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.utils.checkpoints import register_checkpoint_hooks
@@ -138,14 +138,24 @@ def load_label_encoder(path: str, unit: str = "phn") -> LabelTokenizer:
     return tokenizer
 
 
-def make_tokenizer(hparams: Mapping[str, object], manifests: Mapping[str, str]) -> LabelTokenizer:
+def make_tokenizer(hparams: Mapping[str, object], manifests: Mapping[str, str],
+                   split_labels: Optional[Callable[[str], Sequence[str]]] = None) -> LabelTokenizer:
     """The label vocabulary of a CTC/attention recipe YAML: ``unit`` (the
     manifest column) and ``label_set`` (``phones39``: the fixed phone set;
-    ``from_data``: the labels of the training manifest).  The CIF recipes'
-    labels are the PLM's tokens (:func:`hieradist_lobes.plm.plm_tokenizer`)."""
+    ``from_data``: the labels of the training manifest; ``plm_tokens``: the
+    PLM tokens of the training transcripts, the CIF models' units, with
+    ``split_labels`` from :func:`hieradist_lobes.plm.label_splitter`).  The
+    CIF recipes' labels are always the PLM's tokens
+    (:func:`hieradist_lobes.plm.plm_tokenizer`)."""
     from hieradist_lobes.data.manifest import CORE_FIELDS, read_manifest
 
     unit, label_set = hparams["unit"], hparams["label_set"]
+    if label_set == "plm_tokens":
+        from hieradist_lobes.plm import plm_tokenizer
+
+        if split_labels is None:
+            raise ValueError("label_set 'plm_tokens' needs the PLM's splitter (hieradist_lobes.plm.label_splitter)")
+        return plm_tokenizer(manifests["train"], split_labels)
     sequences = None
     if label_set == "from_data":
         # Tolerant reading: the rows' problems are reported together by the manifest check.

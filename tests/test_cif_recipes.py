@@ -35,7 +35,8 @@ def run(tiny_corpus, tmp_path_factory, recipes):
     labels = len(words_of(tiny_corpus, ("train",))) + 4  # + blank, bos, eos, unk
     data = [f"--data_folder={tiny_corpus}", "--corpus_size=tiny", f"--output_root={results}", "--num_workers=0",
             f"--plm_path={plm}", f"--output_neurons={labels}", "--plm_size=32"]
-    baseline = recipes.train_cif(["hparams/synth/cif.yaml", *data, *SMALL_MODEL, *FAST])
+    baseline = recipes.train_cif(["hparams/synth/cif.yaml", *data, *SMALL_MODEL, *FAST,
+                                  "--ctc_weight_decode_grid=[0.0, 0.5]"])
     # lzf: the distilled systems below read a compressed store.
     store = recipes.save_plm_features(["hparams/synth/cif_plm_features.yaml", *data, *SMALL_MODEL,
                                        "--store_compression=lzf"])
@@ -64,6 +65,48 @@ def test_baseline_folder_loads_with_cifasr_and_transcribes(run):
     assert " ".join(label for label, _ in stamps) == text
     texts, hyps = asr.transcribe_batch(*batch_pad_right([read_audio(row["wav"])]))
     assert texts == [text] and len(hyps[0]) == len(stamps)
+
+
+def test_the_ctc_weight_chosen_on_valid_is_scored_and_exported(run):
+    result = run["baseline"]
+    assert set(result["valid_by_ctc_weight"]) == {"0", "0.5"}
+    chosen = result["ctc_weight_decode"]
+    assert result["valid_by_ctc_weight"][f"{chosen:g}"] == min(result["valid_by_ctc_weight"].values())
+    assert result["valid_error_rate"] == result["valid_by_ctc_weight"][f"{chosen:g}"]
+    assert result["test_error_rate_no_ctc"] >= 0 and (chosen or result["test_error_rate_no_ctc"] == result["test_error_rate"])
+    # The diagnosis: the CTC head alone, the error kinds, how often the fires count the tokens.
+    for split in ("valid", "test"):
+        assert 0 <= result[f"{split}_ctc_head_error_rate"]
+        assert 0 <= result[f"{split}_fires_exact_pct"] <= result[f"{split}_fires_within_one_pct"] <= 100
+        assert all(result[f"{split}_{kind}"] >= 0 for kind in ("substitutions", "deletions", "insertions"))
+    # The folder decodes with the chosen weight unless told otherwise.
+    assert load(result["model_dir"]).hparams.ctc_weight_decode == chosen
+    assert load(result["model_dir"], ctc_weight_decode=0.3).hparams.ctc_weight_decode == 0.3
+    with open(os.path.join(result["model_dir"], "info.json")) as handle:
+        assert json.load(handle)["ctc_weight_decode"] == chosen
+
+
+def test_joint_decoding_transcribes_with_the_ctc_head(run):
+    row = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]
+    for weight in (0.0, 0.5, 1.0):
+        text = load(run["baseline"]["model_dir"], ctc_weight_decode=weight).transcribe_file(row["wav"])
+        assert isinstance(text, str)
+
+
+def test_the_same_units_control_trains_on_the_cif_models_wordpieces(run):
+    """The CTC/attention model (the teachers' YAML) on the PLM's tokens of the training transcripts."""
+    from speechbrain.inference.ASR import EncoderDecoderASR
+
+    result = run["recipes"].train_teacher(["hparams/synth/asr_wordpiece.yaml", *run["data"][:-1],
+                                           "--debug", "--debug_batches=2", "--debug_epochs=1"])
+    assert result["model_dir"].endswith(os.path.join("ctc_attention_wordpiece", "model"))
+    with open(os.path.join(result["model_dir"], "info.json")) as handle:
+        info = json.load(handle)
+    assert info["unit"] == "wordpiece" and info["labels"] == len(load(run["baseline"]["model_dir"]).tokenizer)
+    folder = result["model_dir"]
+    asr = EncoderDecoderASR.from_hparams(source=folder, savedir=folder)
+    text = asr.transcribe_file(read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"])
+    assert isinstance(text, str) and "##" not in text
 
 
 def test_plm_store_holds_each_training_transcript_feature_by_id(run):

@@ -239,3 +239,25 @@ def test_synth_cif_batches_are_reshuffled_every_epoch():
     hparams = load_hparams("hparams/synth/cif.yaml").hparams
     assert hparams["train_sorting"] == "random"
     assert hparams["dynamic_batching"]["shuffle"] is True and hparams["dynamic_batching"]["batch_ordering"] == "random"
+
+
+def test_a_weight_grid_is_a_list_of_weights_in_range():
+    for grid in ([0.0, 0.5, 1.0], None):
+        load_hparams("hparams/synth/cif.yaml", {"ctc_weight_decode_grid": grid})
+    for grid, shown in (([0.0, 1.5], "[0.0, 1.5]"), ([], "[]"), (0.5, "0.5"), (["a"], "['a']")):
+        with pytest.raises(HparamsError, match=f"ctc_weight_decode_grid = {__import__('re').escape(shown)}: "
+                                               r"must be a list of numbers in \[0, 1\] \(or null\)"):
+            load_hparams("hparams/synth/cif.yaml", {"ctc_weight_decode_grid": grid})
+
+
+def test_a_value_chosen_after_training_reaches_the_exported_definition(files):
+    from hieradist_lobes.hparams import plain_value, with_values
+
+    loaded = load_hparams(str(files / "big.yaml"), {"lr": 0.2})
+    assert "width: 5" in resolved_subtree(with_values(loaded, {"size": 5}), "model")
+    assert "width: 8" in resolved_subtree(loaded, "model")  # the original is left alone
+    assert with_values(loaded, {"size": 5}).hparams is loaded.hparams
+    assert plain_value(str(files / "big.yaml"), "alpha") == 0.7
+    assert plain_value(str(files / "kd.yaml"), "size") == 2
+    with pytest.raises(HparamsError, match="no file of its chain sets 'width'"):
+        plain_value(str(files / "kd.yaml"), "width")

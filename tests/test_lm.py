@@ -40,3 +40,29 @@ def test_another_vocabulary_or_a_missing_file_is_refused(tmp_path):
     os.remove(os.path.join(folder, "lm.ckpt"))
     with pytest.raises(FileNotFoundError, match="not an LM folder: no lm.ckpt"):
         load_lm(folder)
+
+
+def test_an_lm_text_file_becomes_token_sequences_with_unknown_pieces_as_unk(tmp_path):
+    from hieradist_lobes.lm import text_file_dataset
+
+    tokenizer = build_label_encoder("wrd", "from_data", [["THE", "CAT", "SAT"]], unknown=True)
+    path = tmp_path / "lm.txt"
+    path.write_text("THE CAT SAT\n\n  \nTHE DOG SAT\n", encoding="utf-8")
+    dataset = text_file_dataset(str(path), tokenizer, "wrd")
+    items = [dataset[i] for i in range(len(dataset))]
+    assert len(items) == 2  # blank lines skipped
+    unk = tokenizer.lab2ind["<unk>"]
+    assert items[1]["tokens_eos"].tolist() == [tokenizer.lab2ind["THE"], unk, tokenizer.lab2ind["SAT"],
+                                               tokenizer.get_eos_index()]
+    assert items[0]["tokens_bos"][0] == tokenizer.get_bos_index()
+
+
+def test_a_missing_or_empty_lm_text_file_is_named(tmp_path):
+    from hieradist_lobes.lm import text_file_dataset
+
+    tokenizer = build_label_encoder("wrd", "from_data", [["A"]])
+    with pytest.raises(ValueError, match="does not exist.*lm_train_text"):
+        text_file_dataset(str(tmp_path / "none.txt"), tokenizer, "wrd")
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="empty.txt holds no transcript"):
+        text_file_dataset(str(tmp_path / "empty.txt"), tokenizer, "wrd")

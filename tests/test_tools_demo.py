@@ -94,26 +94,6 @@ def test_a_stopped_run_leaves_what_it_measured_and_the_end_clears_the_mark(tmp_p
     assert not [name for name in os.listdir(tmp_path) if name.startswith("summary.json.tmp")]  # no temporary left
 
 
-def test_token_error_rate_counts_edits_over_reference_tokens(tmp_path):
-    """The demo's CIF+LM score: SpeechBrain's ErrorRateStats over the PLM's tokens."""
-    from types import SimpleNamespace
-
-    import numpy as np
-    import soundfile
-
-    rows = []
-    for index, text in enumerate(["THE CAT", "A DOG SAT"]):
-        path = str(tmp_path / f"u{index}.wav")
-        soundfile.write(path, np.zeros(1600, dtype=np.float32), 16000)
-        rows.append({"ID": f"u{index}", "wav": path, "wrd": text})
-    labels = {0: "the", 1: "cat", 2: "a", 3: "dog"}
-    hyps = [[0, 1], [2, 3, 3, 3]]  # right; then "sat" replaced and one "dog" inserted
-    asr = SimpleNamespace(tokenizer=SimpleNamespace(ind2lab=labels),
-                          transcribe_batch=lambda wavs, lens: (None, hyps[: len(wavs)]))
-    rate = demo.token_error_rate(asr, rows, lambda text: text.lower().split(), batch_size=16)
-    assert rate == round(100 * 2 / 5, 2)
-
-
 def test_seeds_give_means_and_standard_deviations_in_table_and_chart(tmp_path):
     summary = _summary(tmp_path)
     runs = {}

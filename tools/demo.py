@@ -18,8 +18,11 @@ train the student without distillation (the baseline) and with each strategy
 
 Part ``cif`` (CIF-HieraDist): train the CIF baseline → store the PLM
 (all-MiniLM-L6-v2) features of the training transcripts → train CIF+ACD,
-CIF+LRD and CIF+HieraDist (same seed, same epochs) → train the token LM →
-score every CIF model on the test speakers without and with LM shallow fusion.
+CIF+LRD and CIF+HieraDist (same seed, same epochs; each recipe chooses its
+CTC decoding weight on the validation set) and the same-units control (the
+CTC/attention model on the same wordpieces, for about the same CPU time) →
+train the token LM on the corpus's LM text → for every CIF model, choose the
+LM weight on the validation set and score the test speakers with it.
 
 Then: evaluate every system on the test speakers (voices never heard in
 training), print a table, write ``summary.json`` and ``summary.png`` (error
@@ -48,10 +51,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from hieradist_lobes.data import prepare_dataset
-from hieradist_lobes.data.manifest import read_manifest
+from hieradist_lobes.data.manifest import read_manifest, speaker_subset
+from hieradist_lobes.hparams import plain_value
 from hieradist_lobes.files import write_json
 from hieradist_lobes.jobs import Job, run_jobs
 from hieradist_lobes.threads import available_cores, machine_description
+from hieradist_lobes.tuning import LM_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams" / "synth"
@@ -75,12 +80,30 @@ DEFAULT_SEED = 1234  # the YAMLs' seed
 # --ablations: ACD and HieraDist as the paper runs them, without the ramp of their weights that
 # hparams/synth/cif_kd.yaml sets.
 UNRAMPED = "--kd_ramp_updates=0"
+# --low_resource: this share of each training speaker's utterances.
+LOW_RESOURCE_FRACTION = 0.25
 # ``--quick`` (what ``make demo`` runs): the whole demo within 12 minutes on 2 CPU cores. The KD
 # models get one epoch (they only show that every step runs); the CIF models 5 of the YAML's 8,
 # with the LR schedule shortened to them (full LR until the encoder has found the alignment,
 # about 1 000 updates, then the decay), so that they learn something (test TER < 80 %).
 QUICK_EPOCHS, QUICK_CIF_EPOCHS = 1, 5
 QUICK_CIF_SCHEDULE = ("--warmup_steps=250", "--hold_steps=750", "--decay_steps=300")
+
+
+# The same-units control (hparams/synth/asr_wordpiece.yaml) gets about the CPU time of a CIF model: one of
+# its epochs took 1.4x as long as a CIF epoch (43.7 s against 30.8 s, side by side, 2026-12-02).
+CONTROL_EPOCHS_PER_CIF_EPOCH = 0.7
+
+
+def control_epochs_for(cif_epochs: int) -> int:
+    """The control's epochs for a CIF model's ``cif_epochs``.
+
+    Example
+    -------
+    >>> control_epochs_for(8), control_epochs_for(1)
+    (6, 1)
+    """
+    return max(1, round(CONTROL_EPOCHS_PER_CIF_EPOCH * cif_epochs))
 
 
 def default_jobs() -> int:
@@ -91,9 +114,10 @@ def default_jobs() -> int:
 
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
              extra: Sequence[str] = (), parts: Sequence[str] = PARTS, cif_epochs: Optional[int] = None,
-             lm_weight: float = 0.2, seeds: Sequence[int] = (DEFAULT_SEED,),
+             lm_weights: Sequence[float] = LM_WEIGHTS, seeds: Sequence[int] = (DEFAULT_SEED,),
              store_top_k: Optional[int] = None, ablations: bool = False,
-             jobs: Optional[int] = None, cif_extra: Sequence[str] = ()) -> Dict[str, object]:
+             jobs: Optional[int] = None, cif_extra: Sequence[str] = (),
+             low_resource: bool = False) -> Dict[str, object]:
     """Run every step of ``parts``; return the summary (also written to ``summary.json``).
 
     Teachers and stores are trained once; every student and CIF system once
@@ -107,6 +131,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     (:func:`default_jobs`), each in its own process with its share of the
     cores and its output in ``<output_folder>/logs/<name>.log``. ``cif_extra``:
     overrides for the CIF recipes only (``--quick``: :data:`QUICK_CIF_SCHEDULE`).
+    ``low_resource``: also every CIF system on a quarter of each training
+    speaker's utterances (``<name>_low_resource``), with as many updates.
     """
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
@@ -211,6 +237,11 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                           [synth_yaml("cif_plm_features.yaml"), *without_epochs(cif_common)])
         system_per_seed("cif", "cif", {"distillation": "none"}, "cif_hieradist/train.py",
                         [synth_yaml("cif.yaml"), *cif_common])
+        # The same-units control: the CTC/attention model on the CIF models' wordpieces, for a comparable CPU time.
+        control_epochs = [f"--number_of_epochs={control_epochs_for(cif_epochs)}"] if cif_epochs else []
+        system_per_seed("ctc_attention_wordpiece", "control", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
+                        [synth_yaml("asr_wordpiece.yaml"), *data, *control_epochs, *extra,
+                         *[arg for arg in cif_common if arg.startswith("--output_neurons")]])
         for distillation in CIF_DISTILLATIONS:
             system_per_seed(f"cif_{distillation}", "cif", {"distillation": distillation}, "cif_hieradist/train_kd.py",
                             [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common],
@@ -223,6 +254,35 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                                  UNRAMPED, *cif_common], after=[plm_store])
         step("lm", "cif_hieradist/train_lm.py", [synth_yaml("cif.yaml"), *without_epochs(cif_common)],
              handle=lambda result: summary.__setitem__("lm", result))
+        if low_resource:
+            # A quarter of each training speaker's utterances (the same voices), as many updates as the full
+            # regime (4x the epochs: the LR schedule, in updates, is unchanged); its own vocabulary (the
+            # subset's PLM tokens), PLM store and LM.
+            subset = speaker_subset(os.path.join(data_folder, "train.csv"),
+                                    os.path.join(output_folder, "low_resource", "train.csv"), LOW_RESOURCE_FRACTION)
+            epochs = cif_epochs or int(plain_value(synth_yaml("cif.yaml"), "number_of_epochs"))
+            splits = [f"--{split}_csv={os.path.join(os.path.abspath(data_folder), f'{split}.csv')}"
+                      for split in ("valid", "test")]
+            low = [*data, "--dataset=csv", f"--train_csv={subset}", *splits, *cif_extra, *extra,
+                   f"--number_of_epochs={round(epochs / LOW_RESOURCE_FRACTION)}",
+                   f"--output_neurons={cif_output_neurons(subset)}"]
+            low_store_path = os.path.join(output_folder, "plm_store_low_resource")
+            low_store = store("save_plm_features_low_resource", "plm_store_low_resource",
+                              "cif_hieradist/save_plm_features.py",
+                              [synth_yaml("cif_plm_features.yaml"), *without_epochs(low),
+                               f"--store_path={low_store_path}"])
+            low_method = {"regime": "low_resource"}
+            system_per_seed("cif_low_resource", "cif", {"distillation": "none", **low_method},
+                            "cif_hieradist/train.py", [synth_yaml("cif.yaml"), *low])
+            for distillation in CIF_DISTILLATIONS:
+                system_per_seed(f"cif_{distillation}_low_resource", "cif", {"distillation": distillation, **low_method},
+                                "cif_hieradist/train_kd.py",
+                                [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *low,
+                                 f"--teacher_store={low_store_path}"], after=[low_store])
+            step("lm_low_resource", "cif_hieradist/train_lm.py",
+                 [synth_yaml("cif.yaml"), *without_epochs(low),
+                  f"--lm_output_folder={os.path.join(output_folder, 'lm_low_resource')}"],
+                 handle=lambda result: summary.__setitem__("lm_low_resource", result))
 
     def finished(job: Job, result, seconds: float) -> None:
         timings[job.name] = seconds
@@ -237,7 +297,11 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     check_students(systems, read_manifest(test_manifest)[0]["wav"])
     if "cif" in parts:
         start = time.time()
-        check_cif_models(systems, test_manifest, summary["lm"]["lm_dir"], lm_weight)
+        lm_dirs = {"full": summary["lm"]["lm_dir"]}
+        if "lm_low_resource" in summary:
+            lm_dirs["low_resource"] = summary["lm_low_resource"]["lm_dir"]
+        check_cif_models(systems, os.path.join(os.path.abspath(data_folder), "valid.csv"), test_manifest,
+                         lm_dirs, lm_weights)
         timings["cif_lm_decoding"] = round(time.time() - start, 1)
     summary["total_minutes"] = round((time.time() - begin) / 60, 1)
     summary = write_summary(summary, summary_path)
@@ -258,7 +322,8 @@ def alternate(*lists: Sequence) -> List:
 
 
 _GAP = object()
-SCORES = ("valid_error_rate", "test_error_rate", "test_error_rate_lm")
+SCORES = ("valid_error_rate", "test_error_rate", "test_error_rate_lm", "test_ctc_head_error_rate",
+          "test_error_rate_no_ctc")
 
 
 def seed_statistics(runs: Dict[str, Dict[str, object]]) -> Dict[str, object]:
@@ -349,13 +414,19 @@ def cif_output_neurons(train_manifest: str) -> int:
     return len(plm_tokenizer(train_manifest, synth_plm_splitter()))
 
 
-def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, lm_dir: str,
-                     lm_weight: float) -> None:
-    """Load every CIF folder (every seed's) with :class:`CIFASR`, score the
-    test set with LM shallow fusion (``test_error_rate_lm``), and transcribe
-    a test file with the first seed's model."""
+def check_cif_models(systems: Dict[str, Dict[str, object]], valid_manifest: str, test_manifest: str,
+                     lm_dirs: Dict[str, str], lm_weights: Sequence[float] = LM_WEIGHTS) -> None:
+    """Load every CIF folder (every seed's) with :class:`CIFASR`, choose
+    its LM shallow-fusion weight on the validation set from ``lm_weights``
+    (the LM of ``lm_dirs`` for the system's ``regime``: ``full`` or ``low_resource``)
+    (with the CTC decoding weight that its recipe chose on valid), score
+    the test set with it (``test_error_rate_lm``, ``lm_weight``,
+    ``valid_by_lm_weight``), and transcribe a test file with the first
+    seed's model."""
     from hieradist_lobes.inference import CIFASR
-    rows = read_manifest(test_manifest)
+    from hieradist_lobes.tuning import choose_on_grid, sweep, token_error_rate
+
+    valid_rows, rows = read_manifest(valid_manifest), read_manifest(test_manifest)
     split_labels = synth_plm_splitter()
     for system in systems.values():
         if system["kind"] != "cif":
@@ -364,36 +435,23 @@ def check_cif_models(systems: Dict[str, Dict[str, object]], test_manifest: str, 
         asr = CIFASR.from_hparams(source=folder, savedir=folder)
         system["example_transcription"] = asr.transcribe_file(rows[0]["wav"])
         system["example_timestamps"] = asr.transcribe_file_with_timestamps(rows[0]["wav"])
-        system["lm_weight"] = lm_weight
         runs = system.get("runs") or {"": system}
         for run in runs.values():
             fused = CIFASR.from_hparams(source=run["model_dir"], savedir=run["model_dir"],
-                                        overrides={"lm_folder": lm_dir, "lm_weight": lm_weight})
+                                        overrides={"lm_folder": lm_dirs[system.get("regime", "full")]})
+            by_weight = sweep(fused, "lm_weight", lm_weights,
+                              lambda model: token_error_rate(model, valid_rows, split_labels))
+            fused.hparams.lm_weight = run["lm_weight"] = choose_on_grid(by_weight)
+            run["valid_by_lm_weight"] = {f"{weight:g}": rate for weight, rate in by_weight.items()}
             run["test_error_rate_lm"] = token_error_rate(fused, rows, split_labels)
         if "runs" in system:
             system.update(seed_statistics(system["runs"]))
 
 
-def token_error_rate(asr, rows: Sequence[Dict[str, str]], split_labels, batch_size: int = 16) -> float:
-    """Token error rate (%) of a :class:`CIFASR` on manifest rows; ``split_labels``
-    turns a ``wrd`` transcript into reference tokens (the PLM's tokenizer)."""
-    from speechbrain.dataio.dataio import read_audio
-    from speechbrain.utils.data_utils import batch_pad_right
-    from speechbrain.utils.metric_stats import ErrorRateStats
-
-    stats = ErrorRateStats()
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        _, hyps = asr.transcribe_batch(*batch_pad_right([read_audio(row["wav"]) for row in chunk]))
-        labels = asr.tokenizer.ind2lab
-        stats.append([row["ID"] for row in chunk], [[labels[int(i)] for i in hyp] for hyp in hyps],
-                     [list(split_labels(row["wrd"])) for row in chunk])
-    return round(float(stats.summarize("error_rate")), 2)
-
-
 def format_table(summary: Dict[str, object]) -> str:
-    """The summary as a text table (error rates: PER for CTC/attention
-    systems, token error rate for CIF systems; +LM: with shallow fusion);
+    """The summary as a text table (error rates: PER for the KD systems,
+    token error rate for the CIF systems and their same-units control; +LM:
+    with shallow fusion; CTC head: the CIF model's CTC head alone, greedy);
     mean ± standard deviation over seeds where a system ran with several."""
 
     def score(system: Dict[str, object], name: str) -> str:
@@ -405,12 +463,13 @@ def format_table(summary: Dict[str, object]) -> str:
 
     width = max([24, *(len(name) + 2 for name in summary["systems"])])
     lines = [f"{'system':<{width}}{'kind':<9}{'method':<11}{'params':>10}{'seeds':>6}"
-             f"{'valid ER':>16}{'test ER':>16}{'test+LM':>16}"]
+             f"{'valid ER':>16}{'test ER':>16}{'test+LM':>16}{'CTC head':>16}"]
     for name, system in summary["systems"].items():
         method = system.get("strategy") or system.get("distillation") or "-"
         lines.append(f"{name:<{width}}{system['kind']:<9}{method:<11}{system['params']:>10,}"
                      f"{len(system.get('seeds', [])) or 1:>6}{score(system, 'valid_error_rate'):>16}"
-                     f"{score(system, 'test_error_rate'):>16}{score(system, 'test_error_rate_lm'):>16}")
+                     f"{score(system, 'test_error_rate'):>16}{score(system, 'test_error_rate_lm'):>16}"
+                     f"{score(system, 'test_ctc_head_error_rate'):>16}")
     return "\n".join(lines)
 
 
@@ -448,6 +507,8 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
             return "tab:blue"
         if system["kind"] == "cif":
             return "tab:olive" if system.get("distillation") in (None, "none") else "tab:green"
+        if system["kind"] == "control":
+            return "tab:purple"
         return "tab:grey" if system.get("strategy") is None else "tab:orange"
 
     colours = [colour(systems[n]) for n in names]
@@ -457,7 +518,7 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
     for index, (rate, spread) in enumerate(zip(rates, spreads)):
         bars.text(index, rate + spread, f"{rate:.1f}", ha="center", va="bottom", fontsize=8)
     seeds = len(summary.get("seeds", [])) or 1
-    bars.set_ylabel("test error rate (%): PER, CIF: token ER")
+    bars.set_ylabel("test error rate (%): PER; CIF and control: token ER")
     bars.set_title("Test speakers (unseen voices)" + (f": mean ± std over {seeds} seeds" if seeds > 1 else ""))
     bars.set_xticks(range(len(names)), names, rotation=40, ha="right")
     line_colours = plt.get_cmap("tab20").colors
@@ -502,9 +563,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per KD model (default: the YAML's)")
     parser.add_argument("--cif_epochs", type=int, default=None, help="epochs per CIF model (default: the YAML's)")
     parser.add_argument("--parts", default="kd,cif", help="comma-separated parts to run: kd, cif (default both)")
-    parser.add_argument("--lm_weight", type=float, default=0.2, help="LM weight of the CIF shallow-fusion scores")
+    parser.add_argument("--lm_weights", default=",".join(f"{weight:g}" for weight in LM_WEIGHTS),
+                        help="LM weights of the CIF shallow fusion to choose from on the validation set")
     parser.add_argument("--seeds", default=str(DEFAULT_SEED),
                         help="comma-separated seeds: every student and CIF system is trained once per seed")
+    parser.add_argument("--low_resource", action="store_true",
+                        help="also every CIF system on a quarter of each training speaker's utterances")
     parser.add_argument("--ablations", action="store_true",
                         help="also best with shared ties, and ACD/HieraDist without the ramp of their weights")
     parser.add_argument("--store_top_k", type=int, default=None,
@@ -529,14 +593,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         seeds = []
     if not seeds:
         parser.error(f"--seeds {args.seeds!r}: give integers, comma-separated (e.g. 1234,1235,1236)")
+    try:
+        lm_weights = [float(weight) for weight in args.lm_weights.split(",") if weight.strip()]
+    except ValueError:
+        lm_weights = []
+    if not lm_weights or any(not weight >= 0 for weight in lm_weights):
+        parser.error(f"--lm_weights {args.lm_weights!r}: give non-negative numbers, comma-separated (e.g. 0,0.2)")
     cif_extra: Sequence[str] = ()
     if args.quick:
         args.epochs = args.epochs or QUICK_EPOCHS
         if not args.cif_epochs:
             args.cif_epochs, cif_extra = QUICK_CIF_EPOCHS, QUICK_CIF_SCHEDULE
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
-             parts=parts, cif_epochs=args.cif_epochs, lm_weight=args.lm_weight, seeds=seeds,
-             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra)
+             parts=parts, cif_epochs=args.cif_epochs, lm_weights=lm_weights, seeds=seeds,
+             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra,
+             low_resource=args.low_resource)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,40 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
     os.replace(temporary, path)
 
 
+def speaker_subset(manifest: str, path: str, fraction: float) -> str:
+    """Write to ``path`` the first ``fraction`` of each speaker's utterances
+    of ``manifest`` (at least one each, manifest order kept): fewer
+    utterances, the same voices, for a low-resource regime.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> rows = [{"ID": f"{spk}_{i}", "duration": 1.0, "wav": "/a.wav", "spk_id": spk, "phn": "", "wrd": "A",
+    ...          "char": "A"} for spk in ("s1", "s2") for i in range(4)]
+    >>> write_manifest(os.path.join(folder, "train.csv"), rows)
+    >>> subset = speaker_subset(os.path.join(folder, "train.csv"), os.path.join(folder, "quarter.csv"), 0.25)
+    >>> [row["ID"] for row in read_manifest(subset)]
+    ['s1_0', 's2_0']
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    fields, rows = read_rows(manifest)
+    if "spk_id" not in fields:
+        raise ManifestError(f"{manifest} has no spk_id column: a subset by speaker needs it")
+    by_speaker: Dict[str, int] = {}
+    for row in rows:
+        by_speaker[row["spk_id"]] = by_speaker.get(row["spk_id"], 0) + 1
+    quota = {speaker: max(1, round(fraction * count)) for speaker, count in by_speaker.items()}
+    kept, taken = [], {speaker: 0 for speaker in by_speaker}
+    for row in rows:
+        if taken[row["spk_id"]] < quota[row["spk_id"]]:
+            taken[row["spk_id"]] += 1
+            kept.append(row)
+    write_manifest(path, kept, fields)
+    return path
+
+
 def expand_data_root(path: str, data_root: Optional[str]) -> str:
     """``path`` with ``$data_root`` replaced, as SpeechBrain's CSV manifests write it.
 

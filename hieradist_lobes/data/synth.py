@@ -25,6 +25,8 @@ What it makes
   trailing silence and white noise at 30-50 dB SNR.
 * **Manifests**: ``train.csv``, ``valid.csv``, ``test.csv`` with the schema of
   :mod:`hieradist_lobes.data.manifest`, and ``prepare_options.json``.
+* **LM text**: ``lm_text.txt``, 100 000 further sentences of the grammar that
+  are in no split (:func:`write_lm_text`), for the token LM.
 
 Sizes (:data:`SIZES`): ``tiny`` 60 utterances (seconds to make, for tests),
 ``small`` 2 000 (the demo), ``medium`` 10 000.  Everything is deterministic for
@@ -43,6 +45,7 @@ Example
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -63,6 +66,7 @@ from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, chars_of_word
 from hieradist_lobes.data.espeak import Espeak
 from hieradist_lobes.data.phones import ipa_to_phones
 from hieradist_lobes.data.sentences import unique_sentences
+from hieradist_lobes.files import write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,9 @@ _MODULE = "hieradist_lobes.data.synth"
 SAMPLE_RATE = 16000
 # Bump when a change alters the audio or labels, so that old corpora are remade.
 CORPUS_VERSION = 2
+# The LM text beside the corpus (write_lm_text): sentences of the same grammar in no split.
+LM_TEXT_FILE = "lm_text.txt"
+LM_TEXT_SENTENCES = 100_000
 
 ACCENTS: Tuple[str, ...] = (
     "en-us", "en-us-nyc", "en", "en-gb-x-rp", "en-gb-scotland", "en-029",
@@ -278,6 +285,7 @@ def prepare_synth(
     options = _options(size, seed)
     if already_prepared(output_folder, options):
         logger.info("synthetic corpus in %s is up to date, skipping", output_folder)
+        write_lm_text(output_folder, seed)
         return manifests
 
     start_preparation(output_folder, options)
@@ -297,10 +305,45 @@ def prepare_synth(
         if completed.returncode != 0 or not already_prepared(output_folder, options):
             raise RuntimeError(f"synthesising the {size} corpus in {output_folder} failed "
                                f"(exit code {completed.returncode}); see the messages above")
+        write_lm_text(output_folder, seed)
         return manifests
     _render(output_folder, size, seed, num_workers, progress)
     finish_preparation(output_folder, options)
+    write_lm_text(output_folder, seed)
     return manifests
+
+
+def write_lm_text(output_folder: str, seed: int = 1234, sentences: int = LM_TEXT_SENTENCES) -> str:
+    """The corpus's LM text: ``sentences`` further sentences of its grammar,
+    none of them in any split, one per line in ``lm_text.txt`` (written once;
+    a second call with the same options does nothing).
+
+    A real LM is trained on far more text than the transcribed audio
+    (LibriSpeech's LM corpus has about 800 million words against 10 million in
+    its transcripts). An LM trained on the training transcripts only counts
+    the decoder's own prior twice in shallow fusion; this text is what the
+    built-in corpus offers in their place (``lm_train_text`` of
+    ``hparams/synth/cif.yaml``).
+
+    Returns
+    -------
+    str
+        The text file's path.
+    """
+    path = os.path.join(output_folder, LM_TEXT_FILE)
+    options = {"seed": seed, "sentences": sentences, "grammar_version": CORPUS_VERSION}
+    marker = os.path.join(output_folder, LM_TEXT_FILE + ".json")
+    if os.path.isfile(path) and os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as handle:
+            if json.load(handle) == options:
+                return path
+    corpus = {row["wrd"] for split_path in manifest_paths(output_folder).values()
+              for row in read_manifest(split_path, ["ID", "wrd"])}
+    text = unique_sentences(sentences, seed=seed * 1000 + len(SPLITS), exclude=corpus)
+    write_text(path, "\n".join(text) + "\n")
+    write_json(marker, options)
+    logger.info("wrote %d LM sentences, none in the corpus, to %s", sentences, path)
+    return path
 
 
 def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int], progress: bool) -> None:

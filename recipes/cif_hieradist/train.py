@@ -26,7 +26,7 @@ from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
-from hieradist_lobes.hparams import check_distillation_yaml, load_hparams
+from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, with_values
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary
@@ -65,7 +65,9 @@ def main(argv):
     result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export (the median training duration sets how CIFASR cuts long recordings)
-    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS)
+    # (with the CTC decoding weight chosen on valid, when the YAML gives a grid)
+    export_best_checkpoint(with_values(loaded, {"ctc_weight_decode": result["ctc_weight_decode"]}), tokenizer, result,
+                           manifests["train"], INFERENCE_HPARAMS)
     return result
 
 

@@ -24,7 +24,7 @@ from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
-from hieradist_lobes.hparams import HparamsError, check_distillation_yaml, load_hparams
+from hieradist_lobes.hparams import HparamsError, check_distillation_yaml, load_hparams, with_values
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
 from hieradist_lobes.threads import set_threads
@@ -70,8 +70,9 @@ def main(argv):
     result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export: the distilled model's folder loads like the baseline's (the projections are training-only)
-    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS,
-                           distillation=hparams["distillation"])
+    # (with the CTC decoding weight chosen on valid, when the YAML gives a grid)
+    export_best_checkpoint(with_values(loaded, {"ctc_weight_decode": result["ctc_weight_decode"]}), tokenizer, result,
+                           manifests["train"], INFERENCE_HPARAMS, distillation=hparams["distillation"])
     return result
 
 

@@ -4,7 +4,9 @@
     python recipes/cif_hieradist/train_lm.py hparams/synth/cif.yaml
 
 It reads the dataset's CIF YAML itself (settings ``lm_*``), so that the LM's
-vocabulary is the ASR model's, index by index, and writes the folder
+vocabulary is the ASR model's, index by index; it trains on ``lm_train_text``
+(a text file, one transcript per line) or, when that is null, on the training
+transcripts, and writes the folder
 ``lm_dir``, which ``CIFASR.from_hparams(..., overrides={"lm_folder": ...,
 "lm_weight": 0.2})`` loads.
 """
@@ -20,7 +22,7 @@ from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.hparams import load_hparams, resolved_subtree
-from hieradist_lobes.lm import export_lm_folder, text_dataset
+from hieradist_lobes.lm import export_lm_folder, text_dataset, text_file_dataset
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary
@@ -36,13 +38,16 @@ def main(argv):
     sb.create_experiment_directory(experiment_directory=hparams["lm_output_folder"],
                                    hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
 
-    # 2. Data: the transcripts only, in the ASR model's PLM-token vocabulary
+    # 2. Data: text only (lm_train_text, or the training transcripts; valid and test transcripts to score),
+    #    in the ASR model's PLM-token vocabulary
     manifests = prepare_manifests(hparams)
     split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
     tokenizer = plm_tokenizer(manifests["train"], split_labels)
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
     datasets = {split: text_dataset(manifests[split], tokenizer, hparams["unit"], split_labels) for split in SPLITS}
+    if hparams["lm_train_text"]:  # more text than the transcribed audio, as real LMs are trained on
+        datasets["train"] = text_file_dataset(hparams["lm_train_text"], tokenizer, hparams["unit"], split_labels)
 
     # 3. Brain: next-token NLL; validation reports the perplexity
     # (optimizer_step_limit of the YAML is the ASR model's: the LM trains for lm_epochs)

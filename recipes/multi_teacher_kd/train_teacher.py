@@ -4,6 +4,7 @@ distillation (the baseline).
 
     python recipes/multi_teacher_kd/train_teacher.py hparams/synth/asr.yaml          (tea0)
     python recipes/multi_teacher_kd/train_teacher.py hparams/synth/tea1.yaml
+    python recipes/multi_teacher_kd/train_teacher.py hparams/synth/asr_wordpiece.yaml   (the CIF models' units)
     python recipes/multi_teacher_kd/train_teacher.py hparams/timit/tea3.yaml --data_folder=/corpora/TIMIT
     torchrun --nproc_per_node=2 recipes/multi_teacher_kd/train_teacher.py hparams/synth/student.yaml
 
@@ -26,6 +27,7 @@ from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
 from hieradist_lobes.hparams import check_distillation_yaml, load_hparams
+from hieradist_lobes.plm import label_splitter
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
 
@@ -43,13 +45,14 @@ def main(argv):
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
 
-    # 2. Data: manifests, label vocabulary (phones39 or from the training labels), checks, datasets
+    # 2. Data: manifests, label vocabulary (phones39, from the training labels, or the PLM's tokens), checks, datasets
     manifests = prepare_manifests(hparams)
-    tokenizer = make_tokenizer(hparams, manifests)
+    split_labels = label_splitter(hparams)  # None: labels are the manifest column split at spaces
+    tokenizer = make_tokenizer(hparams, manifests, split_labels)
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     hparams["tokenizer"] = tokenizer
-    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer)
-    datasets = asr_datasets(hparams, manifests, tokenizer)
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
+    datasets = asr_datasets(hparams, manifests, tokenizer, split_labels)
 
     # 3. Brain: CTC + attention losses; greedy decoding on valid, beam search (with CTC) on test
     brain = CTCAttentionBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,

@@ -113,3 +113,31 @@ def test_speakers_repeat_with_new_prosody_when_combinations_run_out():
 def test_unknown_size_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="huge"):
         prepare_synth(str(tmp_path), size="huge")
+
+
+def test_lm_text_is_the_grammar_without_any_corpus_sentence(tiny_corpus):
+    from hieradist_lobes.data.sentences import SentenceGenerator
+
+    path = os.path.join(tiny_corpus, "lm_text.txt")
+    lines = open(path, encoding="utf-8").read().splitlines()
+    corpus = {row["wrd"] for split in SPLITS for row in read_manifest(os.path.join(tiny_corpus, f"{split}.csv"))}
+    assert len(lines) == len(set(lines)) == 100_000
+    assert not set(lines) & corpus
+    vocabulary = SentenceGenerator().vocabulary()
+    assert all(set(line.split()) <= vocabulary for line in lines[:1000])
+
+
+def test_lm_text_is_written_once_and_again_when_its_options_change(tiny_corpus, tmp_path):
+    import shutil
+
+    from hieradist_lobes.data.synth import write_lm_text
+
+    folder = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, folder, ignore=shutil.ignore_patterns("wav"))
+    path = write_lm_text(str(folder), sentences=50)
+    first = open(path).read()
+    assert len(first.splitlines()) == 50
+    before = os.stat(path).st_mtime_ns
+    assert write_lm_text(str(folder), sentences=50) == path and os.stat(path).st_mtime_ns == before
+    assert open(write_lm_text(str(folder), sentences=60)).read().splitlines()[:50] == first.splitlines()
+    assert not [name for name in os.listdir(folder) if ".tmp-" in name]
