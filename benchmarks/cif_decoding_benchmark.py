@@ -8,11 +8,13 @@
 RTF = processing seconds / audio seconds (lower is faster; 0.1 = ten times
 faster than real time), for each beam size, one utterance at a time
 (``transcribe_file``, what a user calls) and in padded batches
-(``transcribe_batch``), with and without LM shallow fusion.  Also reports
-the share of the time spent in the encoder + CIF versus the beam search.
-``beam10_lm_over_greedy``: the time of beam 10 with LM fusion over the time
-of greedy decoding without LM, same model and utterances (the larger of the
-two batch sizes' ratios).
+(``transcribe_batch``), with and without LM shallow fusion, and without and
+with the CTC head's prefix scores (joint decoding, ``--ctc_weight``).  Also
+reports the share of the time spent in the encoder + CIF versus the beam
+search.  ``beam10_lm_over_greedy``: the time of beam 10 with LM fusion over
+the time of greedy decoding without LM, same model and utterances (the larger
+of the two batch sizes' ratios); ``beam10_lm_ctc_over_greedy``: the same with
+the CTC scores as well.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.inference import CIFASR  # noqa: E402
 
 
-def load(model_dir: str, beam_size: int, lm_dir: Optional[str], lm_weight: float) -> CIFASR:
-    overrides: Dict[str, object] = {"beam_size": beam_size}
+def load(model_dir: str, beam_size: int, lm_dir: Optional[str], lm_weight: float, ctc_weight: float) -> CIFASR:
+    overrides: Dict[str, object] = {"beam_size": beam_size, "ctc_weight_decode": ctc_weight}
     if lm_dir:
         overrides.update(lm_folder=lm_dir, lm_weight=lm_weight)
     return CIFASR.from_hparams(source=model_dir, savedir=model_dir, overrides=overrides)
@@ -65,6 +67,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_sizes", default="1,16")
     parser.add_argument("--lm_dir", default="results/demo/lm/model", help="an LM folder; 'none' for no LM")
     parser.add_argument("--lm_weight", type=float, default=0.3)
+    parser.add_argument("--ctc_weight", type=float, default=0.5, help="CTC weight of the joint decoding runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -81,46 +84,54 @@ def main(argv=None) -> None:
     signals = [read_audio(row["wav"]) for row in rows]
     audio_seconds = sum(len(s) for s in signals) / 16000.0
     results = []
-    for lm_dir in [None, args.lm_dir] if args.lm_dir else [None]:
-        for beam in [int(b) for b in args.beam_sizes.split(",")]:
-            asr = load(args.model_dir, beam, lm_dir, args.lm_weight)
-            measure(asr, signals[:2], 1)  # warm-up
-            for batch in [int(b) for b in args.batch_sizes.split(",")]:
-                timing = measure(asr, signals, batch)
-                results.append({"beam_size": beam, "batch_size": batch, "lm": bool(lm_dir),
-                                "rtf": round(timing["seconds"] / audio_seconds, 4),
-                                "encoder_cif_share": round(timing["encode_seconds"] / timing["seconds"], 3)})
+    for ctc_weight in (0.0, args.ctc_weight) if args.ctc_weight else (0.0,):
+        for lm_dir in [None, args.lm_dir] if args.lm_dir else [None]:
+            for beam in [int(b) for b in args.beam_sizes.split(",")]:
+                asr = load(args.model_dir, beam, lm_dir, args.lm_weight, ctc_weight)
+                measure(asr, signals[:2], 1)  # warm-up
+                for batch in [int(b) for b in args.batch_sizes.split(",")]:
+                    timing = measure(asr, signals, batch)
+                    results.append({"beam_size": beam, "batch_size": batch, "lm": bool(lm_dir),
+                                    "ctc_weight": ctc_weight, "rtf": round(timing["seconds"] / audio_seconds, 4),
+                                    "encoder_cif_share": round(timing["encode_seconds"] / timing["seconds"], 3)})
     print(f"{len(rows)} utterances, {audio_seconds:.1f} s of audio, {args.threads} threads, model {args.model_dir}\n")
-    print("| beam | batch | LM | RTF | encoder+CIF share |")
-    print("|---:|---:|:---:|---:|---:|")
+    print("| beam | batch | LM | CTC weight | RTF | encoder+CIF share |")
+    print("|---:|---:|:---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['beam_size']} | {r['batch_size']} | {'yes' if r['lm'] else 'no'} | {r['rtf']:.4f} | "
-              f"{100 * r['encoder_cif_share']:.0f} % |")
+        print(f"| {r['beam_size']} | {r['batch_size']} | {'yes' if r['lm'] else 'no'} | {r['ctc_weight']:g} | "
+              f"{r['rtf']:.4f} | {100 * r['encoder_cif_share']:.0f} % |")
     figures = {"utterances": len(rows), "audio_seconds": audio_seconds, "threads": args.threads,
                "model_dir": args.model_dir, "results": results}
-    ratios = beam_lm_over_greedy(results)
-    if ratios:
-        figures["beam10_lm_over_greedy_by_batch"] = ratios
-        figures["beam10_lm_over_greedy"] = max(ratios.values())
-        print(f"\nbeam 10 + LM over greedy: {figures['beam10_lm_over_greedy']:.2f}× "
-              f"(by batch size: {', '.join(f'{b}: {r:.2f}×' for b, r in ratios.items())})")
+    ratio_names = {"beam10_lm_over_greedy": 0.0}
+    if args.ctc_weight:
+        ratio_names["beam10_lm_ctc_over_greedy"] = args.ctc_weight
+    for name, ctc_weight in ratio_names.items():
+        ratios = beam_lm_over_greedy(results, ctc_weight=ctc_weight)
+        if ratios:
+            figures[f"{name}_by_batch"] = ratios
+            figures[name] = max(ratios.values())
+            print(f"\n{name}: {figures[name]:.2f}× (by batch size: {', '.join(f'{b}: {r:.2f}×' for b, r in ratios.items())})")
     if args.json:
         write_json(args.json, figures, indent=2)
 
 
-def beam_lm_over_greedy(results: List[Dict[str, object]], beam: int = 10) -> Dict[str, float]:
-    """Per batch size, RTF of ``beam`` with LM over RTF of beam 1 without LM.
+def beam_lm_over_greedy(results: List[Dict[str, object]], beam: int = 10, ctc_weight: float = 0.0) -> Dict[str, float]:
+    """Per batch size, RTF of ``beam`` with LM (and the CTC weight
+    ``ctc_weight``) over RTF of beam 1 without LM or CTC scores.
 
     Example
     -------
-    >>> rows = [{"beam_size": 1, "batch_size": 1, "lm": False, "rtf": 0.01},
-    ...         {"beam_size": 10, "batch_size": 1, "lm": True, "rtf": 0.015}]
-    >>> beam_lm_over_greedy(rows)
-    {'1': 1.5}
+    >>> rows = [{"beam_size": 1, "batch_size": 1, "lm": False, "ctc_weight": 0.0, "rtf": 0.01},
+    ...         {"beam_size": 10, "batch_size": 1, "lm": True, "ctc_weight": 0.0, "rtf": 0.015},
+    ...         {"beam_size": 10, "batch_size": 1, "lm": True, "ctc_weight": 0.5, "rtf": 0.02}]
+    >>> beam_lm_over_greedy(rows), beam_lm_over_greedy(rows, ctc_weight=0.5)
+    ({'1': 1.5}, {'1': 2.0})
     """
-    greedy = {r["batch_size"]: r["rtf"] for r in results if r["beam_size"] == 1 and not r["lm"]}
+    greedy = {r["batch_size"]: r["rtf"] for r in results
+              if r["beam_size"] == 1 and not r["lm"] and not r.get("ctc_weight")}
     return {str(r["batch_size"]): round(r["rtf"] / greedy[r["batch_size"]], 2) for r in results
-            if r["beam_size"] == beam and r["lm"] and greedy.get(r["batch_size"])}
+            if r["beam_size"] == beam and r["lm"] and r.get("ctc_weight", 0.0) == ctc_weight
+            and greedy.get(r["batch_size"])}
 
 
 if __name__ == "__main__":

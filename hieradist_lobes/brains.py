@@ -427,7 +427,8 @@ class CIFBrain(ProjectBrain):
     ``modules``: ``model`` (:class:`~hieradist_lobes.models.CIFModel`); ``hparams``: ``label_smoothing``,
     ``quantity_weight``, ``ctc_weight``, ``beam_size``, ``lr_scheduler``
     (called with the optimizer step), ``epoch_counter``, ``train_logger``,
-    ``error_stats``, optionally ``feature_augmentation`` (SpecAugment).
+    ``error_stats``, optionally ``feature_augmentation`` (SpecAugment) and
+    ``feature_augmentation_start`` (the update it starts at; 0: the first).
     """
 
     def compute_forward(self, batch, stage) -> CIFStepOutput:
@@ -436,7 +437,10 @@ class CIFBrain(ProjectBrain):
         tokens_bos, _ = batch.tokens_bos
         tokens_eos, tokens_eos_lens = batch.tokens_eos
         target_lengths = torch.round(tokens_eos_lens * tokens_eos.shape[1]).long()
-        augmentation = getattr(self.hparams, "feature_augmentation", None) if stage == sb.Stage.TRAIN else None
+        augmentation = None
+        if stage == sb.Stage.TRAIN and self.optimizer_step >= int(getattr(self.hparams, "feature_augmentation_start",
+                                                                            0) or 0):
+            augmentation = getattr(self.hparams, "feature_augmentation", None)
         outputs = self.modules.model(wavs, wav_lens, tokens_bos, target_lengths,
                                      epoch=self.hparams.epoch_counter.current, feature_augmentation=augmentation)
         hyps = fire_counts = ctc_hyps = None

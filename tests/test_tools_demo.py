@@ -153,3 +153,39 @@ def test_bad_parts_or_seeds_stop_before_anything_runs(tmp_path, capsys):
             demo.main(["--output_folder", str(tmp_path / "out"), *argv])
         assert exited.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_table_shows_the_ctc_head_and_the_same_units_control(tmp_path):
+    summary = _summary(tmp_path)
+    summary["systems"]["cif"] = {"kind": "cif", "distillation": "none", "valid_error_rate": 18.0,
+                                 "test_error_rate": 15.5, "test_ctc_head_error_rate": 19.75, "params": 5000,
+                                 "model_dir": str(tmp_path / "cif" / "model")}
+    summary["systems"]["ctc_attention_wordpiece"] = {"kind": "control", "strategy": None, "valid_error_rate": 25.0,
+                                                     "test_error_rate": 22.25, "params": 4000,
+                                                     "model_dir": str(tmp_path / "control" / "model")}
+    lines = format_table(summary).splitlines()
+    assert lines[0].split()[-2:] == ["CTC", "head"]
+    cif = next(line for line in lines if line.startswith("cif "))
+    assert cif.split()[-1] == "19.75" and "15.50" in cif
+    control = next(line for line in lines if line.startswith("ctc_attention_wordpiece"))
+    assert control.split()[1] == "control" and "22.25" in control and control.rstrip().endswith("-")
+    plot_summary(summary, str(tmp_path), str(tmp_path / "summary.png"))
+
+
+def test_seed_statistics_cover_the_ctc_head_and_the_decoder_alone():
+    runs = {"1": {"test_error_rate": 10.0, "test_ctc_head_error_rate": 12.0, "test_error_rate_no_ctc": 20.0,
+                  "model_dir": "a", "params": 5},
+            "2": {"test_error_rate": 14.0, "test_ctc_head_error_rate": 16.0, "test_error_rate_no_ctc": 24.0,
+                  "model_dir": "b", "params": 5}}
+    entry = demo.seed_statistics(runs)
+    assert entry["test_ctc_head_error_rate"] == 14.0 and entry["test_ctc_head_error_rate_std"] == 2.83
+    assert entry["test_error_rate_no_ctc_mean"] == 22.0
+
+
+def test_bad_lm_weights_stop_before_anything_runs(capsys):
+    import pytest
+
+    for value in ("", "0,x", "-0.1"):
+        with pytest.raises(SystemExit) as stop:
+            demo.main(["--lm_weights", value, "--output_folder", "/nonexistent/never"])
+        assert stop.value.code == 2 and "--lm_weights" in capsys.readouterr().err

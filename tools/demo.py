@@ -387,11 +387,12 @@ def without_epochs(arguments: Sequence[str]) -> List[str]:
 
 
 def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
-    """Load every student folder as SpeechBrain would and transcribe ``wav``."""
+    """Load every student folder (and the CIF models' same-units control) as
+    SpeechBrain would and transcribe ``wav``."""
     from speechbrain.inference.ASR import EncoderDecoderASR
 
     for system in systems.values():
-        if system["kind"] != "student":
+        if system["kind"] not in ("student", "control"):
             continue
         asr = EncoderDecoderASR.from_hparams(source=system["model_dir"], savedir=system["model_dir"])
         system["example_transcription"] = asr.transcribe_file(wav)
