@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cost of HieraDist in a CIF training step (results go to README.md).
+"""The cost of HieraDist in a CIF training step (results go to docs/benchmarks.md).
 
     python benchmarks/hieradist_benchmark.py          # after make demo-full: its corpus and PLM store
     python benchmarks/hieradist_benchmark.py --output_root results/demo --steps 60 --json hieradist.json

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks of multi-teacher distillation (results go to README.md).
+"""Benchmarks of multi-teacher distillation (results go to docs/benchmarks.md).
 
     python benchmarks/kd_benchmark.py            # after make demo-full
     python benchmarks/kd_benchmark.py --store results/demo/teacher_store \\

@@ -515,7 +515,7 @@ class CIFBrain(ProjectBrain):
         result["ctc_weight_decode"] = chosen
         result["test_error_rate_no_ctc"] = result["test_error_rate"] if without_ctc is None else without_ctc
         if by_weight:
-            result["valid_by_ctc_weight"] = {f"{weight:g}": rate for weight, rate in by_weight.items()}
+            result["valid_by_ctc_weight"] = {f"{weight:g}": round(rate, 2) for weight, rate in by_weight.items()}
         return result
 
     REPORTED_TEST_STATS = ("ctc_head_error_rate", "substitutions", "deletions", "insertions", "fires_exact_pct",
@@ -538,7 +538,7 @@ class CIFBrain(ProjectBrain):
         super().on_fit_start()
         sorting = getattr(self.hparams, "train_sorting", "random")
         if sorting != "random":
-            # Measured on the built-in corpus (README, "Speed"): with ascending batches the weight
+            # Measured on the built-in corpus (docs/results.md, "Why seed 1235 never learnt"): with ascending batches the weight
             # predictor tracked each stretch of similar batches with its bias, the training quantity
             # loss looked fine, and the model never learnt to count (free-running fires off by 4).
             logger.warning("train_sorting: %s gives the same batches in the same order every epoch; CIF's "

@@ -3,7 +3,7 @@
 A training on a small model is a stream of small ops that two threads share
 poorly: on the 2-core machine two 1-thread CIF trainings side by side do 1.3×
 the work of one 2-thread training (a step of 0.243 s each against 0.158 s
-measured, ``benchmarks/`` figures in the README). ``tools/demo.py`` declares its
+measured, ``benchmarks/`` figures in docs/benchmarks.md). ``tools/demo.py`` declares its
 trainings as :class:`Job` s with what each needs first and :func:`run_jobs`
 runs them, at most ``workers`` at a time.
 

@@ -162,8 +162,9 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         write_summary({**summary, "systems": in_table_order(), "in_progress": True}, summary_path)
 
     def step(name: str, script: str, argv: List[str], after: Sequence[str] = (),
-             handle: Callable[[object], None] = lambda result: None) -> str:
-        steps[script.split("/")[0]].append(Job(name, recipe(script), argv, tuple(after)))
+             handle: Callable[[object], None] = lambda result: None, part: Optional[str] = None) -> str:
+        # The part whose start order the job joins: its recipe's folder unless given.
+        steps[part or script.split("/")[0]].append(Job(name, recipe(script), argv, tuple(after)))
         handlers[name] = handle
         return name
 
@@ -179,7 +180,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         return step(name, script, argv, after, record)
 
     def system_per_seed(name: str, kind: str, method: Dict[str, Optional[str]], script: str, argv: List[str],
-                        after: Sequence[str] = ()) -> List[str]:
+                        after: Sequence[str] = (), part: Optional[str] = None) -> List[str]:
         """A system trained once per seed; its entry (:func:`seed_statistics`) when every seed has finished."""
         declared.append(name)
         runs: Dict[str, object] = {}
@@ -194,7 +195,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         for seed in seeds:
             folder = name if len(seeds) == 1 else f"{name}_s{seed}"
             names.append(step(folder, script, [*argv, f"--seed={seed}", f"--experiment_name={folder}"], after,
-                              lambda result, seed=seed: record(seed, result)))
+                              lambda result, seed=seed: record(seed, result), part))
         return names
 
     def store(name: str, key: str, script: str, argv: List[str], after: Sequence[str] = ()) -> str:
@@ -241,7 +242,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         control_epochs = [f"--number_of_epochs={control_epochs_for(cif_epochs)}"] if cif_epochs else []
         system_per_seed("ctc_attention_wordpiece", "control", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
                         [synth_yaml("asr_wordpiece.yaml"), *data, *control_epochs, *extra,
-                         *[arg for arg in cif_common if arg.startswith("--output_neurons")]])
+                         *[arg for arg in cif_common if arg.startswith("--output_neurons")]], part="cif_hieradist")
         for distillation in CIF_DISTILLATIONS:
             system_per_seed(f"cif_{distillation}", "cif", {"distillation": distillation}, "cif_hieradist/train_kd.py",
                             [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *cif_common],
