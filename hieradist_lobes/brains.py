@@ -35,6 +35,7 @@ from hieradist_lobes.averaging import (
     keep_checkpoints,
 )
 from hieradist_lobes.cif import quantity_loss
+from hieradist_lobes.ctc_scoring import ctc_greedy_decode
 from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.losses import (
     acd_loss,
@@ -454,7 +455,11 @@ class CIFBrain(ProjectBrain):
                                        ctc_weight=float(getattr(self.hparams, "ctc_weight_decode", 0.0)) if testing
                                        else 0.0)
             fire_counts = fires.fired_lengths
-            ctc_hyps = model.ctc_greedy(outputs.encoded.detach(), wav_lens, self.hparams.tokenizer)
+            # The CTC head alone, from the log-probabilities the forward pass already computed.
+            tokenizer = self.hparams.tokenizer
+            ctc_hyps = ctc_greedy_decode(outputs.ctc_logprobs.detach(), outputs.frame_lengths,
+                                         tokenizer.get_blank_index(),
+                                         drop=[tokenizer.get_eos_index(), tokenizer.get_bos_index()])
         return CIFStepOutput(**vars(outputs), hyps=hyps, fire_counts=fire_counts, ctc_hyps=ctc_hyps)
 
     def loss_terms(self, outputs: CIFStepOutput, batch, stage) -> Dict[str, torch.Tensor]:
@@ -538,9 +543,10 @@ class CIFBrain(ProjectBrain):
         super().on_fit_start()
         sorting = getattr(self.hparams, "train_sorting", "random")
         if sorting != "random":
-            # Measured on the built-in corpus (docs/results.md, "Why seed 1235 never learnt"): with ascending batches the weight
-            # predictor tracked each stretch of similar batches with its bias, the training quantity
-            # loss looked fine, and the model never learnt to count (free-running fires off by 4).
+            # Measured on the built-in corpus (docs/results.md, "Why seed 1235 never learnt"): with
+            # ascending batches the weight predictor tracked each stretch of similar batches with its
+            # bias, the training quantity loss looked fine, and the model never learnt to count
+            # (free-running fires off by 4).
             logger.warning("train_sorting: %s gives the same batches in the same order every epoch; CIF's "
                            "quantity loss can then be met by following the batches' token rate instead of "
                            "counting tokens (watch valid fire_count_error). Prefer train_sorting: random, "

@@ -39,7 +39,6 @@ import torch
 
 from hieradist_lobes.cif import CIFOutput
 from hieradist_lobes.cif_decoder import cif_beam_search
-from hieradist_lobes.ctc_scoring import ctc_greedy_decode
 
 
 @dataclass
@@ -178,12 +177,6 @@ class CIFModel(torch.nn.Module):
                                ctc_logprobs=ctc_logprobs, ctc_lengths=encoder_frame_lengths(encoded, wav_lens),
                                ctc_weight=ctc_weight, blank_index=blank)
         return hyps, fires
-
-    def ctc_greedy(self, encoded: torch.Tensor, wav_lens: torch.Tensor, tokenizer) -> List[List[int]]:
-        """The CTC head alone, decoded greedily (best path; ``<eos>`` dropped)."""
-        ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1)
-        return ctc_greedy_decode(ctc_logprobs, encoder_frame_lengths(encoded, wav_lens), tokenizer.get_blank_index(),
-                                 drop=[tokenizer.get_eos_index(), tokenizer.get_bos_index()])
 
 
 def encoder_frame_lengths(encoded: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
