@@ -189,3 +189,49 @@ def test_bad_lm_weights_stop_before_anything_runs(capsys):
         with pytest.raises(SystemExit) as stop:
             demo.main(["--lm_weights", value, "--output_folder", "/nonexistent/never"])
         assert stop.value.code == 2 and "--lm_weights" in capsys.readouterr().err
+
+
+def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_path, monkeypatch):
+    """Part cif_low_resource plans its own subset, vocabulary, PLM store, LM and four CIF systems per
+    seed with 4x the epochs, and nothing of the full regime; each finished run reaches the summary."""
+    from hieradist_lobes.data.manifest import read_manifest, write_manifest
+
+    data = tmp_path / "data"
+    rows = [{"ID": f"{spk}_{index}", "duration": 1.0, "wav": "/a.wav", "spk_id": spk, "phn": "k",
+             "wrd": ["THE CAT", "A DOG SAT", "THE DOG", "A CAT"][index], "char": "x"}
+            for spk in ("s1", "s2") for index in range(4)]
+    for split in ("train", "valid", "test"):
+        write_manifest(str(data / f"{split}.csv"), rows)
+    monkeypatch.setattr(demo, "prepare_dataset", lambda *args, **kwargs: None)
+    planned = []
+
+    def run_jobs(jobs, workers, log_folder, finished):
+        for job in jobs:
+            planned.append(job)
+            result = {"lm_dir": "lm"} if job.name.startswith("lm") else str(tmp_path / "store")
+            if job.name.startswith("cif"):
+                result = {"test_error_rate": 10.0, "valid_error_rate": 11.0, "params": 5,
+                          "model_dir": str(tmp_path / job.name / "model")}
+            finished(job, result, 1.0)
+
+    monkeypatch.setattr(demo, "run_jobs", run_jobs)
+    scored = {}
+    monkeypatch.setattr(demo, "check_cif_models", lambda systems, valid, test, lm_dirs, weights: scored.update(
+        lm_dirs=lm_dirs, systems=sorted(systems)))
+    monkeypatch.setattr(demo, "plot_summary", lambda *args: None)
+    summary = demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif_low_resource"], seeds=(1, 2),
+                            cif_epochs=3)
+    names = [job.name for job in planned]
+    assert names[0] == "save_plm_features_low_resource" and names[-1] == "lm_low_resource"
+    systems = ["cif_low_resource", "cif_acd_low_resource", "cif_lrd_low_resource", "cif_hieradist_low_resource"]
+    assert sorted(names[1:-1]) == sorted(f"{name}_s{seed}" for name in systems for seed in (1, 2))
+    subset = str(tmp_path / "out" / "low_resource" / "train.csv")
+    assert [row["ID"] for row in read_manifest(subset)] == ["s1_0", "s2_0"]
+    lrd = next(job for job in planned if job.name == "cif_lrd_low_resource_s2")
+    assert {f"--train_csv={subset}", "--number_of_epochs=12", "--seed=2", "--distillation=lrd",
+            "--output_neurons=" + str(demo.cif_output_neurons(subset)),
+            f"--teacher_store={tmp_path / 'out' / 'plm_store_low_resource'}"} <= set(lrd.argv)
+    assert lrd.after == ("save_plm_features_low_resource",)
+    assert scored == {"lm_dirs": {"low_resource": "lm"}, "systems": sorted(systems)}
+    assert summary["systems"]["cif_lrd_low_resource"]["regime"] == "low_resource"
+    assert summary["systems"]["cif_lrd_low_resource"]["seeds"] == [1, 2]

@@ -3,7 +3,7 @@
     python tools/demo.py --quick --output_folder results/demo_quick   (``make demo``)
     python tools/demo.py --output_folder results/demo                 (``make demo-full``)
     python tools/demo.py --output_folder results/experiments --seeds 1234,1235,1236 \
-        --store_top_k 5 --ablations                                   (``make experiments``)
+        --store_top_k 5 --ablations --parts kd,cif,cif_low_resource   (``make experiments``)
 
 It runs the recipes of ``recipes/`` with the YAMLs of ``hparams/synth/`` (paths
 relative to this repository, wherever it is run from), two trainings side by
@@ -23,6 +23,11 @@ CTC decoding weight on the validation set) and the same-units control (the
 CTC/attention model on the same wordpieces, for about the same CPU time) →
 train the token LM on the corpus's LM text → for every CIF model, choose the
 LM weight on the validation set and score the test speakers with it.
+
+Part ``cif_low_resource`` (not in the default parts): the CIF baseline, ACD, LRD
+and HieraDist again on a quarter of each training speaker's utterances (the same
+voices) with 4x the epochs (as many updates), with that subset's vocabulary, PLM
+store and LM; it compares only with itself, so it can run alone.
 
 Then: evaluate every system on the test speakers (voices never heard in
 training), print a table, write ``summary.json`` and ``summary.png`` (error
@@ -75,12 +80,15 @@ TEACHERS = ("tea0", "tea1", "tea2")
 TEACHER_YAML = {"tea0": "asr.yaml", "tea1": "tea1.yaml", "tea2": "tea2.yaml"}
 STRATEGIES = ("average", "best", "weighted")
 CIF_DISTILLATIONS = ("acd", "lrd", "hieradist")
-PARTS = ("kd", "cif")
+# cif_low_resource: every CIF system again on a quarter of each training speaker's utterances (its own part,
+# so that the regime can be trained alone: it compares only with itself).
+PARTS = ("kd", "cif", "cif_low_resource")
+DEFAULT_PARTS = ("kd", "cif")
 DEFAULT_SEED = 1234  # the YAMLs' seed
 # --ablations: ACD and HieraDist as the paper runs them, without the ramp of their weights that
 # hparams/synth/cif_kd.yaml sets.
 UNRAMPED = "--kd_ramp_updates=0"
-# --low_resource: this share of each training speaker's utterances.
+# Part cif_low_resource: this share of each training speaker's utterances.
 LOW_RESOURCE_FRACTION = 0.25
 # ``--quick`` (what ``make demo`` runs): the whole demo within 12 minutes on 2 CPU cores. The KD
 # models get one epoch (they only show that every step runs); the CIF models 5 of the YAML's 12,
@@ -114,11 +122,10 @@ def default_jobs() -> int:
 
 
 def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None, corpus_size: str = "small",
-             extra: Sequence[str] = (), parts: Sequence[str] = PARTS, cif_epochs: Optional[int] = None,
+             extra: Sequence[str] = (), parts: Sequence[str] = DEFAULT_PARTS, cif_epochs: Optional[int] = None,
              lm_weights: Sequence[float] = LM_WEIGHTS, seeds: Sequence[int] = (DEFAULT_SEED,),
              store_top_k: Optional[int] = None, ablations: bool = False,
-             jobs: Optional[int] = None, cif_extra: Sequence[str] = (),
-             low_resource: bool = False) -> Dict[str, object]:
+             jobs: Optional[int] = None, cif_extra: Sequence[str] = ()) -> Dict[str, object]:
     """Run every step of ``parts``; return the summary (also written to ``summary.json``).
 
     Teachers and stores are trained once; every student and CIF system once
@@ -132,7 +139,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     (:func:`default_jobs`), each in its own process with its share of the
     cores and its output in ``<output_folder>/logs/<name>.log``. ``cif_extra``:
     overrides for the CIF recipes only (``--quick``: :data:`QUICK_CIF_OVERRIDES`).
-    ``low_resource``: also every CIF system on a quarter of each training
+    Part ``cif_low_resource``: every CIF system on a quarter of each training
     speaker's utterances (``<name>_low_resource``), with as many updates.
     """
     unknown = [part for part in parts if part not in PARTS]
@@ -256,35 +263,35 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                                  UNRAMPED, *cif_common], after=[plm_store])
         step("lm", "cif_hieradist/train_lm.py", [synth_yaml("cif.yaml"), *without_epochs(cif_common)],
              handle=lambda result: summary.__setitem__("lm", result))
-        if low_resource:
-            # A quarter of each training speaker's utterances (the same voices), as many updates as the full
-            # regime (4x the epochs: the LR schedule, in updates, is unchanged); its own vocabulary (the
-            # subset's PLM tokens), PLM store and LM.
-            subset = speaker_subset(os.path.join(data_folder, "train.csv"),
-                                    os.path.join(output_folder, "low_resource", "train.csv"), LOW_RESOURCE_FRACTION)
-            epochs = cif_epochs or int(plain_value(synth_yaml("cif.yaml"), "number_of_epochs"))
-            splits = [f"--{split}_csv={os.path.join(os.path.abspath(data_folder), f'{split}.csv')}"
-                      for split in ("valid", "test")]
-            low = [*data, "--dataset=csv", f"--train_csv={subset}", *splits, *cif_extra, *extra,
-                   f"--number_of_epochs={round(epochs / LOW_RESOURCE_FRACTION)}",
-                   f"--output_neurons={cif_output_neurons(subset)}"]
-            low_store_path = os.path.join(output_folder, "plm_store_low_resource")
-            low_store = store("save_plm_features_low_resource", "plm_store_low_resource",
-                              "cif_hieradist/save_plm_features.py",
-                              [synth_yaml("cif_plm_features.yaml"), *without_epochs(low),
-                               f"--store_path={low_store_path}"])
-            low_method = {"regime": "low_resource"}
-            system_per_seed("cif_low_resource", "cif", {"distillation": "none", **low_method},
-                            "cif_hieradist/train.py", [synth_yaml("cif.yaml"), *low])
-            for distillation in CIF_DISTILLATIONS:
-                system_per_seed(f"cif_{distillation}_low_resource", "cif", {"distillation": distillation, **low_method},
-                                "cif_hieradist/train_kd.py",
-                                [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *low,
-                                 f"--teacher_store={low_store_path}"], after=[low_store])
-            step("lm_low_resource", "cif_hieradist/train_lm.py",
-                 [synth_yaml("cif.yaml"), *without_epochs(low),
-                  f"--lm_output_folder={os.path.join(output_folder, 'lm_low_resource')}"],
-                 handle=lambda result: summary.__setitem__("lm_low_resource", result))
+    if "cif_low_resource" in parts:
+        # A quarter of each training speaker's utterances (the same voices), as many updates as the full
+        # regime (4x the epochs: the LR schedule, in updates, is unchanged); its own vocabulary (the
+        # subset's PLM tokens), PLM store and LM.
+        subset = speaker_subset(os.path.join(data_folder, "train.csv"),
+                                os.path.join(output_folder, "low_resource", "train.csv"), LOW_RESOURCE_FRACTION)
+        epochs = cif_epochs or int(plain_value(synth_yaml("cif.yaml"), "number_of_epochs"))
+        splits = [f"--{split}_csv={os.path.join(os.path.abspath(data_folder), f'{split}.csv')}"
+                  for split in ("valid", "test")]
+        low = [*data, "--dataset=csv", f"--train_csv={subset}", *splits, *cif_extra, *extra,
+               f"--number_of_epochs={round(epochs / LOW_RESOURCE_FRACTION)}",
+               f"--output_neurons={cif_output_neurons(subset)}"]
+        low_store_path = os.path.join(output_folder, "plm_store_low_resource")
+        low_store = store("save_plm_features_low_resource", "plm_store_low_resource",
+                          "cif_hieradist/save_plm_features.py",
+                          [synth_yaml("cif_plm_features.yaml"), *without_epochs(low),
+                           f"--store_path={low_store_path}"])
+        low_method = {"regime": "low_resource"}
+        system_per_seed("cif_low_resource", "cif", {"distillation": "none", **low_method},
+                        "cif_hieradist/train.py", [synth_yaml("cif.yaml"), *low])
+        for distillation in CIF_DISTILLATIONS:
+            system_per_seed(f"cif_{distillation}_low_resource", "cif", {"distillation": distillation, **low_method},
+                            "cif_hieradist/train_kd.py",
+                            [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *low,
+                             f"--teacher_store={low_store_path}"], after=[low_store])
+        step("lm_low_resource", "cif_hieradist/train_lm.py",
+             [synth_yaml("cif.yaml"), *without_epochs(low),
+              f"--lm_output_folder={os.path.join(output_folder, 'lm_low_resource')}"],
+             handle=lambda result: summary.__setitem__("lm_low_resource", result))
 
     def finished(job: Job, result, seconds: float) -> None:
         timings[job.name] = seconds
@@ -297,11 +304,11 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
     summary["test_manifest"] = test_manifest
     check_students(systems, read_manifest(test_manifest)[0]["wav"])
-    if "cif" in parts:
+    if "cif" in parts or "cif_low_resource" in parts:
         start = time.time()
-        lm_dirs = {"full": summary["lm"]["lm_dir"]}
-        if "lm_low_resource" in summary:
-            lm_dirs["low_resource"] = summary["lm_low_resource"]["lm_dir"]
+        # Each regime's CIF models are fused with the LM trained on that regime's text.
+        lm_dirs = {regime: summary[key]["lm_dir"] for regime, key in (("full", "lm"), ("low_resource", "lm_low_resource"))
+                   if key in summary}
         check_cif_models(systems, os.path.join(os.path.abspath(data_folder), "valid.csv"), test_manifest,
                          lm_dirs, lm_weights)
         timings["cif_lm_decoding"] = round(time.time() - start, 1)
@@ -565,13 +572,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--corpus_size", default="small", choices=["tiny", "small", "medium"])
     parser.add_argument("--epochs", type=int, default=None, help="epochs per KD model (default: the YAML's)")
     parser.add_argument("--cif_epochs", type=int, default=None, help="epochs per CIF model (default: the YAML's)")
-    parser.add_argument("--parts", default="kd,cif", help="comma-separated parts to run: kd, cif (default both)")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help="comma-separated parts to run: kd, cif, cif_low_resource (every CIF system on a quarter "
+                             "of each training speaker's utterances, as many updates) (default: kd,cif)")
     parser.add_argument("--lm_weights", default=",".join(f"{weight:g}" for weight in LM_WEIGHTS),
                         help="LM weights of the CIF shallow fusion to choose from on the validation set")
     parser.add_argument("--seeds", default=str(DEFAULT_SEED),
                         help="comma-separated seeds: every student and CIF system is trained once per seed")
-    parser.add_argument("--low_resource", action="store_true",
-                        help="also every CIF system on a quarter of each training speaker's utterances")
     parser.add_argument("--ablations", action="store_true",
                         help="also best with shared ties, and ACD/HieraDist without the ramp of their weights")
     parser.add_argument("--store_top_k", type=int, default=None,
@@ -609,8 +616,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             args.cif_epochs, cif_extra = QUICK_CIF_EPOCHS, QUICK_CIF_OVERRIDES
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
              parts=parts, cif_epochs=args.cif_epochs, lm_weights=lm_weights, seeds=seeds,
-             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra,
-             low_resource=args.low_resource)
+             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra)
 
 
 if __name__ == "__main__":
