@@ -29,12 +29,12 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
 import numbers
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import ruamel.yaml
@@ -44,7 +44,7 @@ class HparamsError(ValueError):
     """A YAML file or overlay is missing or inconsistent, or a value is out of range."""
 
 
-@dataclass
+@dataclasses.dataclass
 class LoadedHparams:
     """The loaded hyperparameters and where they came from."""
 
@@ -304,17 +304,131 @@ def resolve_chain(hparams_file: str, overrides: Union[str, Dict[str, Any], None]
         _update(merged, tree)
     command_line = _overrides_tree(overrides)
     _check_declared(command_line, base_tree, "the command line", base_file)
+    _check_paths(command_line, merged, base_tree)
     _update(merged, command_line)
     return base_file, _dump(merged) if merged else "", [p for p, _ in chain]
 
 
-def _check_declared(layer, base_tree, where: str, base_file: str) -> None:
+def _check_declared(layer, base_tree, where: str, base_file: str, prefix: str = "") -> None:
     # HyperPyYAML's overrides_must_match would refuse these too (load_hparams
     # keeps it on); checked here first to name the overlay and every key at once.
+    # It checks top-level keys only: a nested one (dynamic_batching.max_batch_lenght) is checked here.
     unknown = [str(key) for key in layer if key not in base_tree]
     if unknown:
+        if prefix:
+            raise HparamsError(f"{where} sets {', '.join(prefix + key for key in unknown)}, which "
+                               f"{prefix[:-1]} does not take; it takes {', '.join(map(str, base_tree))}")
         raise HparamsError(f"{where} sets {', '.join(unknown)}, not declared in {base_file} (a typo? every key "
                            "has a declaration, with its default, in the base file)")
+    for key, value in layer.items():
+        declared = base_tree[key]
+        name = f"{prefix}{key}"
+        if _is_plain_mapping(value) and not _tagged(declared):
+            allowed = nested_keys(name, declared)
+            if allowed is None:
+                raise HparamsError(f"{where} sets {name} to a mapping ({dict(value)}), but {name} takes "
+                                   f"{_kind_of(declared)} (declared in {base_file}: {declared!r})")
+            if not _is_plain_mapping(declared):
+                # HyperPyYAML (here and when SpeechBrain saves hyperparams.yaml) merges a mapping into the
+                # declared value, and cannot merge one into null.
+                raise HparamsError(f"{where} sets {name} to a mapping, but {base_file} declares it as "
+                                   f"{declared!r}: declare it as {{}} there (a mapping can only be merged into one)")
+            _check_declared(value, {allowed_key: None for allowed_key in allowed}, where, base_file, name + ".")
+
+
+def _check_paths(command_line, overlays, base_tree) -> None:
+    # An empty path on the command line (an unset shell variable) where the YAML chain gives one: refused,
+    # not read as null (a folder called "None", a raw TypeError, or an LM silently trained on other text).
+    # Where the chain itself gives null, empty means unset, and the code that needs the path names it.
+    for key, value in command_line.items():
+        if key in PATH_KEYS and (value is None or value == "") and overlays.get(key, base_tree.get(key)) is not None:
+            raise HparamsError(f"the command line sets {key} to nothing (an unset shell variable?): {key} is a "
+                               "path; give one, or leave the option out for the YAML's own")
+
+
+def _is_plain_mapping(node) -> bool:
+    return isinstance(node, dict) and not _tagged(node)
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, bool):
+        return "True or False"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a single value"
+
+
+# Keys that name a file or folder. An empty value for one (``--output_root=``, as an unset shell
+# variable gives) is refused where the base declares a value; where it declares null, empty means unset.
+PATH_KEYS = frozenset({
+    "data_folder", "output_root", "output_folder", "save_folder", "model_dir", "train_csv", "valid_csv",
+    "test_csv", "teacher_store", "store_path", "plm_path", "lm_folder", "lm_train_text", "lm_output_folder",
+    "lm_dir", "manifest_folder", "manifest_check_folder", "error_rate_file", "teacher_list_file",
+})
+
+
+def nested_keys(key: str, declared: Any) -> Optional[Tuple[str, ...]]:
+    """The keys that the mapping-valued hyperparameter ``key`` takes, or
+    ``None`` where it takes no mapping: SpeechBrain's ``DynamicBatchSampler``
+    arguments for ``dynamic_batching``, ``DataLoader`` arguments for
+    ``*_dataloader_opts``, else the keys its declaration (``declared``) has.
+
+    Example
+    -------
+    >>> "max_batch_length" in nested_keys("dynamic_batching", {})
+    True
+    >>> nested_keys("modules", {"model": 1}), nested_keys("lr", 0.1)
+    (('model',), None)
+    """
+    if key == "dynamic_batching":
+        from speechbrain.dataio.sampler import DynamicBatchSampler
+
+        return _arguments(DynamicBatchSampler.__init__, ("dataset", "length_func"))  # the recipes pass these
+    if key.endswith("_dataloader_opts"):
+        from torch.utils.data import DataLoader
+
+        return _arguments(DataLoader.__init__, ("dataset",)) + ("looped_nominal_epoch",)  # + SpeechBrain's own
+    if _is_plain_mapping(declared):
+        return tuple(str(declared_key) for declared_key in declared)
+    return None
+
+
+def _arguments(function, exclude: Sequence[str]) -> Tuple[str, ...]:
+    import inspect
+
+    return tuple(name for name in inspect.signature(function).parameters if name not in ("self", *exclude))
+
+
+def parse_arguments(argv: Sequence[str]) -> Tuple[str, Any, str]:
+    """SpeechBrain's ``parse_arguments``, with its run options typed.
+
+    SpeechBrain's parser gives a run option whose default is ``None`` no
+    type, so ``--optimizer_step_limit=100`` arrived as the string ``"100"``
+    and the Brain failed comparing it with its step count; here it becomes an
+    integer, or an :class:`HparamsError` naming it.
+
+    Example
+    -------
+    >>> _, run_opts, overrides = parse_arguments(["a.yaml", "--optimizer_step_limit=100", "--lr=0.1"])
+    >>> run_opts["optimizer_step_limit"], overrides.strip()
+    (100, 'lr: 0.1')
+    """
+    import speechbrain as sb
+
+    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    limit = run_opts["optimizer_step_limit"]
+    if isinstance(limit, str):
+        try:
+            value: Any = int(limit)
+        except ValueError:
+            value = limit
+        problem = hparam_rules()["optimizer_step_limit"].problem(value)
+        if problem:
+            raise HparamsError(f"the command line sets optimizer_step_limit = {limit!r}: {problem}")
+        run_opts = dataclasses.replace(run_opts, optimizer_step_limit=value)  # RunOptions is frozen
+    return hparams_file, run_opts, overrides
 
 
 def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] = None) -> LoadedHparams:

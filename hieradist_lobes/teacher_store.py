@@ -73,6 +73,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
+from hieradist_lobes.cli import path_argument
 from hieradist_lobes.store_codecs import (  # noqa: F401  (records and errors are part of the store's API)
     CODECS,
     PLMRecord,
@@ -772,11 +773,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Inspect a teacher store.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print a summary of a store")
-    info.add_argument("path", help="the store folder")
+    info.add_argument("path", type=path_argument, help="the store folder")
     info.add_argument("--json", action="store_true", help="print JSON")
     copy = commands.add_parser("copy", help="rewrite a store in the current part layout (resumable)")
-    copy.add_argument("source", help="the store folder to read")
-    copy.add_argument("destination", help="the new store folder")
+    copy.add_argument("source", type=path_argument, help="the store folder to read")
+    copy.add_argument("destination", type=path_argument, help="the new store folder")
     copy.add_argument("--compression", choices=COMPRESSIONS, default=None)
     args = parser.parse_args(argv)
     try:

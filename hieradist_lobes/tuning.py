@@ -27,6 +27,7 @@ import json
 import logging
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from hieradist_lobes.cli import path_argument
 from hieradist_lobes.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -114,14 +115,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     from hieradist_lobes.plm import PLMSplitter, PLMTokenizer
 
     parser = argparse.ArgumentParser(description="Choose a CIF model's CTC and LM decoding weights on valid.")
-    parser.add_argument("--model_dir", required=True, help="a CIF model folder (CIFASR.from_hparams loads it)")
-    parser.add_argument("--valid_csv", required=True, help="manifest the weights are chosen on")
-    parser.add_argument("--test_csv", default=None, help="manifest scored with the chosen weights")
-    parser.add_argument("--plm_path", required=True, help="the PLM folder whose tokenizer made the model's units")
-    parser.add_argument("--lm_folder", default=None, help="a token LM folder (train_lm.py) for shallow fusion")
+    parser.add_argument("--model_dir", required=True, type=path_argument,
+                        help="a CIF model folder (CIFASR.from_hparams loads it)")
+    parser.add_argument("--valid_csv", required=True, type=path_argument, help="manifest the weights are chosen on")
+    parser.add_argument("--test_csv", default=None, type=path_argument, help="manifest scored with the chosen weights")
+    parser.add_argument("--plm_path", required=True, type=path_argument,
+                        help="the PLM folder whose tokenizer made the model's units")
+    parser.add_argument("--lm_folder", default=None, type=path_argument,
+                        help="a token LM folder (train_lm.py) for shallow fusion")
     parser.add_argument("--ctc_weights", default=",".join(map(str, CTC_WEIGHTS)))
     parser.add_argument("--lm_weights", default=",".join(map(str, LM_WEIGHTS)))
-    parser.add_argument("--json", default=None, help="write the record here")
+    parser.add_argument("--json", default=None, type=path_argument, help="write the record here")
     args = parser.parse_args(argv)
 
     def weights(text: str, option: str) -> List[float]:

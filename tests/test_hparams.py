@@ -174,7 +174,7 @@ def test_aishell1_cif_yaml_is_the_papers_run_as_the_original_code_ran_it():
 def test_multi_teacher_kd_defaults_are_the_originals():
     kd = load_hparams("hparams/timit/train_kd.yaml", "data_folder: /corpora/TIMIT").hparams
     assert (kd["kd_normalisation"], kd["average_checkpoints"], kd["kd_ramp_updates"]) == ("tokens", 1, 0)
-    assert kd["dynamic_batching"] is None
+    assert kd["dynamic_batching"] == {}  # none: batch_size utterances per batch
 
 
 def test_synth_cif_distillation_is_one_override():
@@ -261,3 +261,90 @@ def test_a_value_chosen_after_training_reaches_the_exported_definition(files):
     assert plain_value(str(files / "kd.yaml"), "size") == 2
     with pytest.raises(HparamsError, match="no file of its chain sets 'width'"):
         plain_value(str(files / "kd.yaml"), "width")
+
+
+# The training options the README lists as settable, with a value each, on every recipe YAML of the
+# built-in corpus (kd_ramp_updates only where there is distillation).
+DOCUMENTED_OPTIONS = {"average_checkpoints": "3", "optimizer_step_limit": "100", "grad_norm_every": "10",
+                      "dynamic_batching": "{max_batch_length: 20, num_buckets: 4}", "kd_ramp_updates": "50"}
+
+
+@pytest.mark.parametrize("yaml", ["hparams/synth/asr.yaml", "hparams/synth/student.yaml",
+                                  "hparams/synth/train_kd.yaml", "hparams/synth/asr_wordpiece.yaml",
+                                  "hparams/synth/cif.yaml", "hparams/synth/cif_kd.yaml",
+                                  "hparams/timit/train_kd.yaml", "hparams/aishell1/cif_kd.yaml"])
+def test_every_documented_option_is_settable_from_the_command_line(yaml, tmp_path):
+    """As a recipe takes them: SpeechBrain's parse_arguments, the loader, and SpeechBrain saving the
+    resolved hyperparams.yaml with the same overrides (which refused a mapping for a key declared null)."""
+    import speechbrain as sb
+
+    from hieradist_lobes.hparams import parse_arguments
+
+    base = resolve_chain(yaml)[2][-1]
+    # optimizer_step_limit is a SpeechBrain run option: every recipe takes it, whatever its YAML declares.
+    options = {key: value for key, value in DOCUMENTED_OPTIONS.items()
+               if key in open(base).read() or key == "optimizer_step_limit"}
+    assert {"average_checkpoints", "dynamic_batching"} <= set(options)
+    argv = [yaml, *(f"--{key}={value}" for key, value in options.items()), "--data_folder=/corpora/x",
+            "--plm_path=/models/bert"][: 2 + len(options) + ("aishell1" in yaml)]
+    hparams_file, run_opts, overrides = parse_arguments(argv)
+    loaded = load_hparams(hparams_file, overrides)
+    assert loaded.hparams["dynamic_batching"]["max_batch_length"] == 20
+    assert loaded.hparams["dynamic_batching"]["num_buckets"] == 4
+    assert loaded.hparams["average_checkpoints"] == 3
+    for key in ("grad_norm_every", "kd_ramp_updates"):
+        if key in options:
+            assert loaded.hparams[key] == int(options[key])
+    # A SpeechBrain run option: the Brain takes it from run_opts before the YAML's value (an int, not "100").
+    assert run_opts["optimizer_step_limit"] == 100 and "optimizer_step_limit" in run_opts.overridden_args
+    sb.create_experiment_directory(str(tmp_path / "run"), hyperparams_to_save=loaded.base_file,
+                                   overrides=loaded.overrides)
+    assert "max_batch_length: 20" in (tmp_path / "run" / "hyperparams.yaml").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dynamic_batching: {max_batch_lenght: 20}",
+     r"sets dynamic_batching.max_batch_lenght, which dynamic_batching does not take; it takes max_batch_length, "),
+    ("train_dataloader_opts: {batch_sise: 4}",
+     r"sets train_dataloader_opts.batch_sise, which train_dataloader_opts does not take; it takes batch_size, "),
+    ("modules: {encoder: 1}", r"sets modules.encoder, which modules does not take; it takes model$"),
+    ("lr: {value: 0.1}", r"sets lr to a mapping \({'value': 0.1}\), but lr takes a number"),
+])
+def test_a_wrong_nested_override_is_named_with_the_keys_allowed_there(override, message):
+    with pytest.raises(HparamsError, match=message):
+        load_hparams("hparams/synth/asr.yaml", override)
+
+
+def test_a_mapping_for_a_key_declared_null_says_how_to_declare_it(files):
+    (files / "own.yaml").write_text("dynamic_batching: null\nlr: 0.1\n")
+    with pytest.raises(HparamsError, match=r"sets dynamic_batching to a mapping, but .*own.yaml declares it as "
+                                           r"None: declare it as \{\} there"):
+        load_hparams(str(files / "own.yaml"), "dynamic_batching: {max_batch_length: 20}")
+
+
+@pytest.mark.parametrize("yaml, key", [("hparams/synth/asr.yaml", "output_root"),
+                                       ("hparams/synth/asr.yaml", "data_folder"),
+                                       ("hparams/synth/cif.yaml", "data_folder"),
+                                       ("hparams/synth/train_kd.yaml", "teacher_store"),
+                                       ("hparams/synth/cif.yaml", "lm_train_text")])
+def test_an_empty_path_is_named_like_a_missing_one(yaml, key):
+    """--key= (an unset shell variable) gave a raw TypeError, or a folder called None."""
+    import speechbrain as sb
+
+    for argv in ([yaml, f"--{key}="], [yaml, f'--{key}=""']):
+        _, _, overrides = sb.parse_arguments(argv)
+        with pytest.raises(HparamsError, match=f"sets {key} to nothing \\(an unset shell variable\\?\\): {key} is "
+                                               "a path; give one"):
+            load_hparams(yaml, overrides)
+
+
+def test_an_empty_path_for_a_key_declared_null_means_unset():
+    assert load_hparams("hparams/synth/asr.yaml", "valid_csv: ").hparams["valid_csv"] is None
+
+
+def test_a_run_option_that_is_no_integer_is_named():
+    from hieradist_lobes.hparams import parse_arguments
+
+    for value in ("ten", "0", "2.5"):
+        with pytest.raises(HparamsError, match=f"optimizer_step_limit = '{value}': must be an integer >= 1"):
+            parse_arguments(["hparams/synth/asr.yaml", f"--optimizer_step_limit={value}"])

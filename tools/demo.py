@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from hieradist_lobes.cli import path_argument
 from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest, speaker_subset
 from hieradist_lobes.hparams import plain_value
@@ -567,8 +568,8 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point (``make demo``)."""
     parser = argparse.ArgumentParser(description="Multi-teacher distillation demo on the built-in corpus.")
-    parser.add_argument("--output_folder", default="results/demo")
-    parser.add_argument("--data_folder", default="data/synth_small")
+    parser.add_argument("--output_folder", default="results/demo", type=path_argument)
+    parser.add_argument("--data_folder", default="data/synth_small", type=path_argument)
     parser.add_argument("--corpus_size", default="small", choices=["tiny", "small", "medium"])
     parser.add_argument("--epochs", type=int, default=None, help="epochs per KD model (default: the YAML's)")
     parser.add_argument("--cif_epochs", type=int, default=None, help="epochs per CIF model (default: the YAML's)")

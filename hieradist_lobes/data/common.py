@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
+from hieradist_lobes.cli import path_argument
 from hieradist_lobes.files import file_sha256, write_json
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, read_manifest, write_manifest
 
@@ -155,8 +156,8 @@ def preparation_main(prepare: Callable[[str, str], Dict[str, str]], corpus: str,
                      argv: Optional[Sequence[str]] = None) -> None:
     """The command line of a corpus preparation: ``--data_folder``, ``--save_folder``."""
     parser = argparse.ArgumentParser(description=f"Prepare {corpus} manifests (train/valid/test.csv).")
-    parser.add_argument("--data_folder", required=True, help=data_folder_help)
-    parser.add_argument("--save_folder", required=True, help="where the manifests go")
+    parser.add_argument("--data_folder", required=True, type=path_argument, help=data_folder_help)
+    parser.add_argument("--save_folder", required=True, type=path_argument, help="where the manifests go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -60,6 +60,7 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from hieradist_lobes.cli import path_argument
 from hieradist_lobes.data.common import (already_prepared, finish_preparation, manifest_paths, start_preparation,
                                          write_prepared_manifest)
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, chars_of_words, read_manifest
@@ -386,7 +387,7 @@ def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int]
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_folder", required=True, help="where the corpus goes")
+    parser.add_argument("--output_folder", required=True, type=path_argument, help="where the corpus goes")
     parser.add_argument("--size", default="small", choices=sorted(SIZES), help="corpus size (default: small)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
     parser.add_argument("--num_workers", type=int, default=None, help="synthesis processes (default: all cores)")

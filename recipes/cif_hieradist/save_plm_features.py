@@ -20,7 +20,7 @@ from speechbrain.utils.distributed import ddp_barrier
 
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.hparams import load_hparams
+from hieradist_lobes.hparams import load_hparams, parse_arguments
 from hieradist_lobes.plm import PLMSplitter, plm_tokenizer
 from hieradist_lobes.plm_features import PLMFeatureExtractor, save_plm_features
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
@@ -29,7 +29,7 @@ from hieradist_lobes.threads import set_threads
 
 def main(argv):
     # 1. Command line and YAML
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)

@@ -26,7 +26,7 @@ from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
-from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, with_values
+from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, parse_arguments, with_values
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary
@@ -36,7 +36,7 @@ INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" /
 
 def main(argv):
     # 1. Command line and YAML
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)

@@ -21,7 +21,7 @@ from hieradist_lobes.brains import LMBrain
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.hparams import load_hparams, resolved_subtree
+from hieradist_lobes.hparams import load_hparams, parse_arguments, resolved_subtree
 from hieradist_lobes.lm import export_lm_folder, text_dataset, text_file_dataset
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
 from hieradist_lobes.threads import set_threads
@@ -30,7 +30,7 @@ from hieradist_lobes.tokens import check_vocabulary
 
 def main(argv):
     # 1. Command line and YAML (the CIF model's; logs go to lm_output_folder, not the model's folder)
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)

@@ -21,7 +21,7 @@ from speechbrain.utils.distributed import ddp_barrier
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.pipelines import audio_options
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.hparams import load_hparams
+from hieradist_lobes.hparams import load_hparams, parse_arguments
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
 from hieradist_lobes.teachers import Teacher, save_teacher_outputs, teacher_folders
 from hieradist_lobes.threads import set_threads
@@ -29,7 +29,7 @@ from hieradist_lobes.threads import set_threads
 
 def main(argv):
     # 1. Command line and YAML
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)
