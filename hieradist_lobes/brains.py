@@ -36,6 +36,7 @@ from hieradist_lobes.averaging import (
 )
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.ctc_scoring import ctc_greedy_decode
+from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.losses import (
     acd_loss,
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 CTC_KD_METHODS = ("pseudo_label", "kl")
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(ReportedError, RuntimeError):
     """Training diverged: a loss or the model's weights are no longer finite."""
 
 

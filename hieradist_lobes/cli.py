@@ -1,4 +1,5 @@
-"""What the project's command lines share.
+"""What the project's command lines share: paths that may not be empty, and
+errors that end with their message.
 
 Example
 -------
@@ -12,6 +13,15 @@ Example
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+from hieradist_lobes.errors import ReportedError
+
+# Set (to anything but 0 or empty) to see the traceback of a reported error too.
+TRACEBACK_VARIABLE = "HIERADIST_TRACEBACK"
 
 
 def path_argument(text: str) -> str:
@@ -27,3 +37,37 @@ def path_argument(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?): give a file or folder")
     return text
+
+
+def run_command(main: Callable[[Any], Any], argv: Optional[Sequence[str]] = None) -> Any:
+    """Run a command line's ``main(argv)``: a :class:`ReportedError` (a
+    user's mistake, or a run that diverged) ends with ``error: <message>`` on
+    stderr and exit code 1, since its message names what is wrong and a
+    10–70-line traceback would bury it; ``HIERADIST_TRACEBACK=1`` shows the
+    traceback too. Any other exception keeps its traceback. The message also
+    goes to the run's log files (SpeechBrain's ``log.txt``), where the
+    traceback went before.
+
+    Example
+    -------
+    >>> from hieradist_lobes.hparams import HparamsError
+    >>> def main(argv):
+    ...     raise HparamsError("asr.yaml: lr = -1: must be a number > 0")
+    >>> try:
+    ...     run_command(main, [])
+    ... except SystemExit as stop:
+    ...     print("exit", stop.code)
+    exit 1
+    """
+    try:
+        return main(argv)
+    except ReportedError as error:
+        if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        message = f"error: {error}"
+        record = logging.LogRecord("hieradist_lobes", logging.ERROR, __file__, 0, message, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        print(f"{message}\n(set {TRACEBACK_VARIABLE}=1 to see where it was raised)", file=sys.stderr)
+        sys.exit(1)

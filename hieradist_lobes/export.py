@@ -29,6 +29,7 @@ from typing import Dict, List, Sequence
 import torch
 from speechbrain.utils.parameter_transfer import Pretrainer
 
+from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.files import file_sha256, staged_folder
 from hieradist_lobes.hparams import LoadedHparams, resolved_subtree
 from hieradist_lobes.tokens import LabelTokenizer
@@ -36,7 +37,7 @@ from hieradist_lobes.tokens import LabelTokenizer
 MODEL_FILES = ("model.ckpt", "normalize.ckpt")
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(ReportedError, ValueError):
     """A model folder (or the checkpoint to export) is missing a file, has a
     corrupt one, or holds non-finite weights."""
 

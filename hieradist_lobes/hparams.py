@@ -40,7 +40,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
-class HparamsError(ValueError):
+from hieradist_lobes.errors import ReportedError
+
+
+class HparamsError(ReportedError, ValueError):
     """A YAML file or overlay is missing or inconsistent, or a value is out of range."""
 
 

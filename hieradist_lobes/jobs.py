@@ -33,6 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.threads import THREADS_VARIABLE, available_cores
 
 
@@ -46,7 +47,7 @@ class Job:
     after: Tuple[str, ...] = field(default_factory=tuple)
 
 
-class JobError(RuntimeError):
+class JobError(ReportedError, RuntimeError):
     """A job failed; the message names it and its log."""
 
 

@@ -36,7 +36,7 @@ import logging
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-
+from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.files import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,11 @@ _WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "pytorch_mo
                     "pytorch_model-*-of-*.bin")
 
 
-class PLMAlignmentError(ValueError):
+class PLMAlignmentError(ReportedError, ValueError):
     """The PLM's tokens of a transcript differ from the ASR's tokens of it."""
 
 
-class PLMTextTooLongError(ValueError):
+class PLMTextTooLongError(ReportedError, ValueError):
     """A transcript has more PLM tokens than the PLM's ``max_length``."""
 
 

@@ -40,13 +40,15 @@ from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from hieradist_lobes.errors import ReportedError
+
 # Log-probabilities below this are stored as this (float16 reaches -65504).
 LOG_FLOOR = -1.0e4
 # The largest finite float16: PLM features beyond it would be stored as inf.
 FLOAT16_MAX = 65504.0
 
 
-class TeacherStoreError(ValueError):
+class TeacherStoreError(ReportedError, ValueError):
     """The store is missing an utterance, or its parts or metadata disagree."""
 
 

@@ -27,7 +27,7 @@ import json
 import logging
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from hieradist_lobes.cli import path_argument
+from hieradist_lobes.cli import path_argument, run_command
 from hieradist_lobes.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -152,4 +152,4 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # a user's mistake ends with its message, not a traceback

@@ -7,7 +7,8 @@ from hieradist_lobes.cli import path_argument
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("tools_demo", Path(__file__).resolve().parents[1] / "tools" / "demo.py")
+    path = Path(__file__).resolve().parents[1] / "tools" / "demo.py"
+    spec = importlib.util.spec_from_file_location("tools_demo", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -44,3 +45,77 @@ def test_every_command_line_names_an_empty_path_and_stops(tmp_path, capsys):
         error = capsys.readouterr().err
         assert stop.value.code == 2 and f"argument {option}: the path is empty" in error, (argv, error)
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_every_error_of_the_project_is_reported_without_a_traceback():
+    from hieradist_lobes.brains import DivergenceError
+    from hieradist_lobes.data.common import PreparationError
+    from hieradist_lobes.data.espeak import EspeakError
+    from hieradist_lobes.data.manifest import ManifestError
+    from hieradist_lobes.data.phones import UnknownPhoneError
+    from hieradist_lobes.data.validation import ManifestCheckError
+    from hieradist_lobes.errors import ReportedError
+    from hieradist_lobes.export import ModelFolderError
+    from hieradist_lobes.hparams import HparamsError
+    from hieradist_lobes.jobs import JobError
+    from hieradist_lobes.plm import PLMAlignmentError, PLMTextTooLongError
+    from hieradist_lobes.store_codecs import TeacherStoreError
+
+    for error in (DivergenceError, PreparationError, EspeakError, ManifestError, UnknownPhoneError,
+                  ManifestCheckError, ModelFolderError, HparamsError, JobError, PLMAlignmentError,
+                  PLMTextTooLongError, TeacherStoreError):
+        assert issubclass(error, ReportedError), error
+
+
+def test_run_command_prints_a_reported_error_and_keeps_other_tracebacks(tmp_path, monkeypatch, capsys):
+    import logging
+
+    from hieradist_lobes.cli import TRACEBACK_VARIABLE, run_command
+    from hieradist_lobes.data.manifest import ManifestError
+
+    def mistake(argv):
+        raise ManifestError("train.csv, line 3 (utterance u2): the wav a.wav does not exist")
+
+    handler = logging.FileHandler(tmp_path / "log.txt")
+    logging.getLogger().addHandler(handler)
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_command(mistake, [])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.startswith("error: train.csv, line 3 (utterance u2): the wav a.wav does not exist\n")
+    assert "error: train.csv, line 3" in (tmp_path / "log.txt").read_text()
+    monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
+    with pytest.raises(ManifestError):
+        run_command(mistake, [])
+
+    def bug(argv):
+        raise KeyError("not a user's mistake")
+
+    monkeypatch.delenv(TRACEBACK_VARIABLE)
+    with pytest.raises(KeyError):
+        run_command(bug, [])
+    assert run_command(lambda argv: argv, ["a"]) == ["a"]
+
+
+def test_a_recipe_stopped_by_a_mistake_prints_the_message_not_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for script, yaml in (("multi_teacher_kd/train_teacher.py", "synth/asr.yaml"),
+                         ("cif_hieradist/train.py", "synth/cif.yaml")):
+        command = [sys.executable, str(root / "recipes" / script), str(root / "hparams" / yaml), "--lr=-1",
+                   f"--output_root={tmp_path}"]
+        environment = {key: value for key, value in os.environ.items() if key != "HIERADIST_TRACEBACK"}
+        done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+        assert done.returncode == 1, done.stderr
+        assert "error: " in done.stderr and "lr = -1: must be a number > 0" in done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+    done = subprocess.run(command, capture_output=True, text=True, env={**environment, "HIERADIST_TRACEBACK": "1"},
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" in done.stderr and "HparamsError" in done.stderr

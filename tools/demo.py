@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from hieradist_lobes.cli import path_argument
+from hieradist_lobes.cli import path_argument, run_command
 from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest, speaker_subset
 from hieradist_lobes.hparams import plain_value
@@ -621,4 +621,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # a failed job or a user's mistake ends with its message

@@ -18,13 +18,14 @@ import os
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from hieradist_lobes.cli import path_argument
+from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.files import file_sha256, write_json
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, read_manifest, write_manifest
 
 OPTIONS_FILE = "prepare_options.json"
 
 
-class PreparationError(ValueError):
+class PreparationError(ReportedError, ValueError):
     """A corpus on disk is missing a file or has a malformed one."""
 
 

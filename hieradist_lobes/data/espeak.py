@@ -24,6 +24,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from hieradist_lobes.errors import ReportedError
+
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
@@ -39,7 +41,7 @@ _PHONEME_MODE_IPA = 2 | (ord(_PHONEME_SEPARATOR) << 8)
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class EspeakError(RuntimeError):
+class EspeakError(ReportedError, RuntimeError):
     """Raised when eSpeak NG cannot be loaded or rejects a request."""
 
 

@@ -34,6 +34,8 @@ import io
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from hieradist_lobes.errors import ReportedError
+
 MANIFEST_FIELDS: List[str] = ["ID", "duration", "wav", "spk_id", "phn", "wrd", "char"]
 # What every manifest needs; a user's own CSV (``dataset: csv``) has these and
 # the label column of the YAML's ``unit``.
@@ -41,7 +43,7 @@ CORE_FIELDS: List[str] = ["ID", "duration", "wav"]
 SPLITS: List[str] = ["train", "valid", "test"]
 
 
-class ManifestError(ValueError):
+class ManifestError(ReportedError, ValueError):
     """A manifest is missing, malformed, or points at bad audio."""
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Dict, Iterable, List, Tuple
 
+from hieradist_lobes.errors import ReportedError
+
 PHONES_39: Tuple[str, ...] = (
     "aa", "ae", "ah", "aw", "ay", "b", "ch", "d", "dh", "dx", "eh", "er", "ey",
     "f", "g", "hh", "ih", "iy", "jh", "k", "l", "m", "n", "ng", "ow", "oy", "p",
@@ -79,7 +81,7 @@ IPA_TO_PHONES: Dict[str, Tuple[str, ...]] = {
 _STRESS_AND_LENGTH = {"ˈ", "ˌ", "ː", "ˑ"}
 
 
-class UnknownPhoneError(ValueError):
+class UnknownPhoneError(ReportedError, ValueError):
     """An eSpeak phoneme has no entry in :data:`IPA_TO_PHONES`."""
 
 

@@ -60,7 +60,7 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from hieradist_lobes.cli import path_argument
+from hieradist_lobes.cli import path_argument, run_command
 from hieradist_lobes.data.common import (already_prepared, finish_preparation, manifest_paths, start_preparation,
                                          write_prepared_manifest)
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, chars_of_words, read_manifest
@@ -401,4 +401,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # a user's mistake ends with its message, not a traceback

@@ -18,6 +18,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from hieradist_lobes.brains import LMBrain
+from hieradist_lobes.cli import run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.validation import checked_manifests
@@ -76,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main, sys.argv[1:])  # a user's mistake ends with its message, not a traceback

@@ -18,6 +18,7 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import ddp_barrier
 
+from hieradist_lobes.cli import run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.pipelines import audio_options
 from hieradist_lobes.data.validation import checked_manifests
@@ -62,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main, sys.argv[1:])  # a user's mistake ends with its message, not a traceback

@@ -22,6 +22,7 @@ from pathlib import Path
 import speechbrain as sb
 
 from hieradist_lobes.brains import DistillationBrain
+from hieradist_lobes.cli import run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main, sys.argv[1:])  # a user's mistake ends with its message, not a traceback
