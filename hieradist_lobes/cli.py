@@ -16,9 +16,10 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from hieradist_lobes.errors import ReportedError
+from hieradist_lobes.files import LockHeld, ProcessLock
 
 # Set (to anything but 0 or empty) to see the traceback of a reported error too.
 TRACEBACK_VARIABLE = "HIERADIST_TRACEBACK"
@@ -37,6 +38,57 @@ def path_argument(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?): give a file or folder")
     return text
+
+
+class OutputFolderBusy(ReportedError, RuntimeError):
+    """Another run is writing into the same output folder."""
+
+
+_HELD: Dict[str, ProcessLock] = {}  # the output folders this process holds, until it ends
+RUN_LOCK = ".run.lock"
+
+
+def hold_output_folder(folder: str) -> None:
+    """Claim a run's output folder for this process (until it ends): a second
+    run into the same folder (two ``train_teacher.py`` with one
+    ``experiment_name``) stops here, naming the first, instead of both
+    interleaving their logs and checkpoints. A folder this process already
+    holds (a run resumed in the same process) is kept. Under DDP only the
+    main process claims it: the other ranks belong to the same run.
+
+    Raises
+    ------
+    OutputFolderBusy
+        If another process holds the folder.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> hold_output_folder(folder); hold_output_folder(folder)
+    >>> os.path.isfile(os.path.join(folder, RUN_LOCK))
+    True
+    """
+    from speechbrain.utils.distributed import if_main_process
+
+    key = os.path.realpath(folder)
+    if key in _HELD or not if_main_process():
+        return
+    try:
+        _HELD[key] = ProcessLock(os.path.join(folder, RUN_LOCK))
+    except LockHeld as held:
+        raise OutputFolderBusy(
+            f"another run ({held.owner}) is writing into {folder}; wait for it to finish or stop it (a stopped run "
+            "resumes from its checkpoints), or give this run its own folder (--experiment_name or --output_root)"
+        ) from None
+
+
+def release_output_folders() -> None:
+    """Release every output folder this process holds: for a process that runs
+    recipes in-process one after another and then hands a folder to another
+    process (the test suite, between tests)."""
+    while _HELD:
+        _HELD.popitem()[1].release()
 
 
 def run_command(main: Callable[[Any], Any], argv: Optional[Sequence[str]] = None) -> Any:

@@ -1,5 +1,6 @@
 """Small file utilities shared by model folders, teacher stores and data
-preparation: one checksum, one way to write a folder and a JSON file atomically."""
+preparation: one checksum, one way to write a folder and a JSON file atomically,
+one lock that a process holds on a folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Iterator
 
 
@@ -94,3 +96,57 @@ def write_text(path: str, text: str) -> None:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; ``owner`` says which (pid, host, since when)."""
+
+    def __init__(self, path: str, owner: str) -> None:
+        super().__init__(f"{path} is held by {owner}")
+        self.path, self.owner = path, owner
+
+
+class ProcessLock:
+    """An exclusive lock on ``path`` (``fcntl.flock``), held until
+    :meth:`release` or until the process ends, however it ends, so that a
+    killed run never leaves a stale lock. The file records the holder.
+
+    Raises
+    ------
+    LockHeld
+        If another process (or another open of it in this one) holds it.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.lock")
+    >>> first = ProcessLock(path)
+    >>> try:
+    ...     ProcessLock(path)
+    ... except LockHeld as held:
+    ...     print(held.owner.startswith(f"pid {os.getpid()} "))
+    True
+    >>> first.release(); ProcessLock(path).release()
+    """
+
+    def __init__(self, path: str) -> None:
+        import fcntl
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._handle = open(path, "a+")
+        try:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.seek(0)
+            owner = self._handle.read().strip() or "another process"
+            self._handle.close()
+            raise LockHeld(path, owner) from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self._handle.flush()
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()  # closing releases the lock

@@ -74,6 +74,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from hieradist_lobes.cli import path_argument
+from hieradist_lobes.files import LockHeld, ProcessLock
 from hieradist_lobes.store_codecs import (  # noqa: F401  (records and errors are part of the store's API)
     CODECS,
     PLMRecord,
@@ -254,39 +255,22 @@ def fill_store(writer: "TeacherStoreWriter", lengths: Mapping[str, float], batch
 
 
 class _WriterLock:
-    """An exclusive lock on one rank of one split of a store (``fcntl.flock``).
-
-    The operating system releases it when the process ends, however it ends,
-    so a killed run never leaves a stale lock; a second writer of the same
-    rank is stopped with a message instead of deleting the first's part in
-    progress.
-    """
+    """An exclusive lock on one rank of one split of a store (:class:`ProcessLock`):
+    a second writer of the same rank is stopped with a message instead of
+    deleting the first's part in progress."""
 
     def __init__(self, folder: str, rank: int) -> None:
-        import fcntl
-
         # Beside the split folders, so that those hold only parts.
-        locks = os.path.join(os.path.dirname(folder), ".locks")
-        os.makedirs(locks, exist_ok=True)
-        self.path = os.path.join(locks, f"{os.path.basename(folder)}-r{rank}.lock")
-        self._handle = open(self.path, "a+")
+        self.path = os.path.join(os.path.dirname(folder), ".locks", f"{os.path.basename(folder)}-r{rank}.lock")
         try:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._handle.seek(0)
-            owner = self._handle.read().strip() or "unknown"
-            self._handle.close()
+            self._lock = ProcessLock(self.path)
+        except LockHeld as held:
             raise TeacherStoreError(
-                f"another process ({owner}) is writing rank {rank} of {folder}; wait for it to finish, or stop it "
-                "and run again (a stopped run resumes where it was)") from None
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        self._handle.flush()
+                f"another process ({held.owner}) is writing rank {rank} of {folder}; wait for it to finish, or stop "
+                "it and run again (a stopped run resumes where it was)") from None
 
     def release(self) -> None:
-        if self._handle is not None and not self._handle.closed:
-            self._handle.close()  # closing releases the lock
+        self._lock.release()
 
 
 class TeacherStoreWriter:

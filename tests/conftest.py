@@ -25,6 +25,16 @@ def load_script(path):
     return module
 
 
+@pytest.fixture(autouse=True)
+def release_output_folders():
+    """A recipe run in-process holds its output folder until the process ends; a later test may run
+    a recipe into the same folder in another process (torchrun)."""
+    yield
+    from hieradist_lobes.cli import release_output_folders
+
+    release_output_folders()
+
+
 @pytest.fixture(scope="session")
 def recipes():
     """Each recipe's ``main(argv)``, by a short name (``recipes.train_kd([...])``)."""

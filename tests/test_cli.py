@@ -119,3 +119,31 @@ def test_a_recipe_stopped_by_a_mistake_prints_the_message_not_a_traceback(tmp_pa
     done = subprocess.run(command, capture_output=True, text=True, env={**environment, "HIERADIST_TRACEBACK": "1"},
                           timeout=300)
     assert done.returncode == 1 and "Traceback" in done.stderr and "HparamsError" in done.stderr
+
+
+def test_a_second_run_into_the_same_output_folder_stops_naming_the_first(tmp_path):
+    """Two train_teacher.py runs into one folder both ran to exit 0, their logs and checkpoints interleaved."""
+    import subprocess
+    import sys
+
+    from hieradist_lobes.cli import OutputFolderBusy, hold_output_folder
+
+    root = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "tea0"
+    first = subprocess.Popen([sys.executable, "-c", "import sys, time; from hieradist_lobes.cli import "
+                              "hold_output_folder; hold_output_folder(sys.argv[1]); print('held', flush=True); "
+                              "time.sleep(120)", str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        script = root / "recipes" / "multi_teacher_kd" / "train_teacher.py"
+        spec = importlib.util.spec_from_file_location("train_teacher", script)
+        recipe = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(recipe)
+        with pytest.raises(OutputFolderBusy, match=f"another run \\(pid {first.pid} on .*\\) is writing into "
+                                                   f".*tea0; wait for it to finish or stop it"):
+            recipe.main([str(root / "hparams/synth/asr.yaml"), f"--output_root={tmp_path}", "--experiment_name=tea0"])
+        assert not (folder / "log.txt").exists() and not (folder / "hyperparams.yaml").exists()
+    finally:
+        first.kill()
+        first.wait()
+    hold_output_folder(str(folder))  # the killed run left no stale lock

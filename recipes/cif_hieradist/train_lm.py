@@ -18,7 +18,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from hieradist_lobes.brains import LMBrain
-from hieradist_lobes.cli import run_command
+from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.validation import checked_manifests
@@ -36,6 +36,7 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)
     hparams = loaded.hparams
+    hold_output_folder(hparams["lm_output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["lm_output_folder"],
                                    hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
 

@@ -18,7 +18,7 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import ddp_barrier
 
-from hieradist_lobes.cli import run_command
+from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.pipelines import audio_options
 from hieradist_lobes.data.validation import checked_manifests
@@ -35,6 +35,7 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(run_opts)
     loaded = load_hparams(hparams_file, overrides)
     hparams = loaded.hparams
+    hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import speechbrain as sb
 
 from hieradist_lobes.brains import CTCAttentionBrain
-from hieradist_lobes.cli import run_command
+from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
@@ -43,6 +43,7 @@ def main(argv):
     loaded = load_hparams(hparams_file, overrides)
     hparams = loaded.hparams
     check_distillation_yaml(hparams, loaded.files[0], distillation=False)
+    hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
 
