@@ -46,13 +46,37 @@ class LabelTokenizer(CTCTextEncoder):
         ``_`` becoming a space), ``wrd`` (joined with spaces) or
         ``wordpiece`` (a pre-trained LM's tokens: joined with spaces, ``##``
         continuations glued to the previous piece).
+    expected_len : int, optional
+        The number of labels the model has (its ``output_neurons``): the
+        labels loaded later must be that many (SpeechBrain's ``expect_len``,
+        checked at first use; without it SpeechBrain warned on every load).
+
+    Example
+    -------
+    >>> tokenizer = LabelTokenizer("phn", expected_len=3)
+    >>> tokenizer.update_from_iterable(["<blank>", "a", "b"], sequence_input=False)
+    >>> tokenizer.decode_ids([1, 2])
+    'a b'
     """
 
-    def __init__(self, unit: str = "phn") -> None:
+    def __init__(self, unit: str = "phn", expected_len: Optional[int] = None) -> None:
         super().__init__()
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
         self.unit = unit
+        if expected_len is not None:
+            self.expect_len(expected_len)
+
+    def load(self, path: str) -> None:
+        """SpeechBrain's ``load``; with ``expected_len``, the labels loaded are checked against it here
+        (SpeechBrain checks at first use, which :meth:`decode_ids` does not go through)."""
+        super().load(path)
+        expected = getattr(self, "expected_len", None)
+        if expected is not None and len(self) != expected:
+            from hieradist_lobes.export import ModelFolderError
+
+            raise ModelFolderError(f"{path} holds {len(self)} labels, but the model has {expected} outputs: the "
+                                   "label file is not this model's; export the model folder again")
 
     def decode_ids(self, ids: Iterable[int]) -> str:
         """Label indices to text; special labels are dropped.

@@ -336,3 +336,25 @@ def test_distillation_weights_ramp_and_lrd_reads_the_chosen_state():
     assert brain.lrd_states(outputs) is outputs.final_states
     brain = HieraDistBrain(modules={}, hparams={**hparams, "lrd_state": "decoder"}, run_opts={"device": "cpu"})
     assert brain.lrd_states(outputs) is outputs.states
+
+
+def test_a_cif_folder_loads_without_the_expect_len_warning(run):
+    """SpeechBrain warned 'LabelTokenizer.expect_len was never called' on every CIF model load; the
+    folder now says how many labels the model has, which the loaded labels are checked against."""
+    import subprocess
+    import sys
+
+    from hieradist_lobes.export import ModelFolderError
+    from hieradist_lobes.tokens import LabelTokenizer
+
+    folder = run["baseline"]["model_dir"]
+    wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"]
+    done = subprocess.run([sys.executable, "-c", "import sys; from hieradist_lobes.inference import CIFASR; "
+                           "asr = CIFASR.from_hparams(source=sys.argv[1], savedir=sys.argv[1]); "
+                           "print(asr.transcribe_file(sys.argv[2]))", folder, wav],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "expect_len" not in done.stdout + done.stderr and "Warning" not in done.stderr, done.stderr
+    labels = os.path.join(folder, "tokenizer.ckpt")
+    with pytest.raises(ModelFolderError, match=r"tokenizer.ckpt holds \d+ labels, but the model has 3 outputs"):
+        LabelTokenizer("wordpiece", expected_len=3).load(labels)

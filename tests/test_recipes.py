@@ -348,3 +348,36 @@ def test_averaging_more_checkpoints_than_exist_says_how_many_were_averaged(run, 
         assert handle.read().count("average_checkpoints is 5 but only 2 checkpoints exist") == 1  # warned once
     with open(os.path.join(result["model_dir"], "info.json")) as handle:
         assert json.load(handle)["averaged_checkpoints"] == 2
+
+
+def _printed_by(code, *args):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_common_commands_print_no_warning_that_means_nothing(run, tmp_path):
+    """Making the corpus, training a student and loading it as a user would (a fresh process that imports
+    only SpeechBrain) printed runpy's sys.modules warnings, PyTorch's one-layer dropout warning and
+    SpeechBrain's expect_len warning every time."""
+    import subprocess
+    import sys
+    import warnings
+
+    corpus = subprocess.run([sys.executable, "-m", "hieradist_lobes.data.synth", "--output_folder",
+                             str(tmp_path / "corpus"), "--size", "tiny", "--quiet"], capture_output=True, text=True,
+                            timeout=300)
+    assert corpus.returncode == 0 and "Warning" not in corpus.stderr, corpus.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        student = run["recipes"].train_teacher(["hparams/synth/student.yaml", *run["data"], *run["fast"],
+                                                "--experiment_name=student_quiet"])
+    assert not [str(w.message) for w in caught if "dropout" in str(w.message)]
+    wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"]
+    printed = _printed_by("import sys; from speechbrain.inference.ASR import EncoderDecoderASR; "
+                          "asr = EncoderDecoderASR.from_hparams(source=sys.argv[1], savedir=sys.argv[1]); "
+                          "print(asr.transcribe_file(sys.argv[2]))", student["model_dir"], wav)
+    assert "Warning" not in printed and "expect_len" not in printed, printed

@@ -72,6 +72,8 @@ from hieradist_lobes.files import write_json, write_text
 logger = logging.getLogger(__name__)
 
 _MODULE = "hieradist_lobes.data.synth"
+_PRELOAD = ("numpy", "soundfile", "scipy.signal", "hieradist_lobes.data.common", "hieradist_lobes.data.espeak",
+            "hieradist_lobes.data.phones", "hieradist_lobes.data.sentences", "hieradist_lobes.files")
 SAMPLE_RATE = 16000
 # Bump when a change alters the audio or labels, so that old corpora are remade.
 CORPUS_VERSION = 2
@@ -364,9 +366,11 @@ def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int]
     total = sum(len(batch) for batch in speaker_batches)
     workers = min(num_workers or os.cpu_count() or 1, len(speaker_batches))
     context = multiprocessing.get_context("forkserver")
-    # Children fork from a server that already imported this module and its
-    # dependencies, so a fresh process per speaker costs milliseconds.
-    context.set_forkserver_preload([_MODULE])
+    # Children fork from a server that already imported this module's
+    # dependencies, so a fresh process per speaker costs milliseconds. Not the
+    # module itself: each child runs it as its main module (it is the one run
+    # with -m), and runpy warned once per child when it found it imported.
+    context.set_forkserver_preload(list(_PRELOAD))
     rows: List[Dict[str, object]] = []
     with tqdm(total=total, desc=f"synthesising {size} corpus", unit="utt", disable=not progress) as bar:
         with context.Pool(workers, maxtasksperchild=1) as pool:
