@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import logging
 import math
 import numbers
 import os
@@ -41,6 +42,15 @@ import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from hieradist_lobes.errors import ReportedError
+
+
+def _not_the_torchvision_notice(record: logging.LogRecord) -> bool:
+    return "torchvision is not available" not in record.getMessage()
+
+
+# SpeechBrain's train_logger, imported when a YAML builds its FileTrainLogger, says on every run that
+# torchvision is missing, for saving figures that no recipe here does: a line that means nothing.
+logging.getLogger("speechbrain.utils.train_logger").addFilter(_not_the_torchvision_notice)
 
 
 class HparamsError(ReportedError, ValueError):

@@ -381,3 +381,6 @@ def test_common_commands_print_no_warning_that_means_nothing(run, tmp_path):
                           "asr = EncoderDecoderASR.from_hparams(source=sys.argv[1], savedir=sys.argv[1]); "
                           "print(asr.transcribe_file(sys.argv[2]))", student["model_dir"], wav)
     assert "Warning" not in printed and "expect_len" not in printed, printed
+    # What a recipe does first: its YAML builds SpeechBrain's train logger, which said torchvision was missing.
+    printed = _printed_by("from hieradist_lobes.hparams import load_hparams; load_hparams('hparams/synth/asr.yaml')")
+    assert "torchvision" not in printed and "Warning" not in printed, printed
