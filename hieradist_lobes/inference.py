@@ -158,6 +158,11 @@ class CIFASR(Pretrained):
         return [(self.tokenizer.ind2lab[int(i)], t) for i, t in zip(tokens, times)]
 
     def _load_file(self, path: str, **kwargs) -> torch.Tensor:
+        # SpeechBrain's loader ends a missing local file with soundfile's "System error."
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a folder, not an audio file: give the audio file's path")
+        if "://" not in path and not os.path.exists(path):
+            raise FileNotFoundError(f"audio file {path} does not exist")
         signal = self.load_audio(path, **kwargs)
         if signal.numel() == 0:
             raise ValueError(f"{path} holds no audio samples")

@@ -358,3 +358,12 @@ def test_a_cif_folder_loads_without_the_expect_len_warning(run):
     labels = os.path.join(folder, "tokenizer.ckpt")
     with pytest.raises(ModelFolderError, match=r"tokenizer.ckpt holds \d+ labels, but the model has 3 outputs"):
         LabelTokenizer("wordpiece", expected_len=3).load(labels)
+
+
+def test_a_missing_audio_file_is_named_at_inference(run, tmp_path):
+    """SpeechBrain's loader said 'System error.' for a file that does not exist."""
+    asr = load(run["baseline"]["model_dir"])
+    with pytest.raises(FileNotFoundError, match=f"audio file {tmp_path}/nope.wav does not exist"):
+        asr.transcribe_file(str(tmp_path / "nope.wav"))
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder, not an audio file"):
+        asr.transcribe_file_with_timestamps(str(tmp_path))

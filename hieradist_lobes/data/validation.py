@@ -229,7 +229,10 @@ def check_manifest(
         if not wav:
             continue
         if wav not in infos:
-            report(line, utt_id, f"audio file {wav} does not exist")
+            if os.path.isdir(wav):
+                report(line, utt_id, f"audio path {wav} is a folder, not an audio file: give the wav file's path")
+            else:
+                report(line, utt_id, f"audio file {wav} does not exist")
             continue
         info = infos[wav]
         if isinstance(info, str):
@@ -321,6 +324,16 @@ def validated_manifest(
         with open(report, "w", encoding="utf-8") as handle:
             handle.write("\n".join(str(problem) for problem in result.problems) + "\n")
         bad = len({problem.line for problem in result.problems})
+        # Every row with labels outside the vocabulary: the vocabulary does not fit the column (e.g. a
+        # character model with the phone set), which the list of rows would not say.
+        unfitting = not result.rows and {problem.line for problem in result.problems
+                                         if "labels not in the vocabulary" in problem.message}
+        if unfitting and len(unfitting) == bad:
+            raise ManifestCheckError(
+                f"no row of manifest {path} has its '{unit}' labels in the model's vocabulary (the first: "
+                f"{result.problems[0].message}): the vocabulary does not fit this column. Check unit and label_set "
+                "in the YAML (label_set phones39 is the 39 TIMIT phones, for unit: phn; a character or word model "
+                f"needs label_set: from_data). All problems: {report}")
         if bad_rows == "error":
             listed = "\n  ".join(str(problem) for problem in result.problems[:MESSAGE_PROBLEMS])
             more = len(result.problems) - MESSAGE_PROBLEMS

@@ -138,3 +138,30 @@ def test_data_root_in_wav_paths_stands_for_the_data_folder(tmp_path):
     assert "does not exist" in check_manifest(str(path), "phn").problems[0].message
     assert check_manifest(str(path), "phn", data_root=str(tmp_path)).problems == []
     assert read_signal("u1", "$data_root/a.wav", data_root=str(tmp_path)).shape[0] == 8000
+
+
+def test_a_vocabulary_that_fits_no_row_says_so(tmp_path):
+    """A character model with the default phone set was told 'N bad rows: labels not in the vocabulary'."""
+    from hieradist_lobes.data.validation import validated_manifest
+
+    folder = str(tmp_path)
+    rows = [{**_good(folder, f"u{index}"), "phn": "", "char": "C A T"} for index in range(3)]
+    path = os.path.join(folder, "train.csv")
+    write_manifest(path, rows, FIELDS + ["char"])
+    check = label_check(build_label_encoder("phn", "phones39"))
+    for bad_rows in ("error", "drop"):
+        with pytest.raises(ManifestError, match="no row of manifest .*train.csv has its 'char' labels in the model's "
+                                                "vocabulary .* Check unit and label_set"):
+            validated_manifest(path, "char", str(tmp_path / f"checks_{bad_rows}"), check, "phones39", bad_rows,
+                               progress=False)
+
+
+def test_a_wav_path_that_is_a_folder_is_called_a_folder(tmp_path):
+    """It was reported as 'does not exist'."""
+    folder = str(tmp_path)
+    path = os.path.join(folder, "train.csv")
+    write_manifest(path, [_good(folder, "ok"), {"ID": "dir", "duration": 0.5, "wav": folder, "phn": "k ae t"}],
+                   FIELDS)
+    problems = check_manifest(path, "phn").problems
+    assert [problem.utt_id for problem in problems] == ["dir"]
+    assert f"audio path {folder} is a folder, not an audio file: give the wav file's path" in problems[0].message
