@@ -25,7 +25,10 @@ Modules:
   CIF, HieraDist, LM).
 * :mod:`hieradist_lobes.hparams`: YAML overlays and range checks.
 * :mod:`hieradist_lobes.export`: self-contained model folders.
-* :mod:`hieradist_lobes.files`: checksums and atomic folders.
+* :mod:`hieradist_lobes.files`: checksums, atomic folders, a process's lock.
+* :mod:`hieradist_lobes.errors`: the base of the project's errors;
+  :mod:`hieradist_lobes.cli`: what the command lines share.
+* :mod:`hieradist_lobes.rnn`: the GRU of the built-in CRDNN.
 * :mod:`hieradist_lobes.segmentation`: cutting long recordings at pauses.
 
 The recipe scripts that drive them are in ``recipes/multi_teacher_kd/`` and
