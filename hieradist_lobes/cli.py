@@ -79,7 +79,8 @@ def hold_output_folder(folder: str) -> None:
     except LockHeld as held:
         raise OutputFolderBusy(
             f"another run ({held.owner}) is writing into {folder}; wait for it to finish or stop it (a stopped run "
-            "resumes from its checkpoints), or give this run its own folder (--experiment_name or --output_root)"
+            "resumes from its checkpoints), or give this run its own folder (--experiment_name or --output_root; "
+            "--lm_output_folder for train_lm.py)"
         ) from None
 
 
