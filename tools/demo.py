@@ -308,8 +308,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     if "cif" in parts or "cif_low_resource" in parts:
         start = time.time()
         # Each regime's CIF models are fused with the LM trained on that regime's text.
-        lm_dirs = {regime: summary[key]["lm_dir"] for regime, key in (("full", "lm"), ("low_resource", "lm_low_resource"))
-                   if key in summary}
+        lm_dirs = {regime: summary[key]["lm_dir"]
+                   for regime, key in (("full", "lm"), ("low_resource", "lm_low_resource")) if key in summary}
         check_cif_models(systems, os.path.join(os.path.abspath(data_folder), "valid.csv"), test_manifest,
                          lm_dirs, lm_weights)
         timings["cif_lm_decoding"] = round(time.time() - start, 1)
@@ -575,7 +575,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--cif_epochs", type=int, default=None, help="epochs per CIF model (default: the YAML's)")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
                         help="comma-separated parts to run: kd, cif, cif_low_resource (every CIF system on a quarter "
-                             "of each training speaker's utterances, as many updates) (default: kd,cif)")
+                             "of each training speaker's utterances, as many updates) "
+                             f"(default: {','.join(DEFAULT_PARTS)})")
     parser.add_argument("--lm_weights", default=",".join(f"{weight:g}" for weight in LM_WEIGHTS),
                         help="LM weights of the CIF shallow fusion to choose from on the validation set")
     parser.add_argument("--seeds", default=str(DEFAULT_SEED),

@@ -326,9 +326,9 @@ def validated_manifest(
         bad = len({problem.line for problem in result.problems})
         # Every row with labels outside the vocabulary: the vocabulary does not fit the column (e.g. a
         # character model with the phone set), which the list of rows would not say.
-        unfitting = not result.rows and {problem.line for problem in result.problems
-                                         if "labels not in the vocabulary" in problem.message}
-        if unfitting and len(unfitting) == bad:
+        vocabulary_lines = {problem.line for problem in result.problems
+                            if "labels not in the vocabulary" in problem.message}
+        if not result.rows and len(vocabulary_lines) == bad:
             raise ManifestCheckError(
                 f"no row of manifest {path} has its '{unit}' labels in the model's vocabulary (the first: "
                 f"{result.problems[0].message}): the vocabulary does not fit this column. Check unit and label_set "
