@@ -1,6 +1,8 @@
 import json
 import os
 
+import pytest
+
 from pathlib import Path
 
 import importlib.util
@@ -123,7 +125,6 @@ def test_seeds_give_means_and_standard_deviations_in_table_and_chart(tmp_path):
 def test_cif_output_neurons_is_what_the_cif_recipes_check_on_this_corpus(tmp_path):
     """The demo fits the CIF models' output size to the corpus (the tiny corpus has fewer
     PLM tokens than the 508 of hparams/synth/cif.yaml, which the recipes would refuse)."""
-    import pytest
 
     from hieradist_lobes.data.manifest import write_manifest
     from hieradist_lobes.hparams import HparamsError
@@ -142,7 +143,6 @@ def test_cif_output_neurons_is_what_the_cif_recipes_check_on_this_corpus(tmp_pat
 
 
 def test_bad_parts_or_seeds_stop_before_anything_runs(tmp_path, capsys):
-    import pytest
 
     for argv, message in ((["--parts", "kd,xyz"], "--parts 'kd,xyz': give one or more of kd, cif"),
                           (["--parts", ","], "--parts ',': give one or more of kd, cif"),
@@ -183,7 +183,6 @@ def test_seed_statistics_cover_the_ctc_head_and_the_decoder_alone():
 
 
 def test_bad_lm_weights_stop_before_anything_runs(capsys):
-    import pytest
 
     for value in ("", "0,x", "-0.1"):
         with pytest.raises(SystemExit) as stop:
@@ -191,10 +190,10 @@ def test_bad_lm_weights_stop_before_anything_runs(capsys):
         assert stop.value.code == 2 and "--lm_weights" in capsys.readouterr().err
 
 
-def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_path, monkeypatch):
-    """Part cif_low_resource plans its own subset, vocabulary, PLM store, LM and four CIF systems per
-    seed with 4x the epochs, and nothing of the full regime; each finished run reaches the summary."""
-    from hieradist_lobes.data.manifest import read_manifest, write_manifest
+def plan_without_training(tmp_path, monkeypatch):
+    """A four-utterance corpus per split and a demo whose jobs only record themselves: returns the
+    data folder, the list the planned jobs go to and the dict the CIF scoring fills."""
+    from hieradist_lobes.data.manifest import write_manifest
 
     data = tmp_path / "data"
     rows = [{"ID": f"{spk}_{index}", "duration": 1.0, "wav": "/a.wav", "spk_id": spk, "phn": "k",
@@ -209,7 +208,7 @@ def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_pat
         for job in jobs:
             planned.append(job)
             result = {"lm_dir": "lm"} if job.name.startswith("lm") else str(tmp_path / "store")
-            if job.name.startswith("cif"):
+            if job.name.startswith(("cif", "ctc_attention")):
                 result = {"test_error_rate": 10.0, "valid_error_rate": 11.0, "params": 5,
                           "model_dir": str(tmp_path / job.name / "model")}
             finished(job, result, 1.0)
@@ -219,6 +218,15 @@ def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_pat
     monkeypatch.setattr(demo, "check_cif_models", lambda systems, valid, test, lm_dirs, weights: scored.update(
         lm_dirs=lm_dirs, systems=sorted(systems)))
     monkeypatch.setattr(demo, "plot_summary", lambda *args: None)
+    return data, planned, scored
+
+
+def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_path, monkeypatch):
+    """Part cif_low_resource plans its own subset, vocabulary, PLM store, LM and four CIF systems per
+    seed with 4x the epochs, and nothing of the full regime; each finished run reaches the summary."""
+    from hieradist_lobes.data.manifest import read_manifest
+
+    data, planned, scored = plan_without_training(tmp_path, monkeypatch)
     summary = demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif_low_resource"], seeds=(1, 2),
                             cif_epochs=3)
     names = [job.name for job in planned]
@@ -235,3 +243,26 @@ def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_pat
     assert scored == {"lm_dirs": {"low_resource": "lm"}, "systems": sorted(systems)}
     assert summary["systems"]["cif_lrd_low_resource"]["regime"] == "low_resource"
     assert summary["systems"]["cif_lrd_low_resource"]["seeds"] == [1, 2]
+
+
+def test_systems_trains_only_the_named_systems_with_what_they_need(tmp_path, monkeypatch):
+    """--systems keeps the PLM store and the LM the CIF systems need and leaves the other systems out,
+    in the table too."""
+    data, planned, scored = plan_without_training(tmp_path, monkeypatch)
+    summary = demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif"], seeds=(1, 2), ablations=True,
+                            only=["cif", "cif_acd_noramp"])
+    names = [job.name for job in planned]
+    assert sorted(names) == sorted(["save_plm_features", "lm", "cif_s1", "cif_s2", "cif_acd_noramp_s1",
+                                    "cif_acd_noramp_s2"])
+    noramp = next(job for job in planned if job.name == "cif_acd_noramp_s1")
+    assert demo.UNRAMPED in noramp.argv and noramp.after == ("save_plm_features",)
+    assert list(summary["systems"]) == ["cif", "cif_acd_noramp"]
+    assert scored["systems"] == ["cif", "cif_acd_noramp"]
+
+
+def test_systems_naming_a_system_the_parts_do_not_train_stops_before_any_job(tmp_path, monkeypatch):
+    data, planned, _ = plan_without_training(tmp_path, monkeypatch)
+    with pytest.raises(demo.DemoError, match="no system cif_acd_noramp in the parts cif; they train: cif, "
+                                             "ctc_attention_wordpiece, cif_acd, cif_lrd, cif_hieradist"):
+        demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif"], only=["cif_acd_noramp"])
+    assert planned == []

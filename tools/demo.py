@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from hieradist_lobes.cli import path_argument, run_command
+from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest, speaker_subset
 from hieradist_lobes.hparams import plain_value
@@ -75,6 +76,11 @@ def recipe(path: str) -> str:
 
 def synth_yaml(name: str) -> str:
     return str(HPARAMS / name)
+
+
+class DemoError(ReportedError, ValueError):
+    """A demo asked for a part or a system it does not have."""
+
 
 TEACHERS = ("tea0", "tea1", "tea2")
 # tea0 is the dataset's asr.yaml itself; the others are overlays of it.
@@ -126,7 +132,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
              extra: Sequence[str] = (), parts: Sequence[str] = DEFAULT_PARTS, cif_epochs: Optional[int] = None,
              lm_weights: Sequence[float] = LM_WEIGHTS, seeds: Sequence[int] = (DEFAULT_SEED,),
              store_top_k: Optional[int] = None, ablations: bool = False,
-             jobs: Optional[int] = None, cif_extra: Sequence[str] = ()) -> Dict[str, object]:
+             jobs: Optional[int] = None, cif_extra: Sequence[str] = (),
+             only: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Run every step of ``parts``; return the summary (also written to ``summary.json``).
 
     Teachers and stores are trained once; every student and CIF system once
@@ -142,10 +149,12 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     overrides for the CIF recipes only (``--quick``: :data:`QUICK_CIF_OVERRIDES`).
     Part ``cif_low_resource``: every CIF system on a quarter of each training
     speaker's utterances (``<name>_low_resource``), with as many updates.
+    ``only``: train only these of the parts' per-seed systems (students, CIF
+    systems, the control); the teachers, stores and LMs they need still run.
     """
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
-        raise ValueError(f"unknown demo part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        raise DemoError(f"unknown demo part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     begin = time.time()
     os.makedirs(output_folder, exist_ok=True)
     # The corpus is made once, here, before jobs that read it run side by side.
@@ -160,6 +169,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                                   "machine": f"{machine_description()}, {jobs} training(s) side by side"}
     summary_path = os.path.join(output_folder, "summary.json")
     declared: List[str] = []  # systems in the order of the table, whatever order they finish in
+    offered: List[str] = []  # every per-seed system of the parts, trained or left out by ``only``
     steps: Dict[str, List[Job]] = {"multi_teacher_kd": [], "cif_hieradist": []}  # each part's jobs, in order
     handlers: Dict[str, Callable[[object], None]] = {}
 
@@ -191,6 +201,9 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     def system_per_seed(name: str, kind: str, method: Dict[str, Optional[str]], script: str, argv: List[str],
                         after: Sequence[str] = (), part: Optional[str] = None) -> List[str]:
         """A system trained once per seed; its entry (:func:`seed_statistics`) when every seed has finished."""
+        offered.append(name)
+        if only is not None and name not in only:
+            return []
         declared.append(name)
         runs: Dict[str, object] = {}
 
@@ -293,6 +306,11 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
              [synth_yaml("cif.yaml"), *without_epochs(low),
               f"--lm_output_folder={os.path.join(output_folder, 'lm_low_resource')}"],
              handle=lambda result: summary.__setitem__("lm_low_resource", result))
+
+    left = [name for name in (only or ()) if name not in offered]
+    if left:
+        raise DemoError(f"no system {', '.join(left)} in the parts {', '.join(parts)}"
+                         f"{' with the ablations' if ablations else ''}; they train: {', '.join(offered)}")
 
     def finished(job: Job, result, seconds: float) -> None:
         timings[job.name] = seconds
@@ -583,6 +601,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="comma-separated seeds: every student and CIF system is trained once per seed")
     parser.add_argument("--ablations", action="store_true",
                         help="also best with shared ties, and ACD/HieraDist without the ramp of their weights")
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated: train only these systems of the parts (e.g. cif,cif_acd_noramp); "
+                             "the teachers, stores and LMs they need still run (default: every system)")
     parser.add_argument("--store_top_k", type=int, default=None,
                         help="also distil student_weighted_top<k> from a top-k teacher store (vs the full one)")
     parser.add_argument("--quick", action="store_true",
@@ -618,7 +639,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             args.cif_epochs, cif_extra = QUICK_CIF_EPOCHS, QUICK_CIF_OVERRIDES
     run_demo(args.output_folder, args.data_folder, args.epochs, args.corpus_size, extra,
              parts=parts, cif_epochs=args.cif_epochs, lm_weights=lm_weights, seeds=seeds,
-             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra)
+             store_top_k=args.store_top_k, ablations=args.ablations, jobs=args.jobs, cif_extra=cif_extra,
+             only=[name for name in args.systems.split(",") if name] if args.systems is not None else None)
 
 
 if __name__ == "__main__":
