@@ -29,6 +29,8 @@ Modules:
 * :mod:`hieradist_lobes.errors`: the base of the project's errors;
   :mod:`hieradist_lobes.cli`: what the command lines share.
 * :mod:`hieradist_lobes.rnn`: the GRU of the built-in CRDNN.
+* :mod:`hieradist_lobes.running_stats`: running statistics put back after a
+  skipped batch.
 * :mod:`hieradist_lobes.segmentation`: cutting long recordings at pauses.
 
 The recipe scripts that drive them are in ``recipes/multi_teacher_kd/`` and

@@ -52,6 +52,7 @@ from hieradist_lobes.losses import (
     strategy_weights,
 )
 from hieradist_lobes.models import ASROutput, CIFOutputs
+from hieradist_lobes.running_stats import RunningStatistics
 from hieradist_lobes.schedules import ramp_factor
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ class ProjectBrain(sb.Brain):
     :class:`DivergenceError` naming the epoch, step and loss terms; a
     non-finite validation or test loss, or non-finite weights at the end of
     an epoch, stop it at once (SpeechBrain would average the loss over the
-    finite batches only, and log 0 when none is).  Subclasses report their
+    finite batches only, and log 0 when none is).  A skipped batch leaves the
+    running statistics (the feature normaliser's, BatchNorm's) as they were
+    before its forward pass (:class:`RunningStatistics`).  Subclasses report their
     loss terms with :meth:`remember_terms`.
     """
 
@@ -136,6 +139,11 @@ class ProjectBrain(sb.Brain):
     def _epoch(self) -> int:
         return int(self.hparams.epoch_counter.current)
 
+    def on_fit_batch_start(self, batch, should_step) -> None:
+        # A skipped batch's forward pass must leave no trace in the normaliser's or BatchNorm's statistics.
+        self.running_statistics = RunningStatistics.of(self.modules)
+        super().on_fit_batch_start(batch, should_step)
+
     def check_loss_isfinite(self, loss: torch.Tensor) -> None:
         if torch.isfinite(loss):
             return
@@ -146,8 +154,27 @@ class ProjectBrain(sb.Brain):
                 f"training diverged at {where}: {self._describe_loss(loss)}; {self.nonfinite_count} non-finite "
                 f"batches (--nonfinite_patience {self.nonfinite_patience}). Lower the learning rate (lr) or "
                 "check the data; nothing was exported")
+        self.skip_update = self.restore_statistics = True
         logger.warning("%s: %s; batch skipped (%d of --nonfinite_patience %d)", where, self._describe_loss(loss),
                        self.nonfinite_count, self.nonfinite_patience)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step) -> None:
+        # After the backward pass: autograd still needs BatchNorm's buffers as the forward pass left them.
+        if getattr(self, "restore_statistics", False):
+            self.restore_statistics = False
+            self.running_statistics.restore()
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+
+    def optimizers_step(self) -> None:
+        # SpeechBrain applies a non-finite loss's gradients unless skip_nonfinite_grads (off by default): a
+        # skipped batch (with those it is accumulated with) must not move the weights.
+        if getattr(self, "skip_update", False):
+            self.skip_update = False
+            optimizers = self.optimizers_dict or ({"optimizer": self.optimizer} if self.opt_class else {})
+            for optimizer in optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            return
+        super().optimizers_step()
 
     def evaluate_batch(self, batch, stage):
         loss = super().evaluate_batch(batch, stage)
@@ -537,6 +564,7 @@ class CIFBrain(ProjectBrain):
         self.utterances += len(batch.id)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step) -> None:
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
         if should_step and getattr(self.hparams, "lr_scheduler", None) is not None:
             self.hparams.lr_scheduler(self.optimizer, self.optimizer_step)
 

@@ -10,8 +10,9 @@ runs them, at most ``workers`` at a time.
 With several workers, each job runs in a worker process (started fresh with
 ``spawn``: no torch state is inherited) with ``HIERADIST_THREADS`` set to its
 share, and its output (logs, progress bars) goes to ``<log_folder>/<name>.log``;
-the parent prints one line when a job starts and one when it ends. With one
-worker, jobs run in this process and print as usual.
+the parent prints one line when a job starts and one when it ends; a worker
+whose parent is killed stops within a second. With one worker, jobs run in
+this process and print as usual.
 
 Example
 -------
@@ -27,6 +28,7 @@ import importlib.util
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -109,6 +111,15 @@ def output_to(log_path: Optional[str]) -> Iterator[None]:
 
 def _start_worker(threads: int) -> None:
     os.environ[THREADS_VARIABLE] = str(threads)
+    # A worker outlives a parent that is killed (SIGTERM, SIGKILL): it would go on training unseen and
+    # write beside the run that resumes. It stops when its parent is gone.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def run_jobs(jobs: Sequence[Job], workers: int, log_folder: str,

@@ -126,3 +126,48 @@ def test_all_teachers_at_once_give_the_losses_and_gradients_of_one_teacher_at_a_
     for mine, reference in zip(*results):
         assert torch.allclose(mine, reference, rtol=1e-5, atol=1e-6)
     assert results[0][2].abs().sum() > 0 and results[0][3].abs().sum() > 0
+
+
+class _NormalisedBrain(ProjectBrain):
+    """The smallest Brain with a running feature normaliser and BatchNorm before its loss."""
+
+    def compute_forward(self, batch, stage):
+        features = self.modules.norm(batch["x"], torch.ones(batch["x"].shape[0]))
+        return self.modules.lin(self.modules.bn(features.mean(dim=1)))
+
+    def compute_objectives(self, predictions, batch, stage):
+        return predictions.pow(2).mean()
+
+
+def test_a_skipped_batch_leaves_no_trace_in_weights_or_running_statistics():
+    """A batch with a non-finite loss moves neither the weights (SpeechBrain would apply its NaN gradients)
+    nor the normaliser's and BatchNorm's statistics; the next finite batch trains as before."""
+    from speechbrain.processing.features import InputNormalization
+
+    torch.manual_seed(0)
+    modules = {"norm": InputNormalization(), "bn": torch.nn.BatchNorm1d(3), "lin": torch.nn.Linear(3, 2)}
+    brain = _NormalisedBrain(modules=modules, opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+                             hparams={"epoch_counter": EpochCounter(1)},
+                             run_opts={"device": "cpu", "nonfinite_patience": 3})
+    brain.init_optimizers()
+    brain.modules.train()
+    brain.step, brain.nonfinite_count = 1, 0
+    brain.fit_batch({"x": torch.randn(4, 5, 3)})
+    weights = {name: value.clone() for name, value in brain.modules.state_dict().items()}
+    statistics = {key: (value.clone() if torch.is_tensor(value) else value)
+                  for key, value in brain.modules.norm._statistics_dict().items()}
+    poisoned = torch.randn(4, 5, 3)
+    poisoned[0, 2, 1] = float("nan")
+    brain.step = 2
+    brain.fit_batch({"x": poisoned})
+    assert brain.nonfinite_count == 1
+    for name, value in brain.modules.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    assert brain.modules.norm.count == statistics["count"]
+    assert torch.equal(brain.modules.norm.glob_mean, statistics["glob_mean"])
+    assert torch.equal(brain.modules.norm.glob_std, statistics["glob_std"])
+    brain.step = 3
+    brain.fit_batch({"x": torch.randn(4, 5, 3)})
+    assert not torch.equal(brain.modules.lin.weight, weights["lin.weight"])
+    assert all(torch.isfinite(value).all() for value in brain.modules.state_dict().values()
+               if value.is_floating_point())

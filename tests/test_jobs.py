@@ -76,3 +76,44 @@ def test_a_failed_job_stops_what_needs_it_and_names_its_log(tmp_path):
     assert results == {"alongside": "ok"}
     assert "Traceback" in (tmp_path / "logs" / "broken.log").read_text()
     assert not (tmp_path / "logs" / "needs_broken.log").exists()
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    """A killed demo leaves no training running unseen beside the run that resumes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sleeper = _script(tmp_path, "sleeper", """
+        import os, time
+        def main(argv):
+            with open(argv[0], "w") as handle:
+                handle.write(str(os.getpid()))
+            time.sleep(120)
+        """)
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "from hieradist_lobes.jobs import Job, run_jobs\n"
+        f"run_jobs([Job('a', {sleeper!r}, [{str(pid_file)!r}]), Job('b', {sleeper!r}, [{str(pid_file)!r}+'2'])], "
+        f"2, {str(tmp_path / 'logs')!r}, lambda *args: None)\n")])
+    try:
+        deadline = time.time() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.time() < deadline and parent.poll() is None, "the job never started"
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its parent by 10 s")
+    finally:
+        parent.kill()

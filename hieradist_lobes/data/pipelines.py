@@ -18,6 +18,7 @@ Example
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -58,40 +59,67 @@ def label_items(label_encoder: LabelTokenizer, unit: str,
 
 
 def read_signal(utt_id: str, wav: str, sample_rate: int = 16000, resample: bool = False,
-                mix_down: bool = False, data_root: Optional[str] = None) -> torch.Tensor:
+                mix_down: bool = False, data_root: Optional[str] = None, duration: Optional[float] = None,
+                duration_tolerance: float = 0.05) -> torch.Tensor:
     """The mono waveform of one utterance at ``sample_rate``.
 
     ``$data_root`` in the path stands for ``data_root`` (SpeechBrain's
     manifest convention).
 
     Other rates are resampled and several channels averaged only when the
-    YAML says so (``resample``, ``mix_down``); otherwise, and when the file
-    cannot be read, the error names the utterance and the file (the
-    manifest check reports these before training; this guards files that
-    change during a run).
+    YAML says so (``resample``, ``mix_down``). Every read checks again what
+    the manifest check promised, since a file can change after it: the
+    rate, the channels, the manifest's ``duration`` (within
+    ``duration_tolerance`` seconds), and that every sample is finite (a
+    float wav can hold NaN or inf, which no header shows). Any of these,
+    or a file that cannot be read, stops with a :class:`ManifestError`
+    naming the utterance and the file.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy, soundfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, numpy.zeros(8000), 8000)
+    >>> try:
+    ...     read_signal("u1", path, duration=1.0)
+    ... except Exception as error:
+    ...     print(str(error).startswith(f"utterance u1: {path} is 8000 Hz, the model expects 16000 Hz"))
+    True
     """
+    import soundfile
+
     from hieradist_lobes.data.manifest import ManifestError
 
     wav = expand_data_root(wav, data_root)
     try:
-        signal = sb.dataio.dataio.read_audio(wav)
-    except Exception as error:  # torchaudio / soundfile raise several types
+        # soundfile, not SpeechBrain's read_audio: it returns the file's rate with the samples (one open).
+        samples, rate = soundfile.read(wav, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for bad files
         raise ManifestError(f"utterance {utt_id}: cannot read {wav}: {error}") from error
-    if signal.dim() == 2:
-        if not mix_down:
-            raise ManifestError(f"utterance {utt_id}: {wav} has {signal.shape[1]} channels; the model expects "
-                                "mono (convert it, or set mix_down: True)")
-        signal = signal.mean(dim=1)
-    if resample:
-        import soundfile
+    name = wav
+    changed = "; did the file change after the manifest check? Fix or restore it (the check runs again)"
+    if samples.shape[1] != 1 and not mix_down:
+        raise ManifestError(f"utterance {utt_id}: {name} has {samples.shape[1]} channels; the model expects "
+                            f"mono{changed}, or set mix_down: True")
+    if rate != sample_rate and not resample:
+        raise ManifestError(f"utterance {utt_id}: {name} is {rate} Hz, the model expects {sample_rate} Hz"
+                            f"{changed}, or set resample: True")
+    if samples.shape[0] == 0:
+        raise ManifestError(f"utterance {utt_id}: {name} holds no samples")
+    if duration is not None and abs(samples.shape[0] / rate - duration) > duration_tolerance:
+        raise ManifestError(f"utterance {utt_id}: {name} lasts {samples.shape[0] / rate:.3f} s, the manifest "
+                            f"says {duration:g} s{changed}")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(finite.size - finite.sum())
+        raise ManifestError(f"utterance {utt_id}: {name} holds {bad} non-finite sample(s) (NaN or inf), first at "
+                            f"{np.argmin(finite.all(axis=1)) / rate:.3f} s: re-export the audio, or leave the "
+                            "utterance out of the manifest")
+    signal = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
+    if rate != sample_rate:
+        import torchaudio
 
-        rate = soundfile.info(wav).samplerate
-        if rate != sample_rate:
-            import torchaudio
-
-            signal = torchaudio.functional.resample(signal, rate, sample_rate)
-    if signal.numel() == 0:
-        raise ManifestError(f"utterance {utt_id}: {wav} holds no samples")
+        signal = torchaudio.functional.resample(signal, rate, sample_rate)
     return signal
 
 
@@ -210,10 +238,10 @@ def asr_dataset(
 
     audio = dict(audio or {})
 
-    @sb.utils.data_pipeline.takes("id", "wav")
+    @sb.utils.data_pipeline.takes("id", "wav", "duration")
     @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(utt_id, wav):
-        return read_signal(utt_id, wav, **audio)
+    def audio_pipeline(utt_id, wav, duration):
+        return read_signal(utt_id, wav, duration=duration, **audio)
 
     @sb.utils.data_pipeline.takes(unit)
     @sb.utils.data_pipeline.provides("tokens", "tokens_bos", "tokens_eos")
@@ -275,7 +303,8 @@ def audio_options(hparams: Mapping[str, object]) -> Dict[str, object]:
     """How a recipe reads audio (:func:`read_signal`): the model's rate, and
     whether to resample or mix down (explicit YAML choices, never silent)."""
     return {"sample_rate": int(hparams["sample_rate"]), "resample": bool(hparams["resample"]),
-            "mix_down": bool(hparams["mix_down"]), "data_root": data_root(hparams)}
+            "mix_down": bool(hparams["mix_down"]), "data_root": data_root(hparams),
+            "duration_tolerance": float(hparams.get("duration_tolerance", 0.05))}
 
 
 def asr_datasets(hparams: Mapping[str, object], manifests: Mapping[str, str], tokenizer: LabelTokenizer,

@@ -12,9 +12,12 @@ the YAML asks for ``resample`` / ``mix_down``), is not empty, and lasts the
 manifest's duration within ``duration_tolerance`` seconds; the transcript
 is not empty and its labels are in the vocabulary.
 
-Audio headers are read in parallel threads.  The result is cached by the
-manifest's path, size and modification time (and the check's settings), so
-a re-run is instant.  All problems are reported together
+Audio headers are read in parallel threads (float files whole: only their
+samples can be NaN or inf).  The result is cached by the manifest's path,
+size and modification time, the size and modification time of every audio
+file it names (:func:`audio_fingerprint`) and the check's settings, so a
+re-run costs one ``stat`` per file.  Every read in training checks again
+what the check promised (:func:`~hieradist_lobes.data.pipelines.read_signal`).  All problems are reported together
 (:class:`ManifestCheckError`, with the full list written to a report file);
 ``bad_rows: drop`` instead writes a copy of the manifest without the bad
 rows, says how many were dropped, and the recipe uses that copy.
@@ -53,6 +56,8 @@ CHECK_VERSION = 1
 # How many problems an error message lists (all of them go to the report file).
 MESSAGE_PROBLEMS = 20
 BAD_ROWS = ("error", "drop")
+# soundfile's subtypes whose samples can be NaN or inf.
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
 @dataclass
@@ -128,13 +133,25 @@ def label_check(tokenizer, split_labels: Optional[Callable[[str], Sequence[str]]
 
 
 def _audio_info(path: str):
-    """(sample rate, channels, frames) of an audio file, or the error text."""
+    """(sample rate, channels, frames) of an audio file, or the error text.
+
+    Float files are read whole, since only their samples can be NaN or inf
+    (integer PCM cannot hold either, so its header says enough).
+    """
+    import numpy
     import soundfile
 
     try:
         info = soundfile.info(path)
+        nonfinite = 0
+        if info.subtype in FLOAT_SUBTYPES:
+            for block in soundfile.blocks(path, blocksize=1 << 16, dtype="float32"):
+                nonfinite += int(block.size - numpy.isfinite(block).sum())
     except Exception as error:  # soundfile raises several types for bad files
         return f"cannot open {path}: {error}"
+    if nonfinite:
+        return (f"{path} holds {nonfinite} non-finite sample(s) (NaN or inf): re-export the audio, or leave "
+                "the utterance out")
     return (int(info.samplerate), int(info.channels), int(info.frames))
 
 
@@ -264,6 +281,34 @@ def _settings_key(path: str, settings: Dict[str, object]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def audio_fingerprint(path: str, data_root: Optional[str] = None) -> str:
+    """A digest of the size and modification time of every audio file that
+    manifest ``path`` names (missing files count as such): what a cached
+    check vouches for changes with it.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy, soundfile
+    >>> folder = tempfile.mkdtemp()
+    >>> soundfile.write(os.path.join(folder, "a.wav"), numpy.zeros(800), 16000)
+    >>> with open(os.path.join(folder, "m.csv"), "w") as handle:
+    ...     _ = handle.write(f"ID,duration,wav,wrd\\nu1,0.05,{folder}/a.wav,HI\\n")
+    >>> before = audio_fingerprint(os.path.join(folder, "m.csv"))
+    >>> soundfile.write(os.path.join(folder, "a.wav"), numpy.zeros(800), 8000)
+    >>> before == audio_fingerprint(os.path.join(folder, "m.csv"))
+    False
+    """
+    digest = hashlib.sha256()
+    for row in read_rows(path)[1]:
+        wav = expand_data_root((row.get("wav") or "").strip(), data_root)
+        try:
+            stat = os.stat(wav)
+            digest.update(f"{wav}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{wav}\0missing\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def validated_manifest(
     path: str,
     unit: str,
@@ -310,11 +355,15 @@ def validated_manifest(
     name = os.path.splitext(os.path.basename(path))[0]
     os.makedirs(cache_folder, exist_ok=True)
     record_path = os.path.join(cache_folder, f"{name}-{key}.json")
+    # The cache vouches for the audio too: a file replaced, truncated or touched since the check means a new one.
+    audio = audio_fingerprint(path, data_root)
     if os.path.isfile(record_path):
         with open(record_path, encoding="utf-8") as handle:
             record = json.load(handle)
-        if record.get("use") and os.path.isfile(record["use"]):
+        if record.get("use") and os.path.isfile(record["use"]) and record.get("audio") == audio:
             return record["use"]
+        if record.get("use"):
+            logger.info("audio files of %s changed since its last check: checking it again", path)
 
     result = check_manifest(path, unit, labels_ok, sample_rate, duration_tolerance, resample, mix_down,
                             num_workers, progress, data_root)
@@ -349,7 +398,7 @@ def validated_manifest(
         logger.warning("dropped %d of %d rows of %s (bad_rows: drop); problems listed in %s; using %s",
                        bad, bad + len(result.rows), path, report, use)
     write_json(record_path, {"manifest": os.path.abspath(path), "use": use, "problems": len(result.problems),
-                             "rows": len(result.rows)})
+                             "rows": len(result.rows), "audio": audio})
     return use
 
 

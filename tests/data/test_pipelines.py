@@ -39,6 +39,55 @@ def test_read_signal_converts_only_when_asked(tmp_path):
         read_signal("u2", str(tmp_path / "absent.wav"))
 
 
+@pytest.mark.parametrize("change, message", [
+    ("rate", r"utterance u1: .*a.wav is 8000 Hz, the model expects 16000 Hz; did the file change after the "
+             r"manifest check\?"),
+    ("channels", r"utterance u1: .*a.wav has 2 channels; the model expects mono; did the file change"),
+    ("length", r"utterance u1: .*a.wav lasts 0.200 s, the manifest says 0.5 s; did the file change"),
+    ("nan", r"utterance u1: .*a.wav holds 3 non-finite sample\(s\) \(NaN or inf\), first at 0.250 s"),
+])
+def test_every_read_checks_what_the_manifest_check_promised(tmp_path, change, message):
+    """A file replaced after the check (another rate, channel count, length, or NaN samples) stops at its
+    read, named, instead of training as if it were right."""
+    import soundfile
+
+    from hieradist_lobes.data.manifest import ManifestError
+    from hieradist_lobes.data.pipelines import read_signal
+
+    path = str(tmp_path / "a.wav")
+    soundfile.write(path, np.zeros(8000, dtype=np.float32), 16000)
+    assert read_signal("u1", path, duration=0.5).shape == (8000,)
+    samples = np.zeros(8000, dtype=np.float32)
+    rate, subtype = 16000, "PCM_16"
+    if change == "rate":
+        samples, rate = np.zeros(4000, dtype=np.float32), 8000
+    elif change == "channels":
+        samples = np.zeros((8000, 2), dtype=np.float32)
+    elif change == "length":
+        samples = np.zeros(3200, dtype=np.float32)
+    else:
+        samples[4000:4003], subtype = [np.nan, np.inf, -np.inf], "FLOAT"
+    soundfile.write(path, samples, rate, subtype=subtype)
+    with pytest.raises(ManifestError, match=message):
+        read_signal("u1", path, duration=0.5)
+
+
+def test_a_dataset_item_is_checked_against_its_manifest_duration(tmp_path):
+    import soundfile
+
+    from hieradist_lobes.data.manifest import ManifestError
+    from hieradist_lobes.data.pipelines import asr_dataset
+    from hieradist_lobes.tokens import build_label_encoder
+
+    soundfile.write(str(tmp_path / "a.wav"), np.zeros(16000, dtype=np.float32), 16000)
+    path = tmp_path / "m.csv"
+    path.write_text(f"ID,duration,wav,wrd\nu1,0.5,{tmp_path / 'a.wav'},HI\n")
+    dataset = asr_dataset(str(path), build_label_encoder("wrd", "from_data", [["HI"]]), "wrd", sorting="ascending",
+                          audio={"duration_tolerance": 0.1})
+    with pytest.raises(ManifestError, match="lasts 1.000 s, the manifest says 0.5 s"):
+        dataset[0]
+
+
 def test_datasets_read_data_root_paths_and_keep_dollar_signs(tmp_path):
     import numpy as np
     import soundfile

@@ -87,9 +87,44 @@ def test_all_problems_reported_together_then_cached_or_dropped(tmp_path):
 
     used = validated_manifest(path, "phn", cache, check, bad_rows="drop", progress=False)
     assert used != path and [row["ID"] for row in read_manifest(used)] == ["ok"]
-    # Cached by the manifest's size and mtime: a second call reads no audio.
-    os.remove(os.path.join(str(tmp_path), "r8.wav"))
-    assert validated_manifest(path, "phn", cache, check, bad_rows="drop", progress=False) == used
+    # Cached by the manifest's and its audio files' size and mtime: a second call reads no audio.
+    import hieradist_lobes.data.validation as validation
+
+    real_info = validation._audio_info
+    validation._audio_info = lambda wav: pytest.fail(f"{wav} read again although nothing changed")
+    try:
+        assert validated_manifest(path, "phn", cache, check, bad_rows="drop", progress=False) == used
+    finally:
+        validation._audio_info = real_info
+
+
+def test_a_cached_check_is_redone_when_an_audio_file_changes(tmp_path):
+    """The cache vouches for the audio: a wav replaced at another rate after a clean check is found."""
+    folder = str(tmp_path)
+    rows = [_good(folder, "a"), _good(folder, "b")]
+    path = os.path.join(folder, "m.csv")
+    write_manifest(path, rows, FIELDS)
+    cache = str(tmp_path / "checks")
+    assert validated_manifest(path, "phn", cache, progress=False) == path
+    manifest_stat = os.stat(path)
+    _wav(folder, "b.wav", 0.5, rate=8000)  # the same name, the manifest untouched
+    assert os.stat(path).st_mtime_ns == manifest_stat.st_mtime_ns
+    with pytest.raises(ManifestCheckError, match="line 3, utterance 'b': .*b.wav is 8000 Hz"):
+        validated_manifest(path, "phn", cache, progress=False)
+
+
+def test_non_finite_samples_of_a_float_wav_are_found_by_the_check(tmp_path):
+    folder = str(tmp_path)
+    samples = np.zeros(8000, dtype=np.float32)
+    samples[4000] = np.nan
+    samples[4001] = np.inf
+    soundfile.write(os.path.join(folder, "nan.wav"), samples, 16000, subtype="FLOAT")
+    rows = [_good(folder, "ok"), {"ID": "nan", "duration": 0.5, "wav": os.path.join(folder, "nan.wav"), "phn": "k"}]
+    path = os.path.join(folder, "m.csv")
+    write_manifest(path, rows, FIELDS)
+    result = check_manifest(path, "phn")
+    assert [(p.utt_id, p.line) for p in result.problems] == [("nan", 3)]
+    assert "nan.wav holds 2 non-finite sample(s) (NaN or inf)" in result.problems[0].message
 
 
 def test_resample_and_mix_down_are_explicit_choices(tmp_path):
