@@ -98,6 +98,10 @@ DTYPES = ("float16", "float32")
 COMPRESSIONS = ("gzip", "lzf")
 
 
+# Frame rates (CTC frames per second) this close, relatively, are one measurement of the same teachers.
+FRAME_RATE_TOLERANCE = 0.1
+
+
 @dataclass
 class StoreMetadata:
     """What a store says about itself; equal in every part.
@@ -183,6 +187,41 @@ class StoreMetadata:
     @property
     def num_teachers(self) -> int:
         return len(self.teachers)
+
+    def differences(self, other: "StoreMetadata") -> List[str]:
+        """The attributes in which ``other`` makes another store than this.
+
+        The frame rate is a measurement (stores written before 2026-12-03
+        measured it on whichever utterance came first), so rates within
+        :data:`FRAME_RATE_TOLERANCE` of each other agree; the splits listed
+        in ``options`` say what one run stored, not what the store is (each
+        part records its own split), so they may differ.
+
+        Example
+        -------
+        >>> a = StoreMetadata(labels=["<blank>", "a"], teachers=[{"name": "t"}], frame_rate=25.0,
+        ...                   options={"splits": ["train"]})
+        >>> b = StoreMetadata(labels=["<blank>", "a"], teachers=[{"name": "t"}], frame_rate=25.8,
+        ...                   options={"splits": ["train", "valid"]})
+        >>> a.differences(b), a.differences(StoreMetadata(labels=["<blank>", "b"], teachers=[{"name": "t"}],
+        ...                                               frame_rate=12.5))
+        ([], ['labels', 'frame_rate'])
+        """
+        mine, theirs = self.comparable_attrs(), other.comparable_attrs()
+
+        def agree(key: str) -> bool:
+            if key == "frame_rate":
+                return abs(mine[key] - theirs[key]) <= FRAME_RATE_TOLERANCE * max(mine[key], theirs[key])
+            return mine[key] == theirs.get(key)
+
+        return [key for key in mine if not agree(key)]
+
+    def comparable_attrs(self) -> Dict[str, object]:
+        """:meth:`to_attrs` without what may differ between the parts of one store (see :meth:`differences`)."""
+        attrs = self.to_attrs()
+        attrs["options"] = json.dumps({key: value for key, value in self.options.items() if key != "splits"},
+                                      ensure_ascii=False, sort_keys=True)
+        return attrs
 
 
 def plan_batches(items: Sequence[Tuple[str, float]], batch_size: int, rank: int = 0, world_size: int = 1
@@ -335,13 +374,19 @@ class TeacherStoreWriter:
         if not _part_files(path):
             return
         existing = TeacherStore(path).metadata
-        mine, theirs = self.metadata.to_attrs(), existing.to_attrs()
-        different = [key for key in mine if mine[key] != theirs[key]]
+        different = existing.differences(self.metadata)
+        if different == ["frame_rate"]:
+            raise TeacherStoreError(
+                f"teacher store {path} was made by teachers whose CTC gives {existing.frame_rate:g} frames per "
+                f"second; these give {self.metadata.frame_rate:g} (other teachers, or other feature or "
+                "subsampling settings): delete the store or choose another store path")
         if different:
             raise TeacherStoreError(
                 f"teacher store {path} was made with other {', '.join(different)}; "
                 "delete it or choose another store path"
             )
+        # The same teachers: the store's own measurement, so that every part says the same.
+        self.metadata.frame_rate = existing.frame_rate
 
     def done_ids(self) -> set:
         """IDs of this split already stored by any rank (complete parts only)."""
@@ -558,8 +603,9 @@ class TeacherStore:
                 raise _damaged(part, error) from error
             if self.metadata is None:
                 self.metadata = metadata
-            elif metadata.to_attrs() != self.metadata.to_attrs():
-                raise TeacherStoreError(f"part {part} has other metadata than {files[0]}")
+            elif self.metadata.differences(metadata):
+                raise TeacherStoreError(f"part {part} has other {', '.join(self.metadata.differences(metadata))} "
+                                        f"than {files[0]}")
             self._split_of_file.append(split)
             for utt_id in utt_ids:
                 if utt_id in self._index:

@@ -177,8 +177,7 @@ def save_teacher_outputs(
     dataset = asr_dataset(manifest, tokenizer, unit, sorting="random", audio=audio)
     metadata = StoreMetadata(labels=labels, teachers=[t.description() for t in teachers], frame_rate=0.0,
                              dtype=dtype, top_k=top_k, options=dict(options or {}, unit=unit))
-    # The CTC frame rate is a property of the teachers: measured on the first utterance.
-    metadata.frame_rate = _frame_rate(teachers[0], dataset)
+    metadata.frame_rate = _frame_rate(teachers[0])
     durations = {utt: float(dataset.data[utt]["duration"]) for utt in dataset.data_ids}
     position = {utt: index for index, utt in enumerate(dataset.data_ids)}
 
@@ -204,9 +203,15 @@ def save_teacher_outputs(
     return fill_store(writer, durations, batch_size, world_size, records_of, f"teachers on {split}", progress)
 
 
-def _frame_rate(teacher: Teacher, dataset) -> float:
-    item = dataset[0]
+# The frame rate is measured on this much silence: a property of the teachers, the same whatever the
+# manifest (on its first utterance, edge frames made it depend on that utterance's length).
+FRAME_RATE_SECONDS = 20.0
+
+
+def _frame_rate(teacher: Teacher) -> float:
+    """CTC frames per second of audio of ``teacher``, measured on :data:`FRAME_RATE_SECONDS` of silence."""
+    rate = int(teacher.asr.hparams.sample_rate)
     with torch.no_grad():
-        encoded = teacher.model.encode(item["sig"].unsqueeze(0).to(teacher.device), torch.ones(1))
-    seconds = item["sig"].shape[0] / float(teacher.asr.hparams.sample_rate)
-    return round(encoded.shape[1] / seconds, 3)
+        encoded = teacher.model.encode(torch.zeros(1, int(FRAME_RATE_SECONDS * rate), device=teacher.device),
+                                       torch.ones(1, device=teacher.device))
+    return round(encoded.shape[1] / FRAME_RATE_SECONDS, 3)

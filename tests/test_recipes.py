@@ -77,6 +77,20 @@ def test_save_teachers_resumes_and_then_does_nothing(run):
     assert {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(run["store"], "train", "*.h5"))} == stamps
 
 
+def test_a_store_is_extended_with_another_split_by_the_same_teachers(run, tmp_path):
+    """The frame rate is the teachers', not the first utterance's: a store of train takes valid too."""
+    import shutil
+
+    store = str(tmp_path / "store")
+    shutil.copytree(run["store"], store)
+    run["recipes"].save_teachers(["hparams/synth/save_teachers.yaml", *run["data"], run["dirs"],
+                                  f"--store_path={store}", "--store_splits=[valid]"])
+    extended = TeacherStore(store)
+    assert extended.splits() == ["train", "valid"]
+    assert set(extended.ids("valid")) == {row["ID"] for row in read_manifest(os.path.join(run["corpus"], "valid.csv"))}
+    assert extended.metadata.frame_rate == TeacherStore(run["store"]).metadata.frame_rate
+
+
 def _store_contents(path):
     store = TeacherStore(path)
     return {utt: store.get(utt) for utt in store.ids()}

@@ -613,3 +613,29 @@ def test_copy_can_compress_the_matrices(tmp_path):
     with pytest.raises(ValueError, match="compression must be one of gzip, lzf or None, got 'zstd'"):
         TeacherStoreWriter(str(tmp_path / "zstd"), "train", _metadata(), compression="zstd")
     assert not (tmp_path / "zstd").exists()  # refused before anything is made
+
+
+def test_a_store_is_extended_by_the_same_teachers_whatever_they_stored_first(tmp_path):
+    """Another split, a frame rate measured a little differently (as stores before 2026-12-03 did, on the
+    first utterance) and another list of splits in the options extend the store; its parts then agree."""
+    _write(tmp_path, ["u1", "u2"], metadata=_metadata(frame_rate=25.0, options={"splits": ["train"]}))
+    _write(tmp_path, ["v1"], split="valid",
+           metadata=_metadata(frame_rate=25.8, options={"splits": ["train", "valid"]}))
+    store = TeacherStore(str(tmp_path))
+    assert store.splits() == ["train", "valid"] and store.metadata.frame_rate == 25.0
+    import h5py
+
+    rates = set()
+    for part in store._files:
+        with h5py.File(part, "r") as handle:
+            rates.add(float(handle.attrs["frame_rate"]))
+    assert rates == {25.0}
+
+
+def test_teachers_with_another_frame_rate_or_labels_cannot_extend_a_store(tmp_path):
+    _write(tmp_path, ["u1"], metadata=_metadata(frame_rate=25.0))
+    with pytest.raises(TeacherStoreError, match=r"made by teachers whose CTC gives 25 frames per second; these "
+                                                r"give 12.5 \(other teachers, or other feature or subsampling"):
+        _write(tmp_path, ["v1"], split="valid", metadata=_metadata(frame_rate=12.5))
+    with pytest.raises(TeacherStoreError, match="was made with other labels, frame_rate; delete it"):
+        _write(tmp_path, ["v1"], split="valid", metadata=_metadata(frame_rate=12.5, labels=LABELS[:-1] + ["<e>"]))
