@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -41,7 +42,7 @@ from typing import List, Mapping
 import torch
 from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
-from hieradist_lobes.files import staged_folder
+from hieradist_lobes.files import WRITE_ERRORS, is_failed_write, staged_folder, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,25 @@ def averaged_folder(output_folder: str) -> str:
 
 def keep_checkpoints(checkpointer: Checkpointer, meta: dict, keep_last: int = 1, min_key: str = "error_rate") -> None:
     """Save a checkpoint, then delete all but the best one by ``min_key`` and
-    the ``keep_last`` most recent ones."""
-    checkpointer.save_checkpoint(meta=meta)
+    the ``keep_last`` most recent ones.
+
+    A save that fails (a full disk) removes the half-written checkpoint,
+    which SpeechBrain's would offer to a resume as complete (it writes the
+    checkpoint's description first), and raises
+    :class:`~hieradist_lobes.files.WriteError`; the earlier checkpoints stay.
+    """
+    before = set(glob.glob(os.path.join(checkpointer.checkpoints_dir, "CKPT*")))
+    try:
+        checkpointer.save_checkpoint(meta=meta)
+    except WRITE_ERRORS as error:
+        # Whatever went wrong, a checkpoint whose save failed is not one.
+        written = sorted(set(glob.glob(os.path.join(checkpointer.checkpoints_dir, "CKPT*"))) - before)
+        for folder in written:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not is_failed_write(error):
+            raise
+        raise write_failure(written[0] if written else checkpointer.checkpoints_dir, error,
+                            " (the earlier checkpoints are kept: the run resumes from the last one)") from error
     recent = checkpointer.find_checkpoints(max_num_checkpoints=max(int(keep_last), 1))
     best = checkpointer.find_checkpoint(min_key=min_key)
     keep = {checkpoint.path for checkpoint in recent} | ({best.path} if best is not None else set())

@@ -1,10 +1,13 @@
 """Small file utilities shared by model folders, teacher stores and data
 preparation: one checksum, one way to write a folder and a JSON file atomically,
-one lock that a process holds on a folder."""
+one lock that a process holds on a folder. A write that fails (a full disk)
+leaves nothing half-written and ends with one :class:`WriteError` naming the
+file and the cause."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +15,49 @@ import shutil
 import tempfile
 import time
 from typing import Any, Iterator
+
+from hieradist_lobes.errors import ReportedError
+
+
+class WriteError(ReportedError, OSError):
+    """A file or folder could not be written (a full disk, a read-only or failing one)."""
+
+
+def write_failure(path: str, error: BaseException, kept: str = "") -> WriteError:
+    """The :class:`WriteError` for ``error`` while writing ``path``; ``kept``: what the user still has.
+
+    Example
+    -------
+    >>> print(write_failure("/out/model", OSError(errno.ENOSPC, "No space left on device")))
+    writing /out/model failed: the disk is full (No space left on device). Nothing half-written was left: free some space and run the same command again
+    """
+    text = str(error)
+    full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text or (
+        isinstance(error, RuntimeError) and is_failed_write(error))  # torch.save gives no errno
+    cause = (f"the disk is full ({getattr(error, 'strerror', None) or 'no space left'})" if full
+             else f"{type(error).__name__}: {(text.splitlines() or [''])[0]}")
+    return WriteError(f"writing {path} failed: {cause}. Nothing half-written was left{kept}: "
+                      f"{'free some space' if full else 'fix the cause'} and run the same command again")
+
+
+# What fails when a write does: the OS's errors, and torch.save's RuntimeError ("file write failed").
+WRITE_ERRORS = (OSError, RuntimeError)
+
+
+def is_failed_write(error: BaseException) -> bool:
+    """Whether ``error`` (one of :data:`WRITE_ERRORS`) says a write failed, not something else.
+
+    Example
+    -------
+    >>> is_failed_write(RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"))
+    True
+    >>> is_failed_write(RuntimeError("size mismatch")), is_failed_write(OSError(28, "No space left on device"))
+    (False, True)
+    """
+    # torch.save's zip writer (inline_container.cc) on a full disk says "file write failed" or, as often,
+    # "unexpected pos 832 vs 726".
+    return isinstance(error, OSError) or any(word in str(error) for word in (
+        "write failed", "failed writing", "PytorchStreamWriter", "inline_container"))
 
 
 def file_sha256(path: str) -> str:
@@ -52,6 +98,15 @@ def staged_folder(folder: str) -> Iterator[str]:
     os.chmod(staging, 0o755)
     try:
         yield staging
+    except WriteError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except WRITE_ERRORS as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not is_failed_write(error):
+            raise  # not a failed write: a bug, with its traceback
+        raise write_failure(folder, error, (" (the folder there before is untouched)" if os.path.isdir(folder)
+                                            else "")) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -86,15 +141,38 @@ def write_text(path: str, text: str) -> None:
     >>> open(path).read().split()
     ['one', 'two']
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
+    with staged_file(path) as temporary:
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
+
+
+@contextlib.contextmanager
+def staged_file(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` to write to; renamed to ``path`` when
+    the block ends, removed if it fails (a failed write becomes a
+    :class:`WriteError` naming ``path``; an earlier ``path`` stays as it was).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with staged_file(path) as temporary:
+    ...     _ = open(temporary, "w").write("done")
+    >>> open(path).read()
+    'done'
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    base, extension = os.path.splitext(path)
+    temporary = f"{base}.tmp-{os.getpid()}{extension}"  # the extension kept: writers pick the format by it
+    try:
+        yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise write_failure(path, error, " (an earlier file there is as it was)"
+                                if os.path.exists(path) else "") from error
         raise
 
 

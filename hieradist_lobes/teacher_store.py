@@ -63,18 +63,21 @@ A plm store:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import glob
 import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from hieradist_lobes.cli import path_argument
-from hieradist_lobes.files import LockHeld, ProcessLock
+from hieradist_lobes.files import WRITE_ERRORS, LockHeld, ProcessLock, WriteError, write_failure
 from hieradist_lobes.store_codecs import (  # noqa: F401  (records and errors are part of the store's API)
     CODECS,
     PLMRecord,
@@ -98,6 +101,8 @@ DTYPES = ("float16", "float32")
 COMPRESSIONS = ("gzip", "lzf")
 
 
+# The writer stops (with a message) when less than this much more than twice a record is free on its disk.
+FREE_SPACE_RESERVE = 64 * 2**20
 # Frame rates (CTC frames per second) this close, relatively, are one measurement of the same teachers.
 FRAME_RATE_TOLERANCE = 0.1
 
@@ -409,6 +414,9 @@ class TeacherStoreWriter:
         self._handle.attrs["layout"] = LAYOUT
         self._handle.create_group("fields")
         self._ids, self._ends, self._small = [], {}, {}
+        # Held open for the part's life: HDF5 writes cached chunks when a dataset is closed, and a failure
+        # there (a full disk) only reaches Python as "Exception ignored" if the close is a deallocation.
+        self._datasets = {}
 
     def _append(self, name: str, array: np.ndarray) -> None:
         ends = self._ends.setdefault(name, [0])
@@ -417,15 +425,14 @@ class TeacherStoreWriter:
         if name in self.metadata.codec.index_fields:  # small: kept until the part is closed, then written whole
             self._small.setdefault(name, []).append(array)
             return
-        fields = self._handle["fields"]
-        if name not in fields:
+        if name not in self._datasets:
             row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
             rows = max(16, CHUNK_BYTES // max(row_bytes, 1))
-            fields.create_dataset(name, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:],
-                                  dtype=array.dtype, chunks=(rows,) + array.shape[1:],
-                                  **({"compression": self.compression} if self.compression else {}))
+            self._datasets[name] = self._handle["fields"].create_dataset(
+                name, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:], dtype=array.dtype,
+                chunks=(rows,) + array.shape[1:], **({"compression": self.compression} if self.compression else {}))
         if len(array):
-            dataset = fields[name]
+            dataset = self._datasets[name]
             dataset.resize(start + len(array), axis=0)
             dataset[start:] = array
 
@@ -441,9 +448,13 @@ class TeacherStoreWriter:
         offsets = self._handle.create_group("offsets")
         for name, ends in self._ends.items():
             offsets.create_dataset(name, data=np.asarray(ends, dtype=np.int64))
+        for dataset in self._datasets.values():
+            dataset.id.close()  # raises here, into the caller, if its cached chunks cannot be written
+        self._datasets = {}
         self._handle.close()
         self._handle = None
         os.replace(self._temporary, self._final)
+        self._temporary = ""
 
     def add(self, utt_id: str, record: Union[TeacherRecord, PLMRecord], end_of_batch: bool = True) -> None:
         """Store one utterance's teacher outputs (a :class:`PLMRecord` in a plm store).
@@ -460,22 +471,68 @@ class TeacherStoreWriter:
 
     def _add_fields(self, utt_id: str, fields: Mapping[str, np.ndarray], end_of_batch: bool) -> None:
         if self._handle is None:
-            self._open_part()
+            try:
+                self._open_part()
+            except WRITE_ERRORS as error:
+                raise self._write_failed(error) from None
         if utt_id in self._ids:
             raise TeacherStoreError(f"utterance {utt_id} was already added to this part")
+        self._check_free_space(sum(np.asarray(array).nbytes for array in fields.values()))
         if self._ids and set(fields) != set(self._ends):
             raise TeacherStoreError(f"utterance {utt_id} has the fields {sorted(fields)}, the part's other "
                                     f"utterances {sorted(self._ends)}")
-        for name, array in fields.items():
-            self._append(name, np.asarray(array))
-        self._ids.append(utt_id)
-        if end_of_batch and len(self._ids) >= self.part_size:
-            self._close_part()
+        try:
+            for name, array in fields.items():
+                self._append(name, np.asarray(array))
+            self._ids.append(utt_id)
+            if end_of_batch and len(self._ids) >= self.part_size:
+                self._close_part()
+            elif end_of_batch:
+                self._handle.flush()  # a failing disk stops the run at this batch, not at the part's end
+        except WRITE_ERRORS as error:  # h5py reports a failed write (a full disk) as either
+            raise self._write_failed(error) from None
+
+    def _check_free_space(self, record_bytes: int) -> None:
+        # HDF5 does not survive a full disk: the write fails inside its caches, out of Python's sight, and
+        # closing the file then crashes the interpreter (a segmentation fault). So the writer stops while
+        # there is still room for this record twice over and FREE_SPACE_RESERVE more.
+        free = shutil.disk_usage(self.folder).free
+        needed = 2 * record_bytes + FREE_SPACE_RESERVE
+        if free < needed:
+            raise self._write_failed(OSError(errno.ENOSPC, f"{free / 2**20:.1f} MiB free on the store's disk, "
+                                                           f"the writer stops below {needed / 2**20:.1f} MiB"))
+
+    def _write_failed(self, error: BaseException) -> WriteError:
+        """Drop the part being written (its file too) after ``error``; the error that says so."""
+        # The error's text first: h5py's error object may not outlive the file it is about.
+        failure = write_failure(self._temporary or self.folder, error,
+                                " (the finished parts are kept, and the run computes only what is missing)")
+        self._abandon_part()
+        return failure
+
+    def _abandon_part(self, remove: bool = True) -> None:
+        handle, self._handle = self._handle, None
+        datasets, self._datasets = getattr(self, "_datasets", {}), {}
+        for dataset in datasets.values():
+            with contextlib.suppress(Exception):
+                dataset.id.close()
+        if handle is not None:
+            # A file whose write failed may fail to close too; closing it here (not at exit) is what keeps
+            # h5py from crashing the interpreter later, whatever it reports now.
+            with contextlib.suppress(Exception):
+                handle.close()
+        if self._temporary and remove:
+            with contextlib.suppress(OSError):
+                os.remove(self._temporary)
 
     def close(self) -> None:
         """Finish the current part (call it, or use the writer as a context manager)."""
-        self._close_part()
-        self._lock.release()
+        try:
+            self._close_part()
+        except WRITE_ERRORS as error:
+            raise self._write_failed(error) from None
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "TeacherStoreWriter":
         return self
@@ -484,10 +541,8 @@ class TeacherStoreWriter:
         if kind is None:
             self.close()
         else:
-            if self._handle is not None:
-                # Keep what is complete; an interrupted part is dropped on resume.
-                self._handle.close()
-                self._handle = None
+            # Keep what is complete; the interrupted part stays a .tmp, which a resume drops, as after a kill.
+            self._abandon_part(remove=False)
             self._lock.release()
 
 

@@ -15,6 +15,7 @@ from hieradist_lobes.teacher_store import (
     expand_top_k,
     main,
 )
+from hieradist_lobes.files import WriteError
 
 LABELS = ["<blank>"] + [f"p{i}" for i in range(10)] + ["<bos>", "<eos>"]
 
@@ -639,3 +640,62 @@ def test_teachers_with_another_frame_rate_or_labels_cannot_extend_a_store(tmp_pa
         _write(tmp_path, ["v1"], split="valid", metadata=_metadata(frame_rate=12.5))
     with pytest.raises(TeacherStoreError, match="was made with other labels, frame_rate; delete it"):
         _write(tmp_path, ["v1"], split="valid", metadata=_metadata(frame_rate=12.5, labels=LABELS[:-1] + ["<e>"]))
+
+
+def _usage(free):
+    import collections
+
+    return collections.namedtuple("usage", "total used free")(10 * free, 9 * free, free)
+
+
+def test_a_full_disk_stops_the_writer_with_one_message_and_keeps_the_finished_parts(tmp_path, monkeypatch):
+    """The writer stops before HDF5 meets the full disk (which it does not survive); the unfinished part is
+    removed, the finished ones stay, and a run with room again completes the store."""
+    import hieradist_lobes.teacher_store as teacher_store
+
+    ids = [f"u{i}" for i in range(7)]
+    written = []
+    real_usage = teacher_store.shutil.disk_usage
+
+    def filling(path):
+        written.append(path)
+        return _usage(10 * 2**30 if len(written) <= 4 else teacher_store.FREE_SPACE_RESERVE)
+
+    monkeypatch.setattr(teacher_store.shutil, "disk_usage", filling)
+    with pytest.raises(WriteError, match=r"writing .*part-r0-00001.h5.tmp failed: the disk is full \(.* MiB free.*\)\."
+                                         r" Nothing half-written was left \(the finished parts are kept"):
+        _write(tmp_path, ids, part_size=3)
+    assert sorted(os.listdir(tmp_path / "train")) == ["part-r0-00000.h5"]
+    assert sorted(TeacherStore(str(tmp_path)).ids()) == ["u0", "u1", "u2"]
+    monkeypatch.setattr(teacher_store.shutil, "disk_usage", real_usage)
+    with TeacherStoreWriter(str(tmp_path), "train", _metadata(), part_size=3) as writer:
+        for number, utt in enumerate(ids):
+            if utt not in writer.done_ids():
+                writer.add(utt, _record(number))
+    assert sorted(TeacherStore(str(tmp_path)).ids()) == ids
+
+
+def test_a_write_that_fails_in_hdf5_names_the_part_and_removes_it(tmp_path, monkeypatch):
+    import errno
+
+    import h5py
+
+    def failing_flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.File, "flush", failing_flush)
+    with pytest.raises(WriteError, match=r"part-r0-00000.h5.tmp failed: the disk is full \(No space left on "
+                                         r"device\)"):
+        _write(tmp_path, ["u1", "u2"], part_size=3)
+    assert os.listdir(tmp_path / "train") == []
+    monkeypatch.undo()
+    broken = tmp_path / "other"
+
+    def failing_resize(self, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(h5py.Dataset, "resize", failing_resize)
+    with pytest.raises(WriteError, match=r"failed: OSError: \[Errno 5\] Input/output error\. .*fix the cause and "
+                                         r"run the same command again"):
+        _write(broken, ["u1"])
+    assert os.listdir(broken / "train") == []

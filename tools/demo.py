@@ -60,7 +60,7 @@ from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.data import prepare_dataset
 from hieradist_lobes.data.manifest import read_manifest, speaker_subset
 from hieradist_lobes.hparams import plain_value
-from hieradist_lobes.files import write_json
+from hieradist_lobes.files import staged_file, write_json
 from hieradist_lobes.jobs import Job, run_jobs
 from hieradist_lobes.threads import available_cores, machine_description
 from hieradist_lobes.tuning import LM_WEIGHTS
@@ -579,7 +579,8 @@ def plot_summary(summary: Dict[str, object], output_folder: str, path: str) -> N
         else:
             panel.text(0.5, 0.5, "no gradient norms logged", ha="center", transform=panel.transAxes)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with staged_file(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
 
 

@@ -71,10 +71,9 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
     The file is written under a temporary name and renamed, so an interrupted
     preparation never leaves a truncated manifest that looks complete.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    from hieradist_lobes.files import staged_file
+
+    with staged_file(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="raise")
         writer.writeheader()
         for row in rows:
@@ -82,7 +81,6 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
             if isinstance(row.get("duration"), float):
                 row["duration"] = f"{row['duration']:.4f}"
             writer.writerow(row)
-    os.replace(temporary, path)
 
 
 def speaker_subset(manifest: str, path: str, fraction: float) -> str:
