@@ -27,11 +27,15 @@ store in the current layout.
 Every part carries the store's metadata as attributes: kind, label vocabulary,
 teacher names, sources and checkpoint hashes, CTC frame rate (0 for plm),
 feature dimension (0 for asr), dtype, top-k and the options it was created
-with; the reader refuses parts that disagree.
+with; the reader refuses parts that disagree.  Every dataset has HDF5's
+per-chunk checksums and the metadata a checksum of its own
+(:mod:`hieradist_lobes.store_checksums`), so a byte changed in place fails
+the read that meets it, naming the part and utterance.
 
 Usage::
 
-    python -m hieradist_lobes.teacher_store info results/teachers/store
+    python -m hieradist_lobes.teacher_store info results/teachers/store     # verifies, then summarises
+    python -m hieradist_lobes.teacher_store verify results/teachers/store   # exit 1 naming each damaged part
     python -m hieradist_lobes.teacher_store copy old_store new_store   # to the current layout
 
 Example
@@ -78,6 +82,14 @@ import numpy as np
 
 from hieradist_lobes.cli import path_argument
 from hieradist_lobes.files import WRITE_ERRORS, LockHeld, ProcessLock, WriteError, write_failure
+from hieradist_lobes.store_checksums import (
+    attributes_problem,
+    create_checksummed_dataset,
+    decode_ids,
+    encode_ids,
+    has_checksums,
+    seal_attributes,
+)
 from hieradist_lobes.store_codecs import (  # noqa: F401  (records and errors are part of the store's API)
     CODECS,
     PLMRecord,
@@ -91,6 +103,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # of the metadata; equal in all parts of a store
 # Part layouts: 1, a group per utterance; 2 (written now), a dataset per field (module docstring).
 LAYOUT = 2
+# The HDF5 file format parts are written in: 1.10's checksums every metadata block (read by HDF5 1.10+).
+HDF5_FORMAT = ("v110", "v110")
 # About this many bytes per HDF5 chunk of a matrix field: a random read of one utterance touches few
 # chunks, and a part's last chunk, allocated whole, wastes little.
 CHUNK_BYTES = 32 * 1024
@@ -336,6 +350,10 @@ class TeacherStoreWriter:
         end_of_batch=True)``), so that parts hold whole batches.
     compression : str, optional
         ``gzip`` or ``lzf`` for the matrices' HDF5 datasets (default: none).
+    checksums : bool
+        Per-chunk checksums on every dataset and a checksum of the metadata
+        (:mod:`~hieradist_lobes.store_checksums`), verified on every read.
+        False only to measure what they cost: such a store cannot be verified.
 
     Only one process may write a rank of a split at a time: a second one
     stops with :class:`TeacherStoreError` (see :class:`_WriterLock`).
@@ -343,7 +361,7 @@ class TeacherStoreWriter:
     """
 
     def __init__(self, path: str, split: str, metadata: StoreMetadata, rank: int = 0, part_size: int = 256,
-                 compression: Optional[str] = None) -> None:
+                 compression: Optional[str] = None, checksums: bool = True) -> None:
         import h5py  # noqa: F401  (fail early if missing)
 
         if metadata.dtype not in DTYPES:
@@ -357,6 +375,7 @@ class TeacherStoreWriter:
         self.rank = rank
         self.part_size = part_size
         self.compression = compression
+        self.checksums = checksums
         self._handle = None
         self._ids: List[str] = []
         self._ends: Dict[str, List[int]] = {}
@@ -407,7 +426,8 @@ class TeacherStoreWriter:
         self._next_part += 1
         self._final = os.path.join(self.folder, name)
         self._temporary = self._final + ".tmp"
-        self._handle = h5py.File(self._temporary, "w")
+        # The HDF5 1.10 file format checksums its own metadata (object headers, chunk indexes) too.
+        self._handle = h5py.File(self._temporary, "w", **({"libver": HDF5_FORMAT} if self.checksums else {}))
         for key, value in self.metadata.to_attrs().items():
             self._handle.attrs[key] = value
         self._handle.attrs["split"] = self.split
@@ -430,7 +450,8 @@ class TeacherStoreWriter:
             rows = max(16, CHUNK_BYTES // max(row_bytes, 1))
             self._datasets[name] = self._handle["fields"].create_dataset(
                 name, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:], dtype=array.dtype,
-                chunks=(rows,) + array.shape[1:], **({"compression": self.compression} if self.compression else {}))
+                chunks=(rows,) + array.shape[1:], fletcher32=self.checksums,
+                **({"compression": self.compression} if self.compression else {}))
         if len(array):
             dataset = self._datasets[name]
             dataset.resize(start + len(array), axis=0)
@@ -439,15 +460,15 @@ class TeacherStoreWriter:
     def _close_part(self) -> None:
         if self._handle is None:
             return
-        import h5py
-
         # The small fields and the index are written at the close, before the part gets its final name.
         for name, arrays in self._small.items():
-            self._handle["fields"].create_dataset(name, data=np.concatenate(arrays))
-        self._handle.create_dataset("ids", data=np.array(self._ids, dtype=object), dtype=h5py.string_dtype())
+            create_checksummed_dataset(self._handle["fields"], name, np.concatenate(arrays), self.checksums)
+        create_checksummed_dataset(self._handle, "ids", encode_ids(self._ids), self.checksums)
         offsets = self._handle.create_group("offsets")
         for name, ends in self._ends.items():
-            offsets.create_dataset(name, data=np.asarray(ends, dtype=np.int64))
+            create_checksummed_dataset(offsets, name, np.asarray(ends, dtype=np.int64), self.checksums)
+        if self.checksums:
+            seal_attributes(self._handle)
         for dataset in self._datasets.values():
             dataset.id.close()  # raises here, into the caller, if its cached chunks cannot be written
         self._datasets = {}
@@ -546,12 +567,36 @@ class TeacherStoreWriter:
             self._lock.release()
 
 
-def _damaged(part: str, error: object, utt_id: Optional[str] = None) -> TeacherStoreError:
+class DamagedPartError(TeacherStoreError):
+    """A part file whose contents are not what was written; ``reason`` says what was found."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# What to do about a damaged part, in every message that names one.
+REPAIR = ("Delete this part file and run the script that wrote the store again (save_teachers.py, or "
+          "save_plm_features.py for PLM features): it recomputes only the utterances that are missing")
+
+
+def _damaged(part: str, error: object, utt_id: Optional[str] = None) -> DamagedPartError:
     what = f"utterance {utt_id} of " if utt_id else ""
-    return TeacherStoreError(
-        f"{what}teacher store part {part} is damaged ({error}): it was truncated, overwritten or corrupted. "
-        "Delete this part file and run the script that wrote the store again (save_teachers.py, or "
-        "save_plm_features.py for PLM features): it recomputes only the utterances that are missing")
+    reason = getattr(error, "reason", None) or _read_failure(error)
+    return DamagedPartError(f"{what}teacher store part {part} is damaged ({reason}): it was truncated, "
+                            f"overwritten or corrupted. {REPAIR}",
+                            f"utterance {utt_id}: {reason}" if utt_id else reason)
+
+
+def _read_failure(error: object) -> str:
+    text = str(error).strip("'\"")
+    # HDF5's words when a chunk's Fletcher-32 checksum fails (the only filter that fails on reading a
+    # whole chunk) and when a metadata block's checksum fails.
+    if "filter returned failure during read" in text:
+        return f"stored bytes do not match their checksum; HDF5: {text}"
+    if "incorrect metadata checksum" in text:
+        return f"its HDF5 metadata do not match their checksum; HDF5: {text}"
+    return text
 
 
 class _PartReader:
@@ -565,19 +610,57 @@ class _PartReader:
     def __init__(self, path: str, index_fields: Sequence[str]) -> None:
         import h5py
 
-        self.handle = h5py.File(path, "r")
-        self.layout = _layout(self.handle, path)
-        if self.layout == 1:
-            return
-        self.row = {utt: number for number, utt in enumerate(self.ids())}
-        fields = self.handle["fields"]
-        self.ends = {name: dataset[()].tolist() for name, dataset in self.handle["offsets"].items()}
-        self.small = {name: fields[name][()] for name in index_fields if name in fields}
-        # Every field: the small ones from memory, the matrices as open datasets.
-        self.stored = {name: self.small.get(name, dataset) for name, dataset in fields.items()}
+        self.path = path
+        try:
+            self.handle = h5py.File(path, "r")
+        except Exception as error:
+            raise _damaged(path, error) from error
+        try:
+            self.layout = _layout(self.handle, path)
+            if self.layout == 1:
+                return
+            self.row = {utt: number for number, utt in enumerate(self.ids())}
+            fields = self.handle["fields"]
+            # h5py lists an object whose header is unreadable as None: every name is opened on its own.
+            self.ends = {name: self._read_whole(self.handle["offsets"][name]).tolist()
+                         for name in self.handle["offsets"]}
+            self.small = {name: self._read_whole(fields[name]) for name in index_fields if name in fields}
+            # Every field: the small ones from memory, the matrices as open datasets.
+            self.stored = {name: self.small[name] if name in self.small else fields[name] for name in fields}
+            self._check_offsets()
+        except Exception as error:  # a part whose index is damaged; the handle is closed, not leaked
+            self.handle.close()
+            if isinstance(error, TeacherStoreError):
+                raise
+            raise _damaged(path, error) from error
+
+    def _read_whole(self, dataset) -> np.ndarray:
+        """A small dataset read whole, refused if its shape claims more bytes than the file holds
+        (a changed shape in a part without checksummed metadata would otherwise allocate it)."""
+        if dataset.size * dataset.dtype.itemsize > os.path.getsize(self.path):
+            raise _damaged(self.path, f"dataset {dataset.name} claims {dataset.shape} values, more than the file holds")
+        return dataset[()]
+
+    def _check_offsets(self) -> None:
+        """Every field's offsets must cut its dataset into one slice per utterance (checksums or not)."""
+        if set(self.ends) != set(self.stored):
+            raise _damaged(self.path, f"offsets for {sorted(self.ends)}, fields {sorted(self.stored)}")
+        for name, ends in self.ends.items():
+            steps = np.diff(ends)
+            if len(ends) != len(self.row) + 1 or ends[0] != 0 or (steps < 0).any() \
+                    or ends[-1] != len(self.stored[name]):
+                raise _damaged(self.path, f"the offsets of {name} do not cut its {len(self.stored[name])} rows "
+                                          f"into {len(self.row)} utterances")
 
     def fields(self, utt_id: str, small_only: bool = False) -> Dict[str, np.ndarray]:
-        """The stored arrays of one utterance (only the small ones with ``small_only``)."""
+        """The stored arrays of one utterance (only the small ones with ``small_only``), or
+        :class:`DamagedPartError` naming it when they cannot be read (a checksum failed)."""
+        try:
+            return self._fields(utt_id, small_only)
+        except Exception as error:
+            raise _damaged(self.path, error, utt_id) from error
+
+    def _fields(self, utt_id: str, small_only: bool) -> Dict[str, np.ndarray]:
         if self.layout == 1:
             group = self.handle["utts"][utt_id]
             found = {name: np.atleast_1d(value) for name, value in group.attrs.items()}
@@ -599,6 +682,22 @@ class _PartReader:
         self.handle.close()
 
 
+def _read_record(reader: _PartReader, utt_id: str, metadata: StoreMetadata
+                 ) -> Tuple[Dict[str, np.ndarray], Union[TeacherRecord, PLMRecord]]:
+    """One utterance's stored fields and its record, or :class:`DamagedPartError`: a read that
+    fails (a checksum, HDF5's structure), fields that do not decode, values that are NaN or inf."""
+    try:
+        fields = reader.fields(utt_id)
+        record = metadata.codec.decode(fields, metadata)
+    except TeacherStoreError:
+        raise
+    except Exception as error:  # a damaged dataset inside a readable part
+        raise _damaged(reader.path, error, utt_id) from error
+    if not all(np.isfinite(array).all() for array in metadata.codec.arrays(record)):
+        raise _damaged(reader.path, "values are NaN or inf", utt_id)
+    return fields, record
+
+
 def _layout(handle, path: str) -> int:
     layout = int(handle.attrs.get("layout", 1))
     if layout not in (1, LAYOUT):
@@ -610,7 +709,10 @@ def _layout(handle, path: str) -> int:
 def _part_ids(handle, layout: int) -> List[str]:
     if layout == 1:
         return list(handle["utts"].keys())
-    return handle["ids"].asstr()[()].tolist()
+    ids = handle["ids"]
+    if ids.size * ids.dtype.itemsize > os.path.getsize(handle.filename):  # as _PartReader._read_whole
+        raise _damaged(handle.filename, f"its IDs claim {ids.shape} values, more than the file holds")
+    return decode_ids(ids[()])
 
 
 def _part_files(path: str, splits: Optional[Sequence[str]] = None) -> List[str]:
@@ -646,12 +748,17 @@ class TeacherStore:
         self._files = files
         self._split_of_file: List[str] = []
         self.metadata: Optional[StoreMetadata] = None
+        unchecked = 0
         for number, part in enumerate(files):
             try:
                 with h5py.File(part, "r") as handle:
+                    problem = attributes_problem(handle)
+                    if problem:
+                        raise _damaged(part, problem)
                     metadata = StoreMetadata.from_attrs(handle.attrs)
                     split = str(handle.attrs["split"])
                     utt_ids = _part_ids(handle, _layout(handle, part))
+                    unchecked += not has_checksums(handle)
             except TeacherStoreError:
                 raise
             except Exception as error:  # h5py raises OSError, KeyError, ... for a damaged file
@@ -667,6 +774,11 @@ class TeacherStore:
                     raise TeacherStoreError(
                         f"utterance {utt_id} is in both {files[self._index[utt_id]]} and {part}")
                 self._index[utt_id] = number
+        if unchecked:
+            logger.warning("%d of the %d parts of the teacher store %s were written without checksums (by an "
+                           "older version): changed bytes in them cannot be detected; `python -m "
+                           "hieradist_lobes.teacher_store copy %s NEW` rewrites the store with checksums",
+                           unchecked, len(files), path, path)
         self._parts: Dict[int, _PartReader] = {}
         self._pid = None
 
@@ -721,16 +833,9 @@ class TeacherStore:
 
     def _read_checked(self, utt_id: str) -> Tuple[Dict[str, np.ndarray], Union[TeacherRecord, PLMRecord]]:
         """The stored fields of ``utt_id`` and the record decoded from them, checked as :meth:`get` says."""
-        try:
-            fields = self.fields(utt_id)
-            record = self.metadata.codec.decode(fields, self.metadata)
-        except TeacherStoreError:
-            raise
-        except Exception as error:  # a damaged dataset inside a readable part
-            raise _damaged(self._files[self._index[utt_id]], error, utt_id) from error
-        if not all(np.isfinite(array).all() for array in self.metadata.codec.arrays(record)):
-            raise _damaged(self._files[self._index[utt_id]], "values are NaN or inf", utt_id)
-        return fields, record
+        if utt_id not in self._index:
+            raise TeacherStoreError(f"utterance {utt_id} is not in the teacher store {self.path}")
+        return _read_record(self._part(self._index[utt_id]), utt_id, self.metadata)
 
     def summary(self) -> Dict[str, object]:
         """Splits, counts, mean error rates per teacher (asr) or tokens (plm), classes, dtype, size."""
@@ -772,6 +877,127 @@ class TeacherStore:
         self._parts = {}
 
 
+@dataclass
+class PartCheck:
+    """What :func:`verify_store` found in one part file."""
+
+    path: str
+    split: str = "?"
+    utterances: int = 0
+    checksums: bool = False
+    problem: Optional[str] = None  # None: the part is whole
+
+
+def _check_part(part: str, values: bool) -> Tuple[PartCheck, Optional[StoreMetadata], List[str]]:
+    """One part checked on its own: its check, its metadata and its IDs (None and [] where unreadable)."""
+    import h5py
+
+    check = PartCheck(part)
+    metadata, ids = None, []
+    try:
+        with h5py.File(part, "r") as handle:
+            check.checksums = has_checksums(handle)
+            problem = attributes_problem(handle)
+            if problem:
+                check.problem = problem
+                return check, None, []
+            metadata = StoreMetadata.from_attrs(handle.attrs)
+            check.split = str(handle.attrs["split"])
+        reader = _PartReader(part, metadata.codec.index_fields)
+        try:
+            ids = reader.ids()
+            check.utterances = len(ids)
+            for utt in ids if values else ():
+                _read_record(reader, utt, metadata)
+        finally:
+            reader.close()
+    except Exception as error:  # every failure is this part's damage, reported with the others
+        check.problem = getattr(error, "reason", None) or _read_failure(error)
+    return check, metadata, ids
+
+
+def verify_store(path: str, values: bool = True, progress: bool = True) -> List[PartCheck]:
+    """Check every part of a store on its own, reporting each damaged one instead of stopping at the first.
+
+    A part is damaged when its file does not open as HDF5, its metadata
+    does not match its checksum or differs from what most parts share, a
+    dataset fails its checksum (:mod:`~hieradist_lobes.store_checksums`), its
+    offsets do not cut its fields into its utterances, a record does not
+    decode or holds NaN or inf, or it repeats an utterance of another part.
+    With ``values=False`` only each part's index (metadata, IDs, offsets,
+    small fields) is read, not the matrices.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> meta = StoreMetadata(labels=["<blank>", "a"], teachers=[{"name": "t"}], frame_rate=0.0, kind="plm",
+    ...                      feature_dim=2)
+    >>> with TeacherStoreWriter(folder, "train", meta) as writer:
+    ...     writer.add("u1", PLMRecord(features=np.ones((2, 2)), tokens=[1], duration=0.5))
+    >>> [(check.split, check.utterances, check.checksums, check.problem) for check in verify_store(folder)]
+    [('train', 1, True, None)]
+    """
+    from tqdm import tqdm
+
+    files = _part_files(path)
+    if not files:
+        raise TeacherStoreError(f"teacher store {path} has no complete part files")
+    results = [_check_part(part, values) for part in tqdm(files, desc="verify", unit="part", disable=not progress)]
+    # The metadata most parts share is the store's; groups of parts that agree (differences() has
+    # tolerances, so no exact key), each led by its first part.
+    groups: List[Tuple[StoreMetadata, List[int]]] = []
+    for number, (check, metadata, _) in enumerate(results):
+        if check.problem is None:
+            group = next((members for lead, members in groups if not lead.differences(metadata)), None)
+            if group is None:
+                groups.append((metadata, [number]))
+            else:
+                group.append(number)
+    if groups:
+        store_metadata, members = max(groups, key=lambda group: len(group[1]))
+        lead = results[members[0]][0].path
+        for check, metadata, _ in results:
+            if check.problem is None and store_metadata.differences(metadata):
+                check.problem = f"other {', '.join(store_metadata.differences(metadata))} than most parts ({lead})"
+    owner: Dict[str, str] = {}
+    for check, _, ids in results:
+        if check.problem is None:
+            repeated = next((utt for utt in ids if utt in owner), None)
+            if repeated is not None:
+                check.problem = f"utterance {repeated} is also in {owner[repeated]}"
+            else:
+                owner.update((utt, check.path) for utt in ids)
+    return [check for check, _, _ in results]
+
+
+def format_checks(checks: Sequence[PartCheck], values: bool = True) -> str:
+    """The lines of a verification: damaged parts, parts without checksums, and the total.
+
+    Example
+    -------
+    >>> print(format_checks([PartCheck("s/train/part-r0-00000.h5", "train", 3, True),
+    ...                      PartCheck("s/train/part-r0-00001.h5", "train", 2, True, "values are NaN or inf")]))
+    damaged: s/train/part-r0-00001.h5 (values are NaN or inf)
+    integrity: 1 of 2 parts damaged; delete each damaged part file and run the script that wrote the store again (it recomputes only the missing utterances)
+    """
+    damaged = [check for check in checks if check.problem]
+    unchecked = [check for check in checks if not check.checksums and not check.problem]
+    lines = [f"damaged: {check.path} ({check.problem})" for check in damaged]
+    lines += [f"no checksums: {check.path}" for check in unchecked]
+    what = "every value read" if values else "metadata and index read, the matrices not (drop --index_only)"
+    if damaged:
+        lines.append(f"integrity: {len(damaged)} of {len(checks)} parts damaged; delete each damaged part file and "
+                     "run the script that wrote the store again (it recomputes only the missing utterances)")
+    elif unchecked:
+        lines.append(f"integrity: {len(checks)} parts whole as far as can be told ({what}), but {len(unchecked)} "
+                     "have no checksums (written by an older version), so changed bytes in them go unnoticed; "
+                     "`copy` rewrites the store with checksums")
+    else:
+        lines.append(f"integrity: all {len(checks)} parts match their checksums ({what})")
+    return "\n".join(lines)
+
+
 def check_store_vocabulary(store: "TeacherStore", labels: Sequence[str]) -> None:
     """Teachers and student must share the label vocabulary, index by index.
 
@@ -805,12 +1031,14 @@ def writer_process(run_opts: Mapping[str, object]) -> Tuple[int, int, str]:
     return rank, world_size, device
 
 
-def copy_store(source: str, destination: str, compression: Optional[str] = None, progress: bool = True) -> int:
-    """Rewrite the store ``source`` into ``destination`` in the current part layout.
+def copy_store(source: str, destination: str, compression: Optional[str] = None, progress: bool = True,
+               checksums: bool = True) -> int:
+    """Rewrite the store ``source`` into ``destination`` in the current part layout, with checksums.
 
     The stored arrays are copied as they are (same dtype, top-k, metadata),
     each record checked on the way (:meth:`TeacherStore.get`).  Resumable:
-    utterances already in ``destination`` are skipped.
+    utterances already in ``destination`` are skipped.  ``checksums=False``
+    (as :class:`TeacherStoreWriter`) only to measure what they cost.
 
     Returns
     -------
@@ -837,7 +1065,8 @@ def copy_store(source: str, destination: str, compression: Optional[str] = None,
     store = TeacherStore(source)
     copied = 0
     for split in store.splits():
-        with TeacherStoreWriter(destination, split, store.metadata, compression=compression) as writer:
+        with TeacherStoreWriter(destination, split, store.metadata, compression=compression,
+                                checksums=checksums) as writer:
             done = writer.done_ids()
             todo = [utt for utt in store.ids(split) if utt not in done]
             for utt in tqdm(todo, desc=f"copy {split}", unit="utt", disable=not progress):
@@ -854,7 +1083,7 @@ def format_summary(summary: Dict[str, object]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m hieradist_lobes.teacher_store info PATH`` or ``copy SOURCE DESTINATION``."""
+    """``python -m hieradist_lobes.teacher_store info PATH``, ``verify PATH`` or ``copy SOURCE DESTINATION``."""
     parser = argparse.ArgumentParser(description="Inspect a teacher store.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print a summary of a store")
@@ -864,16 +1093,35 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     copy.add_argument("source", type=path_argument, help="the store folder to read")
     copy.add_argument("destination", type=path_argument, help="the new store folder")
     copy.add_argument("--compression", choices=COMPRESSIONS, default=None)
+    verify = commands.add_parser("verify", help="check every part's checksums and values; exit 1 if any is damaged")
+    verify.add_argument("path", type=path_argument, help="the store folder")
+    for command in (info, verify):
+        command.add_argument("--index_only", action="store_true",
+                             help="read each part's metadata and index, not its matrices (fast, but a changed "
+                                  "value goes unnoticed)")
     args = parser.parse_args(argv)
     try:
         if args.command == "copy":
             copied = copy_store(args.source, args.destination, args.compression)
             print(f"copied {copied} utterances to {args.destination}")
             return
-        summary = TeacherStore(args.path).summary()
+        # info verifies first: a summary of a damaged store would call it healthy.
+        checks = verify_store(args.path, values=not args.index_only, progress=not getattr(args, "json", False))
+        damaged = [check for check in checks if check.problem]
+        summary = None if damaged or args.command == "verify" else TeacherStore(args.path).summary()
     except TeacherStoreError as error:  # the message says what to do; a traceback would bury it
         parser.exit(1, f"error: {error}\n")
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if summary is not None and args.json:
+        summary["integrity"] = {"parts": len(checks), "values_verified": not args.index_only,
+                                "without_checksums": [check.path for check in checks if not check.checksums]}
+        print(json.dumps(summary, indent=2))
+        return
+    if summary is not None:
+        print(format_summary(summary))
+    report = format_checks(checks, values=not args.index_only)
+    if damaged:
+        parser.exit(1, report + "\n")
+    print(report)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from hieradist_lobes.teacher_store import (
     main,
 )
 from hieradist_lobes.files import WriteError
+from hieradist_lobes.store_checksums import seal_attributes
 
 LABELS = ["<blank>"] + [f"p{i}" for i in range(10)] + ["<bos>", "<eos>"]
 
@@ -299,9 +300,9 @@ def test_plm_metadata_is_validated(changes, message):
 def test_parts_without_kind_read_as_asr(tmp_path):
     import h5py
 
-    records = _write(tmp_path, ["u0", "u1"])
+    records = _write(tmp_path, ["u0", "u1"], checksums=False)
     for part in (tmp_path / "train").iterdir():
-        with h5py.File(part, "a") as handle:  # as written before plm stores existed
+        with h5py.File(part, "a") as handle:  # as written before plm stores (and checksums) existed
             del handle.attrs["kind"], handle.attrs["feature_dim"]
     store = TeacherStore(str(tmp_path))
     assert store.kind == "asr" and store.get("u1").tokens == list(records["u1"].tokens)
@@ -546,8 +547,9 @@ def test_a_part_of_an_unknown_layout_is_refused(tmp_path):
 
     _write(tmp_path, ["u0"])
     part = next((tmp_path / "train").iterdir())
-    with h5py.File(part, "a") as handle:
+    with h5py.File(part, "a") as handle:  # as a newer version would write it, its metadata sealed
         handle.attrs["layout"] = 3
+        seal_attributes(handle)
     with pytest.raises(TeacherStoreError, match=f"part {part} has layout 3, .*newer version"):
         TeacherStore(str(tmp_path))
 
@@ -597,7 +599,8 @@ def test_matrix_chunks_stay_small_for_wide_vocabularies(tmp_path):
     with h5py.File(part, "r") as handle:
         chunk_rows = handle["fields/ctc"].chunks[0]
         assert chunk_rows == 16 and 16 * len(labels) * 2 > CHUNK_BYTES  # at least 16 rows, even over the target
-        assert handle["fields/duration"].chunks is None  # small fields are written whole
+        duration = handle["fields/duration"]
+        assert duration.chunks == duration.shape and duration.fletcher32  # small fields: one checksummed chunk
     got = TeacherStore(str(tmp_path)).get("u0")
     assert np.abs(got.ctc_logprobs[0] - record.ctc_logprobs[0]).max() < 0.02
 
@@ -699,3 +702,168 @@ def test_a_write_that_fails_in_hdf5_names_the_part_and_removes_it(tmp_path, monk
                                          r"run the same command again"):
         _write(broken, ["u1"])
     assert os.listdir(broken / "train") == []
+
+
+# ---- integrity: checksums on every dataset and on the metadata ----
+
+def _flip(path, offset, mask=0x01):
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= mask
+    path.write_bytes(bytes(raw))
+
+
+def _chunk_offset(part, name):
+    import h5py
+
+    with h5py.File(part, "r") as handle:
+        return handle[name].id.get_chunk_info(0).byte_offset
+
+
+@pytest.mark.parametrize("kind", ["asr", "plm"])
+def test_every_dataset_of_a_part_has_checksums_and_its_metadata_one_too(tmp_path, kind):
+    import h5py
+
+    from hieradist_lobes.store_checksums import attributes_problem, has_checksums
+
+    if kind == "asr":
+        _write(tmp_path, ["u0", "u1"])
+    else:
+        _write_plm(tmp_path, ["u0", "u1"])
+    part = next((tmp_path / "train").iterdir())
+    with h5py.File(part, "r") as handle:
+        datasets = []
+        handle.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None)
+        assert len(datasets) > 5 and all(dataset.fletcher32 for dataset in datasets)
+        assert has_checksums(handle) and attributes_problem(handle) is None
+        assert handle.id.get_create_plist().get_version()[0] >= 2  # superblock with checksummed metadata
+
+
+def test_a_changed_value_is_found_when_read_and_by_verify_info_and_copy(tmp_path, capsys):
+    from hieradist_lobes.teacher_store import DamagedPartError, verify_store
+
+    records = _write(tmp_path / "s", [f"u{i}" for i in range(6)], metadata=_metadata(dtype="float32"), part_size=2)
+    parts = sorted((tmp_path / "s" / "train").iterdir())
+    damaged = parts[1]  # u2 and u3; u2's rows come first in each matrix
+    _flip(damaged, _chunk_offset(damaged, "fields/ctc") + 4 * 3)  # the 4th float of u2: finite and wrong
+    store = TeacherStore(str(tmp_path / "s"))  # the index is intact: the store opens
+    for utt in ("u0", "u1", "u4", "u5"):
+        assert store.get(utt).tokens == list(records[utt].tokens)
+    with pytest.raises(DamagedPartError, match=f"utterance u2 of teacher store part {damaged} is damaged "
+                                               r"\(stored bytes do not match their checksum"):
+        store.get("u2")
+    checks = verify_store(str(tmp_path / "s"), progress=False)
+    assert [check.path for check in checks if check.problem] == [str(damaged)]
+    assert "utterance u2" in next(check.problem for check in checks if check.problem)
+    assert sum(check.utterances for check in checks) == 6
+
+    for command in (["verify"], ["info"], ["info", "--json"]):
+        with pytest.raises(SystemExit) as exited:
+            main(command + [str(tmp_path / "s")])
+        captured = capsys.readouterr()
+        assert exited.value.code == 1 and f"damaged: {damaged} (utterance u2: stored bytes" in captured.err
+        assert "integrity: 1 of 3 parts damaged" in captured.err and "Traceback" not in captured.err
+        assert "train: 6 utterances" not in captured.out  # no summary that calls the store healthy
+    main(["verify", "--index_only", str(tmp_path / "s")])  # the index alone cannot see it, and says so
+    assert "the matrices not" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["copy", str(tmp_path / "s"), str(tmp_path / "copy")])
+    assert f"utterance u2 of teacher store part {damaged} is damaged" in capsys.readouterr().err
+
+
+def test_the_same_change_without_checksums_goes_unnoticed_and_the_store_says_it_cannot_tell(tmp_path, capsys, caplog):
+    records = _write(tmp_path / "s", ["u0", "u1"], metadata=_metadata(dtype="float32"), checksums=False)
+    part = next((tmp_path / "s" / "train").iterdir())
+    _flip(part, _chunk_offset(part, "fields/ctc") + 4 * 3)
+    with caplog.at_level("WARNING"):
+        changed = TeacherStore(str(tmp_path / "s")).get("u0").ctc_logprobs[0]
+    assert "1 of the 1 parts" in caplog.text and "without checksums" in caplog.text and "copy" in caplog.text
+    assert np.isfinite(changed).all() and not np.array_equal(changed, records["u0"].ctc_logprobs[0])
+    main(["info", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert "train: 2 utterances" in out and f"no checksums: {part}" in out and "go unnoticed" in out
+    main(["copy", str(tmp_path / "s"), str(tmp_path / "new")])  # copying adds them
+    capsys.readouterr()
+    main(["verify", str(tmp_path / "new")])
+    assert "integrity: all 1 parts match their checksums (every value read)" in capsys.readouterr().out
+
+
+def test_metadata_rewritten_in_place_is_refused(tmp_path, capsys):
+    import h5py
+
+    _write(tmp_path, ["u0", "u1", "u2"], part_size=2)
+    part = sorted((tmp_path / "train").iterdir())[0]
+    with h5py.File(part, "a") as handle:  # another vocabulary of the same size: every index would shift
+        labels = json.loads(handle.attrs["labels"])
+        handle.attrs["labels"] = json.dumps(labels[1:] + labels[:1])
+    with pytest.raises(TeacherStoreError, match=f"part {part} is damaged \\(its metadata .* do not match the checksum"):
+        TeacherStore(str(tmp_path))
+    with pytest.raises(SystemExit) as exited:
+        main(["verify", str(tmp_path)])
+    assert exited.value.code == 1 and f"damaged: {part} (its metadata" in capsys.readouterr().err
+
+
+def test_offsets_that_do_not_cut_the_rows_are_refused_without_checksums_too(tmp_path):
+    import h5py
+
+    _write(tmp_path, ["u0", "u1"], checksums=False)
+    part = next((tmp_path / "train").iterdir())
+    with h5py.File(part, "a") as handle:
+        ends = handle["offsets/ctc"][()]
+        ends[1] = ends[2] + 1  # u0 would end after u1
+        handle["offsets/ctc"][...] = ends
+    with pytest.raises(TeacherStoreError, match=f"part {part} is damaged \\(the offsets of ctc do not cut"):
+        TeacherStore(str(tmp_path)).get("u0")
+
+
+def test_verify_names_parts_that_repeat_an_utterance_or_disagree_on_metadata(tmp_path):
+    from hieradist_lobes.teacher_store import verify_store
+
+    import shutil
+
+    store = tmp_path / "store"
+    _write(store, ["u0", "u1"])
+    # Parts the writer would refuse, put into the store by hand (a bad merge of two stores).
+    _write(tmp_path / "other", ["u1"], split="valid")
+    _write(tmp_path / "third", ["v0"], split="test", metadata=_metadata(teachers=[{"name": "tea0"}, {"name": "other"}]))
+    shutil.copytree(tmp_path / "other" / "valid", store / "valid")
+    shutil.copytree(tmp_path / "third" / "test", store / "test")
+    problems = {os.path.basename(os.path.dirname(check.path)): check.problem
+                for check in verify_store(str(store), progress=False)}
+    assert [problem for problem in problems.values() if problem and "utterance u1 is also in" in problem]
+    assert "teachers" in problems["test"]
+    assert sum(problem is None for problem in problems.values()) == 1
+
+
+def test_a_byte_changed_anywhere_in_a_part_is_refused_or_changes_nothing(tmp_path):
+    """Positions across the whole file (metadata, chunk indexes, values, free space): every read either
+    stops with a TeacherStoreError or returns what was written, never a traceback or other values."""
+    import shutil
+
+    from hieradist_lobes.teacher_store import verify_store
+
+    _write(tmp_path / "clean", [f"u{i}" for i in range(3)], metadata=_metadata(dtype="float32"))
+    reference = TeacherStore(str(tmp_path / "clean"))
+    expected = {utt: reference.fields(utt) for utt in reference.ids()}
+    reference.close()
+    part_name = os.listdir(tmp_path / "clean" / "train")[0]
+    size = (tmp_path / "clean" / "train" / part_name).stat().st_size
+    refused = unchanged = 0
+    for offset in np.random.default_rng(0).choice(size, 150, replace=False):
+        work = tmp_path / f"flip{offset}"
+        shutil.copytree(tmp_path / "clean", work)
+        _flip(work / "train" / part_name, int(offset), 0x5A)
+        try:
+            store = TeacherStore(str(work))
+            got = {utt: store._read_checked(utt)[0] for utt in store.ids()}
+            store.close()
+        except TeacherStoreError:
+            refused += 1
+            assert any(check.problem for check in verify_store(str(work), progress=False))
+        else:
+            unchanged += 1
+            assert got.keys() == expected.keys()
+            for utt, fields in expected.items():
+                assert fields.keys() == got[utt].keys()
+                assert all(np.array_equal(fields[name], got[utt][name]) for name in fields)
+        shutil.rmtree(work)
+    assert refused > 100  # most of a part is values, indexes and metadata, all checked
