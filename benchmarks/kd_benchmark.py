@@ -12,10 +12,14 @@ Measures, on this machine:
    existing store in each format.
 2. **Reading throughput**: utterances per second that a DataLoader delivers
    with audio and teacher outputs (read by ID in 0, 1 or 2 worker processes).
-3. **KD step time**: one training step of the distilled student
+3. **What the store's checksums cost**: reading every utterance of a split
+   in random order, from the store and from a copy written without checksums,
+   passes taken in turn (``checksum_read``).
+4. **KD step time**: one training step of the distilled student
    (DistillationBrain, the store read where the YAML's ``num_workers`` says) against a
    plain step of the same student (CTCAttentionBrain), on the same batches, their
-   steps taken in turn (:mod:`step_timing`): ``kd_step_overhead_pct``.
+   steps taken in turn (:mod:`step_timing`): ``kd_step_overhead_pct``; and the same
+   distilled step reading the copy without checksums: ``checksum_step_overhead_pct``.
 
 With no arguments it reads what ``make demo-full`` wrote (results/demo).
 """
@@ -40,7 +44,7 @@ from hieradist_lobes.data import prepare_dataset  # noqa: E402
 from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
 from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.hparams import load_hparams  # noqa: E402
-from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreWriter  # noqa: E402
+from hieradist_lobes.teacher_store import StoreMetadata, TeacherStore, TeacherStoreWriter, copy_store  # noqa: E402
 from hieradist_lobes.threads import available_cores, machine_description  # noqa: E402
 
 
@@ -94,17 +98,50 @@ def read_throughput(store_path: str, manifest: str, unit: str, tokenizer, uttera
     return results
 
 
-def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int) -> Dict[str, object]:
+def unchecked_copy(store_path: str) -> str:
+    """The store rewritten without checksums, in a temporary folder (the caller removes it)."""
+    folder = tempfile.mkdtemp(prefix="store-unchecked-")
+    copy_store(store_path, folder, progress=False, checksums=False)
+    return folder
+
+
+def checksum_read(store_path: str, unchecked_path: str, passes: int = 5) -> Dict[str, object]:
+    """Milliseconds per utterance for :meth:`TeacherStore.get` in random order, with and without
+    checksums, passes taken in turn (the first pass of each, which opens the parts, not counted)."""
+    import random
+
+    stores = {"checksums": TeacherStore(store_path, splits=["train"]),
+              "no_checksums": TeacherStore(unchecked_path, splits=["train"])}
+    ids = sorted(stores["checksums"].ids())
+    order = random.Random(0).sample(ids, len(ids))
+    seconds: Dict[str, List[float]] = {name: [] for name in stores}
+    for index in range(passes + 1):
+        for name, store in stores.items():
+            start = time.perf_counter()
+            for utt in order:
+                store.get(utt)
+            if index:
+                seconds[name].append(time.perf_counter() - start)
+    per_utterance = {name: 1000 * min(values) / len(order) for name, values in seconds.items()}
+    return {"utterances": len(order), "passes": passes,
+            "ms_per_utterance": {name: round(value, 4) for name, value in per_utterance.items()},
+            "overhead_pct": round(100 * (per_utterance["checksums"] / per_utterance["no_checksums"] - 1), 1)}
+
+
+def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int,
+                 unchecked_path: str = None) -> Dict[str, object]:
     """Seconds per training step, distilled (3 teachers from the store, read as the
     recipe's loader reads them) vs plain (the same student without the store), on the same
-    batches, steps taken in turn (:mod:`step_timing`)."""
+    batches, steps taken in turn (:mod:`step_timing`); with ``unchecked_path``, the
+    distilled step reading that store (no checksums) too."""
     from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
     from hieradist_lobes.data.pipelines import train_loader_options
     from hieradist_lobes.tokens import make_tokenizer
 
-    def setting(distilled: bool):
-        torch.manual_seed(1234)  # the same initial student for both
-        hparams = load_hparams(hparams_file, overrides).hparams
+    def setting(distilled: bool, store_path: str = None):
+        torch.manual_seed(1234)  # the same initial student for every setting
+        hparams = load_hparams(hparams_file, {**overrides, **({"teacher_store": store_path} if store_path else {})}
+                               ).hparams
         manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
         tokenizer = make_tokenizer(hparams, manifests)
         hparams["tokenizer"] = tokenizer
@@ -115,8 +152,14 @@ def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int) ->
                             run_opts={"device": "cpu"}, checkpointer=None)
         return brain, train_set, train_loader_options(hparams, train_set)
 
-    times = interleaved_step_seconds({"plain": setting(False), "distilled": setting(True)}, steps)
-    return {"steps": steps, **overhead(times["plain"], times["distilled"])}
+    settings = {"plain": setting(False), "distilled": setting(True)}
+    if unchecked_path:
+        settings["distilled_no_checksums"] = setting(True, unchecked_path)
+    times = interleaved_step_seconds(settings, steps)
+    result = {"steps": steps, **overhead(times["plain"], times["distilled"])}
+    if unchecked_path:
+        result["checksums"] = overhead(times["distilled_no_checksums"], times["distilled"])
+    return result
 
 
 def main() -> None:
@@ -142,10 +185,17 @@ def main() -> None:
     hparams = load_hparams(args.hparams, overrides).hparams
     manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
     tokenizer = make_tokenizer(hparams, manifests)
-    step = kd_step_time(args.hparams, overrides, args.steps)
+    unchecked = unchecked_copy(args.store)
+    try:
+        step = kd_step_time(args.hparams, overrides, args.steps, unchecked)
+        reading = checksum_read(args.store, unchecked)
+    finally:
+        shutil.rmtree(unchecked)
     results = {
         "machine": f"{machine_description()}, {torch.get_num_threads()} threads",
         "kd_step_overhead_pct": step["overhead_pct"],
+        "checksum_step_overhead_pct": step["checksums"]["overhead_pct"],
+        "checksum_read": reading,
         "store_size": store_sizes(args.store, args.utterances),
         "read_throughput": read_throughput(args.store, manifests["train"], hparams["unit"], tokenizer,
                                            args.utterances),

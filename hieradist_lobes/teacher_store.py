@@ -984,7 +984,9 @@ def format_checks(checks: Sequence[PartCheck], values: bool = True) -> str:
     damaged = [check for check in checks if check.problem]
     unchecked = [check for check in checks if not check.checksums and not check.problem]
     lines = [f"damaged: {check.path} ({check.problem})" for check in damaged]
-    lines += [f"no checksums: {check.path}" for check in unchecked]
+    lines += [f"no checksums: {check.path}" for check in unchecked[:5]]
+    if len(unchecked) > 5:
+        lines.append(f"no checksums: {len(unchecked) - 5} more parts")
     what = "every value read" if values else "metadata and index read, the matrices not (drop --index_only)"
     if damaged:
         lines.append(f"integrity: {len(damaged)} of {len(checks)} parts damaged; delete each damaged part file and "

@@ -867,3 +867,14 @@ def test_a_byte_changed_anywhere_in_a_part_is_refused_or_changes_nothing(tmp_pat
                 assert all(np.array_equal(fields[name], got[utt][name]) for name in fields)
         shutil.rmtree(work)
     assert refused > 100  # most of a part is values, indexes and metadata, all checked
+
+
+def test_the_report_lists_every_damaged_part_and_only_a_few_parts_without_checksums():
+    from hieradist_lobes.teacher_store import PartCheck, format_checks
+
+    checks = [PartCheck(f"s/train/part-r0-{n:05d}.h5", "train", 2, checksums=False) for n in range(8)]
+    checks += [PartCheck(f"s/valid/part-r0-{n:05d}.h5", "valid", 2, True, "values are NaN or inf") for n in range(7)]
+    lines = format_checks(checks).splitlines()
+    assert sum(line.startswith("damaged: ") for line in lines) == 7
+    assert sum(line.startswith("no checksums: s/") for line in lines) == 5 and "no checksums: 3 more parts" in lines
+    assert lines[-1].startswith("integrity: 7 of 15 parts damaged")
