@@ -722,6 +722,21 @@ def _part_files(path: str, splits: Optional[Sequence[str]] = None) -> List[str]:
     return files
 
 
+def _no_parts(path: str, splits: Optional[Sequence[str]] = None) -> TeacherStoreError:
+    """Why ``path`` holds no store: it is missing, a file, or a folder without finished parts."""
+    if not os.path.exists(path):
+        return TeacherStoreError(f"teacher store {path} does not exist: give the folder save_teachers.py "
+                                 "(or save_plm_features.py) wrote")
+    if not os.path.isdir(path):
+        return TeacherStoreError(f"teacher store {path} is a file; a store is the folder holding "
+                                 "<split>/part-r*-*.h5 files")
+    unfinished = glob.glob(os.path.join(path, "*", "part-r*-*.h5.tmp"))
+    return TeacherStoreError(
+        f"teacher store {path} has no complete part files" + (f" for split(s) {', '.join(splits)}" if splits else "")
+        + (f" ({len(unfinished)} unfinished, from a run that did not end: run it again to finish them)"
+           if unfinished else ""))
+
+
 class TeacherStore:
     """Read a teacher store (all its parts) by utterance ID.
 
@@ -742,8 +757,7 @@ class TeacherStore:
         self.path = path
         files = _part_files(path, splits)
         if not files:
-            raise TeacherStoreError(f"teacher store {path} has no complete part files"
-                                    + (f" for split(s) {', '.join(splits)}" if splits else ""))
+            raise _no_parts(path, splits)
         self._index: Dict[str, int] = {}
         self._files = files
         self._split_of_file: List[str] = []
@@ -942,7 +956,7 @@ def verify_store(path: str, values: bool = True, progress: bool = True) -> List[
 
     files = _part_files(path)
     if not files:
-        raise TeacherStoreError(f"teacher store {path} has no complete part files")
+        raise _no_parts(path)
     results = [_check_part(part, values) for part in tqdm(files, desc="verify", unit="part", disable=not progress)]
     # The metadata most parts share is the store's; groups of parts that agree (differences() has
     # tolerances, so no exact key), each led by its first part.

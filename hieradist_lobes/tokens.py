@@ -202,3 +202,5 @@ def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str)
             f"{where}: output_neurons is {output_neurons} but the label vocabulary has {len(tokenizer)} labels "
             f"({', '.join(tokenizer.labels()[:8])}, ...); set output_neurons: {len(tokenizer)}"
         )
+    # Checked: SpeechBrain's encoder would otherwise warn on every run that nobody checked it.
+    tokenizer.expect_len(output_neurons)

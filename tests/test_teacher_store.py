@@ -1,4 +1,5 @@
 import json
+import re
 import os
 
 import numpy as np
@@ -878,3 +879,16 @@ def test_the_report_lists_every_damaged_part_and_only_a_few_parts_without_checks
     assert sum(line.startswith("damaged: ") for line in lines) == 7
     assert sum(line.startswith("no checksums: s/") for line in lines) == 5 and "no checksums: 3 more parts" in lines
     assert lines[-1].startswith("integrity: 7 of 15 parts damaged")
+
+
+def test_a_path_that_is_no_store_is_called_what_it_is(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "killed" / "train").mkdir(parents=True)
+    (tmp_path / "killed" / "train" / "part-r0-00000.h5.tmp").write_bytes(b"")
+    for path, expected in [(tmp_path / "missing", "does not exist"), (tmp_path / "notes.txt", "is a file"),
+                           (tmp_path / "killed", "no complete part files (1 unfinished")]:
+        with pytest.raises(TeacherStoreError, match=re.escape(expected)):
+            TeacherStore(str(path))
+        with pytest.raises(SystemExit) as exited:
+            main(["verify", str(path)])
+        assert exited.value.code == 1 and expected in capsys.readouterr().err

@@ -46,3 +46,16 @@ def test_wordpiece_vocabulary_with_unknown_survives_save_and_load(tmp_path):
     assert loaded.labels() == tokenizer.labels() and loaded.encode_sequence(["cat"]) == [3]
     with pytest.raises(ValueError, match="unit must be one of"):
         build_label_encoder("bpe", "from_data", [["a"]])
+
+
+def test_a_checked_vocabulary_encodes_without_speechbrains_unchecked_length_warning(caplog):
+    """Every training run logged `expect_len was never called`, although check_vocabulary had checked it."""
+    import logging
+
+    from hieradist_lobes.tokens import build_label_encoder, check_vocabulary
+
+    tokenizer = build_label_encoder("phn", "phones39")
+    check_vocabulary(tokenizer, 42, "asr.yaml")
+    with caplog.at_level(logging.WARNING, logger="speechbrain.dataio.encoder"):
+        tokenizer.encode_sequence(["aa", "b"])
+    assert "expect_len" not in caplog.text

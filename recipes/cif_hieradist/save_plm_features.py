@@ -26,6 +26,7 @@ from hieradist_lobes.plm import PLMSplitter, plm_tokenizer
 from hieradist_lobes.plm_features import PLMFeatureExtractor, save_plm_features
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
 from hieradist_lobes.threads import set_threads
+from hieradist_lobes.tokens import check_vocabulary
 
 
 def main(argv):
@@ -45,6 +46,7 @@ def main(argv):
     extractor = PLMFeatureExtractor(hparams["plm_path"], layer=int(hparams["plm_layer"]), device=device)
     split_labels = PLMSplitter(extractor.tokenizer, hparams["unit"])
     tokenizer = plm_tokenizer(manifests["train"], split_labels)
+    check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])  # the models this store will teach
     manifests = checked_manifests(hparams, manifests, hparams["store_splits"], tokenizer, split_labels)
 
     # 3. Fill the store, split by split (resumable; this rank's share of the batches)
