@@ -32,6 +32,7 @@ from hieradist_lobes.hparams import load_hparams  # noqa: E402
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer  # noqa: E402
 from hieradist_lobes.teacher_store import TeacherStore  # noqa: E402
 from hieradist_lobes.threads import available_cores, machine_description  # noqa: E402
+from hieradist_lobes.tokens import check_vocabulary  # noqa: E402
 
 
 def cif_setting(hparams_file: str, overrides: Dict[str, object], distilled: bool) -> Setting:
@@ -41,6 +42,7 @@ def cif_setting(hparams_file: str, overrides: Dict[str, object], distilled: bool
     manifests = prepare_manifests(hparams)
     split_labels = PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])
     tokenizer = plm_tokenizer(manifests["train"], split_labels)
+    check_vocabulary(tokenizer, hparams["output_neurons"], hparams_file)  # as the recipes do
     hparams["tokenizer"] = tokenizer
     store_options = {}
     if distilled:

@@ -33,13 +33,13 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.step_timing import interleaved_step_seconds, overhead  # noqa: E402
+from benchmarks.step_timing import Setting, interleaved_step_seconds, overhead  # noqa: E402
 from hieradist_lobes.data import prepare_dataset  # noqa: E402
 from hieradist_lobes.data.pipelines import asr_dataset  # noqa: E402
 from hieradist_lobes.files import write_json  # noqa: E402
@@ -128,33 +128,39 @@ def checksum_read(store_path: str, unchecked_path: str, passes: int = 5) -> Dict
             "overhead_pct": round(100 * (per_utterance["checksums"] / per_utterance["no_checksums"] - 1), 1)}
 
 
+def student_setting(hparams_file: str, overrides: Dict[str, object], distilled: bool,
+                    store_path: Optional[str] = None) -> Setting:
+    """A fresh CTC/attention model (seed 1234) of ``hparams_file``, distilled from the YAML's
+    ``teacher_store`` (or ``store_path``) or plain, and its training set and loader options."""
+    from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
+    from hieradist_lobes.data.pipelines import train_loader_options
+    from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
+
+    torch.manual_seed(1234)  # the same initial student for every setting
+    hparams = load_hparams(hparams_file, {**overrides, **({"teacher_store": store_path} if store_path else {})}
+                           ).hparams
+    manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
+    tokenizer = make_tokenizer(hparams, manifests)
+    check_vocabulary(tokenizer, hparams["output_neurons"], hparams_file)  # as the recipes do
+    hparams["tokenizer"] = tokenizer
+    store = TeacherStore(hparams["teacher_store"], splits=["train"]) if distilled else None
+    train_set = asr_dataset(manifests["train"], tokenizer, hparams["unit"], "random", teacher_store=store)
+    brain_class = DistillationBrain if distilled else CTCAttentionBrain
+    brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+                        run_opts={"device": "cpu"}, checkpointer=None)
+    return brain, train_set, train_loader_options(hparams, train_set)
+
+
 def kd_step_time(hparams_file: str, overrides: Dict[str, object], steps: int,
-                 unchecked_path: str = None) -> Dict[str, object]:
+                 unchecked_path: Optional[str] = None) -> Dict[str, object]:
     """Seconds per training step, distilled (3 teachers from the store, read as the
     recipe's loader reads them) vs plain (the same student without the store), on the same
     batches, steps taken in turn (:mod:`step_timing`); with ``unchecked_path``, the
     distilled step reading that store (no checksums) too."""
-    from hieradist_lobes.brains import CTCAttentionBrain, DistillationBrain
-    from hieradist_lobes.data.pipelines import train_loader_options
-    from hieradist_lobes.tokens import make_tokenizer
-
-    def setting(distilled: bool, store_path: str = None):
-        torch.manual_seed(1234)  # the same initial student for every setting
-        hparams = load_hparams(hparams_file, {**overrides, **({"teacher_store": store_path} if store_path else {})}
-                               ).hparams
-        manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
-        tokenizer = make_tokenizer(hparams, manifests)
-        hparams["tokenizer"] = tokenizer
-        store = TeacherStore(hparams["teacher_store"], splits=["train"]) if distilled else None
-        train_set = asr_dataset(manifests["train"], tokenizer, hparams["unit"], "random", teacher_store=store)
-        brain_class = DistillationBrain if distilled else CTCAttentionBrain
-        brain = brain_class(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
-                            run_opts={"device": "cpu"}, checkpointer=None)
-        return brain, train_set, train_loader_options(hparams, train_set)
-
-    settings = {"plain": setting(False), "distilled": setting(True)}
+    settings = {"plain": student_setting(hparams_file, overrides, False),
+                "distilled": student_setting(hparams_file, overrides, True)}
     if unchecked_path:
-        settings["distilled_no_checksums"] = setting(True, unchecked_path)
+        settings["distilled_no_checksums"] = student_setting(hparams_file, overrides, True, unchecked_path)
     times = interleaved_step_seconds(settings, steps)
     result = {"steps": steps, **overhead(times["plain"], times["distilled"])}
     if unchecked_path:
@@ -177,7 +183,7 @@ def main() -> None:
     if not os.path.isdir(args.store):
         parser.error(f"no teacher store in {args.store}: run make demo-full first, or give --store")
 
-    from hieradist_lobes.tokens import make_tokenizer
+    from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
 
     # Batches drawn at random (a fixed seed, the same for both): a sorted order would time only the shortest.
     overrides = {"data_folder": args.data_folder, "output_root": args.output_root, "teacher_store": args.store,
@@ -185,6 +191,7 @@ def main() -> None:
     hparams = load_hparams(args.hparams, overrides).hparams
     manifests = prepare_dataset(hparams["dataset"], hparams["data_folder"], hparams["manifest_folder"])
     tokenizer = make_tokenizer(hparams, manifests)
+    check_vocabulary(tokenizer, hparams["output_neurons"], args.hparams)
     unchecked = unchecked_copy(args.store)
     try:
         step = kd_step_time(args.hparams, overrides, args.steps, unchecked)

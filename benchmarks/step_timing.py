@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import speechbrain as sb
 import torch
@@ -26,13 +26,15 @@ import torch
 Setting = Tuple[sb.Brain, object, Dict[str, object]]
 
 
-def interleaved_step_seconds(settings: Mapping[str, Setting], steps: int, warmup: int = 3
-                             ) -> Dict[str, List[float]]:
+def interleaved_step_seconds(settings: Mapping[str, Setting], steps: int, warmup: int = 3,
+                             audio_seconds: Optional[Dict[str, List[float]]] = None) -> Dict[str, List[float]]:
     """Seconds of each of ``steps`` training steps per setting (after ``warmup``
     steps each), the settings' steps taken in turn.
 
     Every loader's order is drawn from the same seed, so settings over the
-    same training set see the same batches in the same order.
+    same training set see the same batches in the same order.  With
+    ``audio_seconds``, the seconds of audio in each timed batch are appended
+    there too (``sample_rate`` of each Brain's hparams; padding not counted).
     """
     iterators = {}
     for name, (brain, dataset, loader_options) in settings.items():
@@ -52,6 +54,10 @@ def interleaved_step_seconds(settings: Mapping[str, Setting], steps: int, warmup
             brain.fit_batch(batch)
             if index >= warmup:
                 durations[name].append(time.perf_counter() - start)
+                if audio_seconds is not None:
+                    wavs, relative_lengths = batch.sig
+                    samples = float((relative_lengths * wavs.shape[1]).sum())
+                    audio_seconds.setdefault(name, []).append(samples / brain.hparams.sample_rate)
     return durations
 
 
