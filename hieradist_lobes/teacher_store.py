@@ -582,13 +582,17 @@ REPAIR = ("Delete this part file and run the script that wrote the store again (
 
 def _damaged(part: str, error: object, utt_id: Optional[str] = None) -> DamagedPartError:
     what = f"utterance {utt_id} of " if utt_id else ""
-    reason = getattr(error, "reason", None) or _read_failure(error)
+    reason = _reason(error)
     return DamagedPartError(f"{what}teacher store part {part} is damaged ({reason}): it was truncated, "
                             f"overwritten or corrupted. {REPAIR}",
                             f"utterance {utt_id}: {reason}" if utt_id else reason)
 
 
-def _read_failure(error: object) -> str:
+def _reason(error: object) -> str:
+    """What was found: a :class:`DamagedPartError`'s reason, or the failure's own words."""
+    reason = getattr(error, "reason", None)
+    if reason:
+        return reason
     text = str(error).strip("'\"")
     # HDF5's words when a chunk's Fletcher-32 checksum fails (the only filter that fails on reading a
     # whole chunk) and when a metadata block's checksum fails.
@@ -622,9 +626,9 @@ class _PartReader:
             self.row = {utt: number for number, utt in enumerate(self.ids())}
             fields = self.handle["fields"]
             # h5py lists an object whose header is unreadable as None: every name is opened on its own.
-            self.ends = {name: self._read_whole(self.handle["offsets"][name]).tolist()
+            self.ends = {name: _read_whole(self.handle["offsets"][name], path).tolist()
                          for name in self.handle["offsets"]}
-            self.small = {name: self._read_whole(fields[name]) for name in index_fields if name in fields}
+            self.small = {name: _read_whole(fields[name], path) for name in index_fields if name in fields}
             # Every field: the small ones from memory, the matrices as open datasets.
             self.stored = {name: self.small[name] if name in self.small else fields[name] for name in fields}
             self._check_offsets()
@@ -633,13 +637,6 @@ class _PartReader:
             if isinstance(error, TeacherStoreError):
                 raise
             raise _damaged(path, error) from error
-
-    def _read_whole(self, dataset) -> np.ndarray:
-        """A small dataset read whole, refused if its shape claims more bytes than the file holds
-        (a changed shape in a part without checksummed metadata would otherwise allocate it)."""
-        if dataset.size * dataset.dtype.itemsize > os.path.getsize(self.path):
-            raise _damaged(self.path, f"dataset {dataset.name} claims {dataset.shape} values, more than the file holds")
-        return dataset[()]
 
     def _check_offsets(self) -> None:
         """Every field's offsets must cut its dataset into one slice per utterance (checksums or not)."""
@@ -706,13 +703,26 @@ def _layout(handle, path: str) -> int:
     return layout
 
 
+def _read_whole(dataset, path: str) -> np.ndarray:
+    """A small dataset of part ``path`` read whole, refused if its shape claims more bytes than the file
+    holds (a changed shape in a part without checksummed metadata would otherwise allocate it)."""
+    if dataset.size * dataset.dtype.itemsize > os.path.getsize(path):
+        raise _damaged(path, f"dataset {dataset.name} claims {dataset.shape} values, more than the file holds")
+    return dataset[()]
+
+
+def _part_header(handle, path: str) -> Tuple[StoreMetadata, str]:
+    """A part's metadata and split, once its attributes match their checksum (:class:`DamagedPartError`)."""
+    problem = attributes_problem(handle)
+    if problem:
+        raise _damaged(path, problem)
+    return StoreMetadata.from_attrs(handle.attrs), str(handle.attrs["split"])
+
+
 def _part_ids(handle, layout: int) -> List[str]:
     if layout == 1:
         return list(handle["utts"].keys())
-    ids = handle["ids"]
-    if ids.size * ids.dtype.itemsize > os.path.getsize(handle.filename):  # as _PartReader._read_whole
-        raise _damaged(handle.filename, f"its IDs claim {ids.shape} values, more than the file holds")
-    return decode_ids(ids[()])
+    return decode_ids(_read_whole(handle["ids"], handle.filename))
 
 
 def _part_files(path: str, splits: Optional[Sequence[str]] = None) -> List[str]:
@@ -766,11 +776,7 @@ class TeacherStore:
         for number, part in enumerate(files):
             try:
                 with h5py.File(part, "r") as handle:
-                    problem = attributes_problem(handle)
-                    if problem:
-                        raise _damaged(part, problem)
-                    metadata = StoreMetadata.from_attrs(handle.attrs)
-                    split = str(handle.attrs["split"])
+                    metadata, split = _part_header(handle, part)
                     utt_ids = _part_ids(handle, _layout(handle, part))
                     unchecked += not has_checksums(handle)
             except TeacherStoreError:
@@ -911,12 +917,7 @@ def _check_part(part: str, values: bool) -> Tuple[PartCheck, Optional[StoreMetad
     try:
         with h5py.File(part, "r") as handle:
             check.checksums = has_checksums(handle)
-            problem = attributes_problem(handle)
-            if problem:
-                check.problem = problem
-                return check, None, []
-            metadata = StoreMetadata.from_attrs(handle.attrs)
-            check.split = str(handle.attrs["split"])
+            metadata, check.split = _part_header(handle, part)
         reader = _PartReader(part, metadata.codec.index_fields)
         try:
             ids = reader.ids()
@@ -926,7 +927,7 @@ def _check_part(part: str, values: bool) -> Tuple[PartCheck, Optional[StoreMetad
         finally:
             reader.close()
     except Exception as error:  # every failure is this part's damage, reported with the others
-        check.problem = getattr(error, "reason", None) or _read_failure(error)
+        check.problem, metadata, ids = _reason(error), None, []
     return check, metadata, ids
 
 
@@ -972,8 +973,9 @@ def verify_store(path: str, values: bool = True, progress: bool = True) -> List[
         store_metadata, members = max(groups, key=lambda group: len(group[1]))
         lead = results[members[0]][0].path
         for check, metadata, _ in results:
-            if check.problem is None and store_metadata.differences(metadata):
-                check.problem = f"other {', '.join(store_metadata.differences(metadata))} than most parts ({lead})"
+            differences = store_metadata.differences(metadata) if check.problem is None else []
+            if differences:
+                check.problem = f"other {', '.join(differences)} than most parts ({lead})"
     owner: Dict[str, str] = {}
     for check, _, ids in results:
         if check.problem is None:
