@@ -29,7 +29,8 @@ Modules:
 * :mod:`hieradist_lobes.errors`: the base of the project's errors;
   :mod:`hieradist_lobes.cli`: what the command lines share.
 * :mod:`hieradist_lobes.rnn`: the GRU of the built-in CRDNN and the attentional decoder's faster
-  teacher-forced loop.
+  teacher-forced loop; :mod:`hieradist_lobes.crdnn`: SpeechBrain's CRDNN with
+  its CNN blocks run channels-last.
 * :mod:`hieradist_lobes.running_stats`: running statistics put back after a
   skipped batch.
 * :mod:`hieradist_lobes.segmentation`: cutting long recordings at pauses.

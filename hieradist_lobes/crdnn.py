@@ -9,8 +9,8 @@ layout of a ``batch × channels × time × freq`` map, so here each convolution
 reads it in place (a permuted view, the kernel's two axes swapped to match),
 writes channels-last, and the layer norms, the pooling over frequency and the
 channel dropout work on it without a copy.  Same parameters (and state-dict
-keys), same function; about 2.7× faster forward and backward on the built-in
-corpus's block (docs/benchmarks.md).  A block this does not cover (strided or
+keys), same function (docs/benchmarks.md: with the decoder's loop, the built-in
+corpus's teacher and student steps 1.3-1.4x faster).  A block this does not cover (strided or
 dilated convolutions, ``max_norm``, 2-D pooling) runs SpeechBrain's own layers.
 
 Example
