@@ -266,3 +266,28 @@ def test_systems_naming_a_system_the_parts_do_not_train_stops_before_any_job(tmp
                                              "ctc_attention_wordpiece, cif_acd, cif_lrd, cif_hieradist"):
         demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif"], only=["cif_acd_noramp"])
     assert planned == []
+
+
+def test_quick_gives_the_kd_models_their_epochs_and_trains_no_control(tmp_path, monkeypatch):
+    """--quick: every KD model gets QUICK_EPOCHS (4, when the attentional decoder has found its
+    alignment), the CIF models QUICK_CIF_EPOCHS with the shortened schedule, and no same-units
+    control (it has not learnt at its share of the quick CIF time); the full demo keeps it."""
+    data, planned, _ = plan_without_training(tmp_path, monkeypatch)
+    demo.main(["--quick", "--parts", "cif", "--output_folder", str(tmp_path / "quick"), "--data_folder", str(data)])
+    names = [job.name for job in planned]
+    assert "ctc_attention_wordpiece" not in names and {"cif", "cif_hieradist", "lm"} <= set(names)
+    for job in planned:
+        if job.name.startswith("cif"):
+            assert f"--number_of_epochs={demo.QUICK_CIF_EPOCHS}" in job.argv
+            assert set(demo.QUICK_CIF_OVERRIDES) <= set(job.argv)
+    planned.clear()
+    monkeypatch.setattr(demo, "check_students", lambda systems, wav: None)  # the control's folder is not real
+    demo.main(["--parts", "cif", "--output_folder", str(tmp_path / "full"), "--data_folder", str(data)])
+    assert "ctc_attention_wordpiece" in [job.name for job in planned]
+    # The KD part: what --quick asks of run_demo.
+    asked = {}
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: asked.update(epochs=args[2], **kwargs))
+    demo.main(["--quick"])
+    assert asked["epochs"] == demo.QUICK_EPOCHS == 4 and asked["control"] is False
+    demo.main([])
+    assert asked["epochs"] is None and asked["control"] is True
