@@ -12,7 +12,9 @@ the validation set and then used, unchanged, on the test set::
 
 The CTC weight is chosen first (without the LM), then the LM weight with that
 CTC weight; each grid includes 0, so the choice can never be worse on the
-validation set than decoding without that score.
+validation set than decoding without that score. ``--ctc_weights keep`` keeps
+the CTC weight the model folder has (the one its recipe chose on valid) and
+chooses only the LM weight.
 
 Example
 -------
@@ -29,6 +31,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from hieradist_lobes.cli import path_argument, run_command
 from hieradist_lobes.files import write_json
+from hieradist_lobes.threads import set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +75,12 @@ def sweep(asr, name: str, grid: Sequence[float], score: Callable[[object], float
 
 
 def choose_decoding_weights(asr, valid_rows: Sequence[Mapping[str, str]], split_labels: Callable[[str], Sequence[str]],
-                            ctc_weights: Sequence[float] = CTC_WEIGHTS,
+                            ctc_weights: Optional[Sequence[float]] = CTC_WEIGHTS,
                             lm_weights: Optional[Sequence[float]] = None,
                             test_rows: Optional[Sequence[Mapping[str, str]]] = None) -> Dict[str, object]:
-    """Choose ``ctc_weight_decode`` on ``valid_rows``, then ``lm_weight``
-    (only when the model was loaded with an LM and ``lm_weights`` are
-    given), and score ``test_rows`` with the choice.
+    """Choose ``ctc_weight_decode`` on ``valid_rows`` (``ctc_weights`` None:
+    keep the model's), then ``lm_weight`` (only when the model was loaded with
+    an LM and ``lm_weights`` are given), and score ``test_rows`` with the choice.
 
     Returns a record: each grid's validation error rates, the chosen
     weights, the validation error rate with them and (with ``test_rows``)
@@ -88,17 +91,23 @@ def choose_decoding_weights(asr, valid_rows: Sequence[Mapping[str, str]], split_
         return token_error_rate(model, valid_rows, split_labels)
 
     asr.hparams.lm_weight = 0.0
-    ctc_grid = sweep(asr, "ctc_weight_decode", ctc_weights, valid_score)
-    record: Dict[str, object] = {"valid_by_ctc_weight": ctc_grid, "ctc_weight_decode": choose_on_grid(ctc_grid)}
-    asr.hparams.ctc_weight_decode = record["ctc_weight_decode"]
+    record: Dict[str, object] = {}
+    if ctc_weights is not None:
+        record["valid_by_ctc_weight"] = ctc_grid = sweep(asr, "ctc_weight_decode", ctc_weights, valid_score)
+        asr.hparams.ctc_weight_decode = choose_on_grid(ctc_grid)
+    record["ctc_weight_decode"] = float(asr.hparams.ctc_weight_decode)
     record["lm_weight"] = 0.0
     if asr.lm is not None and lm_weights:
         lm_grid = sweep(asr, "lm_weight", lm_weights, valid_score)
         record["valid_by_lm_weight"] = lm_grid
         record["lm_weight"] = choose_on_grid(lm_grid)
     asr.hparams.lm_weight = record["lm_weight"]
-    record["valid_error_rate"] = (record["valid_by_lm_weight"][record["lm_weight"]] if "valid_by_lm_weight" in record
-                                 else ctc_grid[record["ctc_weight_decode"]])
+    if "valid_by_lm_weight" in record:
+        record["valid_error_rate"] = record["valid_by_lm_weight"][record["lm_weight"]]
+    elif ctc_weights is not None:
+        record["valid_error_rate"] = record["valid_by_ctc_weight"][record["ctc_weight_decode"]]
+    else:  # nothing was swept: score valid once with the model's weights
+        record["valid_error_rate"] = valid_score(asr)
     if test_rows is not None:
         record["test_error_rate"] = token_error_rate(asr, test_rows, split_labels)
         chosen = (asr.hparams.ctc_weight_decode, asr.hparams.lm_weight)
@@ -123,7 +132,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                         help="the PLM folder whose tokenizer made the model's units")
     parser.add_argument("--lm_folder", default=None, type=path_argument,
                         help="a token LM folder (train_lm.py) for shallow fusion")
-    parser.add_argument("--ctc_weights", default=",".join(map(str, CTC_WEIGHTS)))
+    parser.add_argument("--ctc_weights", default=",".join(map(str, CTC_WEIGHTS)),
+                        help="CTC weights to choose from, comma-separated; 'keep': the model folder's")
     parser.add_argument("--lm_weights", default=",".join(map(str, LM_WEIGHTS)))
     parser.add_argument("--json", default=None, type=path_argument, help="write the record here")
     args = parser.parse_args(argv)
@@ -137,9 +147,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
             parser.error(f"{option} {text!r}: give non-negative numbers, comma-separated")
         return values
 
-    ctc_weights, lm_weights = weights(args.ctc_weights, "--ctc_weights"), weights(args.lm_weights, "--lm_weights")
-    if any(value > 1.0 for value in ctc_weights):
+    keep = args.ctc_weights.strip() == "keep"
+    ctc_weights = None if keep else weights(args.ctc_weights, "--ctc_weights")
+    lm_weights = weights(args.lm_weights, "--lm_weights")
+    if ctc_weights is not None and any(value > 1.0 for value in ctc_weights):
         parser.error(f"--ctc_weights {args.ctc_weights!r}: CTC weights lie in [0, 1]")
+    set_threads()  # this process's share of the cores (the demo runs several side by side)
     overrides = {"lm_folder": args.lm_folder} if args.lm_folder else {}
     asr = CIFASR.from_hparams(source=args.model_dir, savedir=args.model_dir, overrides=overrides)
     split_labels = PLMSplitter(PLMTokenizer(args.plm_path), "wrd")

@@ -210,13 +210,15 @@ def plan_without_training(tmp_path, monkeypatch):
             result = {"lm_dir": "lm"} if job.name.startswith("lm") else str(tmp_path / "store")
             if job.name.startswith(("cif", "ctc_attention")):
                 result = {"test_error_rate": 10.0, "valid_error_rate": 11.0, "params": 5,
-                          "model_dir": str(tmp_path / job.name / "model")}
+                          "model_dir": str(tmp_path / "out" / job.name / "model")}
+            if job.name.startswith("score_"):  # hieradist_lobes/tuning.py's record
+                result = {"lm_weight": 0.2, "valid_by_lm_weight": {0.0: 11.0, 0.2: 10.5}, "test_error_rate": 9.5}
             finished(job, result, 1.0)
 
     monkeypatch.setattr(demo, "run_jobs", run_jobs)
     scored = {}
-    monkeypatch.setattr(demo, "check_cif_models", lambda systems, valid, test, lm_dirs, weights: scored.update(
-        lm_dirs=lm_dirs, systems=sorted(systems)))
+    monkeypatch.setattr(demo, "check_cif_models", lambda systems, wav: scored.update(
+        systems=sorted(name for name, system in systems.items() if system["kind"] == "cif")))
     monkeypatch.setattr(demo, "plot_summary", lambda *args: None)
     return data, planned, scored
 
@@ -230,9 +232,17 @@ def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_pat
     summary = demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif_low_resource"], seeds=(1, 2),
                             cif_epochs=3)
     names = [job.name for job in planned]
-    assert names[0] == "save_plm_features_low_resource" and names[-1] == "lm_low_resource"
     systems = ["cif_low_resource", "cif_acd_low_resource", "cif_lrd_low_resource", "cif_hieradist_low_resource"]
-    assert sorted(names[1:-1]) == sorted(f"{name}_s{seed}" for name in systems for seed in (1, 2))
+    runs = [f"{name}_s{seed}" for name in systems for seed in (1, 2)]
+    assert names[0] == "save_plm_features_low_resource" and names[9] == "lm_low_resource"
+    assert sorted(names[1:9]) == sorted(runs) and sorted(names[10:]) == sorted(f"score_{run}" for run in runs)
+    # Each run's LM weight is chosen with that regime's LM, after the run and the LM, in a job of its own.
+    score = next(job for job in planned if job.name == "score_cif_lrd_low_resource_s2")
+    assert score.after == ("cif_lrd_low_resource_s2", "lm_low_resource")
+    low_lm = str(tmp_path / "out" / "lm_low_resource" / "model")
+    assert score.argv[score.argv.index("--lm_folder") + 1] == low_lm
+    assert score.argv[score.argv.index("--model_dir") + 1] == str(tmp_path / "out" / "cif_lrd_low_resource_s2" / "model")
+    assert score.argv[score.argv.index("--ctc_weights") + 1] == "keep"
     subset = str(tmp_path / "out" / "low_resource" / "train.csv")
     assert [row["ID"] for row in read_manifest(subset)] == ["s1_0", "s2_0"]
     lrd = next(job for job in planned if job.name == "cif_lrd_low_resource_s2")
@@ -240,9 +250,12 @@ def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_pat
             "--output_neurons=" + str(demo.cif_output_neurons(subset)),
             f"--teacher_store={tmp_path / 'out' / 'plm_store_low_resource'}"} <= set(lrd.argv)
     assert lrd.after == ("save_plm_features_low_resource",)
-    assert scored == {"lm_dirs": {"low_resource": "lm"}, "systems": sorted(systems)}
-    assert summary["systems"]["cif_lrd_low_resource"]["regime"] == "low_resource"
-    assert summary["systems"]["cif_lrd_low_resource"]["seeds"] == [1, 2]
+    assert scored == {"systems": sorted(systems)}
+    lrd = summary["systems"]["cif_lrd_low_resource"]
+    assert lrd["regime"] == "low_resource" and lrd["seeds"] == [1, 2]
+    # The scoring jobs' records reach each run and the means.
+    assert lrd["runs"]["2"]["lm_weight"] == 0.2 and lrd["runs"]["2"]["valid_by_lm_weight"] == {"0": 11.0, "0.2": 10.5}
+    assert lrd["test_error_rate_lm"] == 9.5 and lrd["test_error_rate_lm_std"] == 0.0
 
 
 def test_systems_trains_only_the_named_systems_with_what_they_need(tmp_path, monkeypatch):
@@ -252,8 +265,8 @@ def test_systems_trains_only_the_named_systems_with_what_they_need(tmp_path, mon
     summary = demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif"], seeds=(1, 2), ablations=True,
                             only=["cif", "cif_acd_noramp"])
     names = [job.name for job in planned]
-    assert sorted(names) == sorted(["save_plm_features", "lm", "cif_s1", "cif_s2", "cif_acd_noramp_s1",
-                                    "cif_acd_noramp_s2"])
+    trained = ["cif_s1", "cif_s2", "cif_acd_noramp_s1", "cif_acd_noramp_s2"]
+    assert sorted(names) == sorted(["save_plm_features", "lm", *trained, *(f"score_{run}" for run in trained)])
     noramp = next(job for job in planned if job.name == "cif_acd_noramp_s1")
     assert demo.UNRAMPED in noramp.argv and noramp.after == ("save_plm_features",)
     assert list(summary["systems"]) == ["cif", "cif_acd_noramp"]
@@ -273,7 +286,7 @@ def test_quick_gives_the_kd_models_their_epochs_and_trains_no_control(tmp_path, 
     alignment), the CIF models QUICK_CIF_EPOCHS with the shortened schedule, and no same-units
     control (it has not learnt at its share of the quick CIF time); the full demo keeps it."""
     data, planned, _ = plan_without_training(tmp_path, monkeypatch)
-    demo.main(["--quick", "--parts", "cif", "--output_folder", str(tmp_path / "quick"), "--data_folder", str(data)])
+    demo.main(["--quick", "--parts", "cif", "--output_folder", str(tmp_path / "out"), "--data_folder", str(data)])
     names = [job.name for job in planned]
     assert "ctc_attention_wordpiece" not in names and {"cif", "cif_hieradist", "lm"} <= set(names)
     for job in planned:
@@ -282,7 +295,7 @@ def test_quick_gives_the_kd_models_their_epochs_and_trains_no_control(tmp_path, 
             assert set(demo.QUICK_CIF_OVERRIDES) <= set(job.argv)
     planned.clear()
     monkeypatch.setattr(demo, "check_students", lambda systems, wav: None)  # the control's folder is not real
-    demo.main(["--parts", "cif", "--output_folder", str(tmp_path / "full"), "--data_folder", str(data)])
+    demo.main(["--parts", "cif", "--output_folder", str(tmp_path / "out"), "--data_folder", str(data)])
     assert "ctc_attention_wordpiece" in [job.name for job in planned]
     # The KD part: what --quick asks of run_demo.
     asked = {}

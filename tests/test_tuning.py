@@ -69,12 +69,28 @@ def test_without_an_lm_only_the_ctc_weight_is_chosen(rows):
     assert all(lm == 0.0 for _, lm in asr.decoded)
 
 
+def test_keeping_the_models_ctc_weight_chooses_only_the_lm_weight(rows):
+    """ctc_weights None (the command's --ctc_weights keep): no CTC sweep, the folder's weight stays."""
+    asr = FakeASR()
+    asr.hparams.ctc_weight_decode = 0.5
+    record = choose_decoding_weights(asr, rows, split, ctc_weights=None, lm_weights=[0.0, 0.2], test_rows=rows)
+    assert "valid_by_ctc_weight" not in record and record["ctc_weight_decode"] == 0.5
+    assert record["valid_by_lm_weight"] == {0.0: 20.0, 0.2: 0.0} and record["lm_weight"] == 0.2
+    assert record["test_error_rate"] == 0.0
+    assert all(ctc == 0.5 for ctc, _ in asr.decoded[:3])  # valid at LM 0 and 0.2, then test: all at the kept 0.5
+    without_lm = FakeASR(with_lm=False)
+    without_lm.hparams.ctc_weight_decode = 0.5
+    record = choose_decoding_weights(without_lm, rows, split, ctc_weights=None, lm_weights=[0.0, 0.2])
+    assert record["valid_error_rate"] == 20.0 and len(without_lm.decoded) == 1  # valid scored once, as it is
+
+
 def test_ties_go_to_the_smallest_weight():
     assert choose_on_grid({0.4: 10.0, 0.0: 12.0, 0.2: 10.0}) == 0.2
     assert choose_on_grid({0.0: 5.0, 0.3: 5.0}) == 0.0
 
 
-@pytest.mark.parametrize("option", [["--ctc_weights", "0,1.5"], ["--lm_weights", "a,b"], ["--ctc_weights", ""]])
+@pytest.mark.parametrize("option", [["--ctc_weights", "0,1.5"], ["--lm_weights", "a,b"], ["--ctc_weights", ""],
+                                    ["--ctc_weights", "kept"]])
 def test_the_command_refuses_bad_grids_before_loading_anything(option, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--model_dir", "/nonexistent", "--valid_csv", "v.csv", "--plm_path", "/p", *option])

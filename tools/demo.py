@@ -177,6 +177,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     declared: List[str] = []  # systems in the order of the table, whatever order they finish in
     offered: List[str] = []  # every per-seed system of the parts, trained or left out by ``only``
     steps: Dict[str, List[Job]] = {"multi_teacher_kd": [], "cif_hieradist": []}  # each part's jobs, in order
+    runs_of: Dict[str, Dict[str, Dict[str, object]]] = {}  # per-seed system -> seed -> its run's record
     handlers: Dict[str, Callable[[object], None]] = {}
 
     def in_table_order() -> Dict[str, Dict[str, object]]:
@@ -188,8 +189,10 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
 
     def step(name: str, script: str, argv: List[str], after: Sequence[str] = (),
              handle: Callable[[object], None] = lambda result: None, part: Optional[str] = None) -> str:
-        # The part whose start order the job joins: its recipe's folder unless given.
-        steps[part or script.split("/")[0]].append(Job(name, recipe(script), argv, tuple(after)))
+        # ``script``: a recipe under recipes/, or an absolute path. The part whose start order the job
+        # joins: its recipe's folder unless given.
+        path = script if os.path.isabs(script) else recipe(script)
+        steps[part or script.split("/")[0]].append(Job(name, path, argv, tuple(after)))
         handlers[name] = handle
         return name
 
@@ -212,6 +215,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
             return []
         declared.append(name)
         runs: Dict[str, object] = {}
+        runs_of[name] = runs
 
         def record(seed: int, result) -> None:
             runs[str(seed)] = result
@@ -231,6 +235,37 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
             summary[key] = os.path.abspath(path)
 
         return step(name, script, argv, after, record)
+
+    valid_manifest = os.path.join(os.path.abspath(data_folder), "valid.csv")
+    test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
+
+    def score_with_lm(name: str, lm_job: str, lm_folder: str) -> None:
+        """For each seed's model of CIF system ``name`` (if it trains), a job after it and the LM: the
+        LM weight chosen on valid from ``lm_weights`` with the CTC weight its recipe chose, the test
+        scored with both (``hieradist_lobes/tuning.py``); jobs, so that they run side by side."""
+        if name not in runs_of:  # left out by ``only``
+            return
+        runs = runs_of[name]
+        for seed in seeds:
+            folder = name if len(seeds) == 1 else f"{name}_s{seed}"
+            model_dir = os.path.join(os.path.abspath(output_folder), folder, "model")
+
+            def record(result, seed: str = str(seed), model_dir: str = model_dir) -> None:
+                run = runs[seed]
+                if os.path.abspath(run["model_dir"]) != model_dir:
+                    raise DemoError(f"{name} (seed {seed}) exported {run['model_dir']}, not {model_dir}")
+                run["lm_weight"] = result["lm_weight"]
+                run["valid_by_lm_weight"] = {f"{weight:g}": rate for weight, rate in result["valid_by_lm_weight"].items()}
+                run["test_error_rate_lm"] = result["test_error_rate"]
+                if name in systems:  # every seed trained: the entry's means and spreads again, with the LM's
+                    systems[name].update(seed_statistics(runs))
+                    save_progress()
+
+            step(f"score_{folder}", str(ROOT / "hieradist_lobes" / "tuning.py"),
+                 ["--model_dir", model_dir, "--valid_csv", valid_manifest, "--test_csv", test_manifest,
+                  "--plm_path", synth_plm_path(), "--lm_folder", lm_folder, "--ctc_weights", "keep",
+                  "--lm_weights", ",".join(f"{weight:g}" for weight in lm_weights)],
+                 after=[folder, lm_job], handle=record, part="cif_hieradist")
 
     if "kd" in parts:
         teachers = [system(teacher, "teacher", {"strategy": None}, "multi_teacher_kd/train_teacher.py",
@@ -284,6 +319,10 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                                  UNRAMPED, *cif_common], after=[plm_store])
         step("lm", "cif_hieradist/train_lm.py", [synth_yaml("cif.yaml"), *without_epochs(cif_common)],
              handle=lambda result: summary.__setitem__("lm", result))
+        lm_folder = os.path.join(os.path.abspath(output_folder), "lm", "model")  # cif.yaml's lm_dir
+        for name in ["cif", *(f"cif_{d}" for d in CIF_DISTILLATIONS),
+                     *([f"cif_{d}_noramp" for d in ("acd", "hieradist")] if ablations else [])]:
+            score_with_lm(name, "lm", lm_folder)
     if "cif_low_resource" in parts:
         # A quarter of each training speaker's utterances (the same voices), as many updates as the full
         # regime (4x the epochs: the LR schedule, in updates, is unchanged); its own vocabulary (the
@@ -309,10 +348,12 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                             "cif_hieradist/train_kd.py",
                             [synth_yaml("cif_kd.yaml"), f"--distillation={distillation}", *low,
                              f"--teacher_store={low_store_path}"], after=[low_store])
+        low_lm_output = os.path.join(os.path.abspath(output_folder), "lm_low_resource")
         step("lm_low_resource", "cif_hieradist/train_lm.py",
-             [synth_yaml("cif.yaml"), *without_epochs(low),
-              f"--lm_output_folder={os.path.join(output_folder, 'lm_low_resource')}"],
+             [synth_yaml("cif.yaml"), *without_epochs(low), f"--lm_output_folder={low_lm_output}"],
              handle=lambda result: summary.__setitem__("lm_low_resource", result))
+        for name in ["cif_low_resource", *(f"cif_{d}_low_resource" for d in CIF_DISTILLATIONS)]:
+            score_with_lm(name, "lm_low_resource", os.path.join(low_lm_output, "model"))
 
     left = [name for name in (only or ()) if name not in offered]
     if left:
@@ -327,17 +368,9 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     # early and the short KD ones keep both workers busy at the end.
     run_jobs(alternate(*steps.values()), jobs, os.path.join(output_folder, "logs"), finished)
     summary["systems"] = systems = in_table_order()
-    test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
     summary["test_manifest"] = test_manifest
     check_students(systems, read_manifest(test_manifest)[0]["wav"])
-    if "cif" in parts or "cif_low_resource" in parts:
-        start = time.time()
-        # Each regime's CIF models are fused with the LM trained on that regime's text.
-        lm_dirs = {regime: summary[key]["lm_dir"]
-                   for regime, key in (("full", "lm"), ("low_resource", "lm_low_resource")) if key in summary}
-        check_cif_models(systems, os.path.join(os.path.abspath(data_folder), "valid.csv"), test_manifest,
-                         lm_dirs, lm_weights)
-        timings["cif_lm_decoding"] = round(time.time() - start, 1)
+    check_cif_models(systems, read_manifest(test_manifest)[0]["wav"])
     summary["total_minutes"] = round((time.time() - begin) / 60, 1)
     summary = write_summary(summary, summary_path)
     plot_summary(summary, output_folder, os.path.join(output_folder, "summary.png"))
@@ -433,7 +466,15 @@ def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
         system["example_transcription"] = asr.transcribe_file(wav)
 
 
-@functools.lru_cache(maxsize=1)  # loaded once: at start (the CIF vocabulary) and again to score the CIF models
+@functools.lru_cache(maxsize=1)  # the folder is checked once
+def synth_plm_path() -> str:
+    """The folder of the PLM of ``hparams/synth/cif.yaml`` (all-MiniLM-L6-v2, from its wheel)."""
+    from hieradist_lobes.plm import minilm_path
+
+    return str(minilm_path())
+
+
+@functools.lru_cache(maxsize=1)  # loaded once per process (the CIF vocabulary)
 def synth_plm_splitter():
     """Transcripts split into the tokens of the PLM of ``hparams/synth/cif.yaml`` (all-MiniLM-L6-v2)."""
     from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
@@ -450,38 +491,18 @@ def cif_output_neurons(train_manifest: str) -> int:
     return len(plm_tokenizer(train_manifest, synth_plm_splitter()))
 
 
-def check_cif_models(systems: Dict[str, Dict[str, object]], valid_manifest: str, test_manifest: str,
-                     lm_dirs: Dict[str, str], lm_weights: Sequence[float] = LM_WEIGHTS) -> None:
-    """Load every CIF folder (every seed's) with :class:`CIFASR`, choose
-    its LM shallow-fusion weight on the validation set from ``lm_weights``
-    (the LM of ``lm_dirs`` for the system's ``regime``: ``full`` or ``low_resource``)
-    (with the CTC decoding weight that its recipe chose on valid), score
-    the test set with it (``test_error_rate_lm``, ``lm_weight``,
-    ``valid_by_lm_weight``), and transcribe a test file with the first
-    seed's model."""
+def check_cif_models(systems: Dict[str, Dict[str, object]], wav: str) -> None:
+    """Load every CIF folder (the first seed's) with :class:`CIFASR` and
+    transcribe ``wav``, with the time of each token. (Each seed's LM weight
+    and its test score with the LM come from the ``score_*`` jobs.)"""
     from hieradist_lobes.inference import CIFASR
-    from hieradist_lobes.tuning import choose_on_grid, sweep, token_error_rate
 
-    valid_rows, rows = read_manifest(valid_manifest), read_manifest(test_manifest)
-    split_labels = synth_plm_splitter()
     for system in systems.values():
         if system["kind"] != "cif":
             continue
-        folder = system["model_dir"]
-        asr = CIFASR.from_hparams(source=folder, savedir=folder)
-        system["example_transcription"] = asr.transcribe_file(rows[0]["wav"])
-        system["example_timestamps"] = asr.transcribe_file_with_timestamps(rows[0]["wav"])
-        runs = system.get("runs") or {"": system}
-        for run in runs.values():
-            fused = CIFASR.from_hparams(source=run["model_dir"], savedir=run["model_dir"],
-                                        overrides={"lm_folder": lm_dirs[system.get("regime", "full")]})
-            by_weight = sweep(fused, "lm_weight", lm_weights,
-                              lambda model: token_error_rate(model, valid_rows, split_labels))
-            fused.hparams.lm_weight = run["lm_weight"] = choose_on_grid(by_weight)
-            run["valid_by_lm_weight"] = {f"{weight:g}": rate for weight, rate in by_weight.items()}
-            run["test_error_rate_lm"] = token_error_rate(fused, rows, split_labels)
-        if "runs" in system:
-            system.update(seed_statistics(system["runs"]))
+        asr = CIFASR.from_hparams(source=system["model_dir"], savedir=system["model_dir"])
+        system["example_transcription"] = asr.transcribe_file(wav)
+        system["example_timestamps"] = asr.transcribe_file_with_timestamps(wav)
 
 
 def format_table(summary: Dict[str, object]) -> str:
