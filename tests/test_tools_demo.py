@@ -241,7 +241,8 @@ def test_the_low_resource_regime_runs_alone_on_a_quarter_of_each_speaker(tmp_pat
     assert score.after == ("cif_lrd_low_resource_s2", "lm_low_resource")
     low_lm = str(tmp_path / "out" / "lm_low_resource" / "model")
     assert score.argv[score.argv.index("--lm_folder") + 1] == low_lm
-    assert score.argv[score.argv.index("--model_dir") + 1] == str(tmp_path / "out" / "cif_lrd_low_resource_s2" / "model")
+    model_dir = str(tmp_path / "out" / "cif_lrd_low_resource_s2" / "model")
+    assert score.argv[score.argv.index("--model_dir") + 1] == model_dir
     assert score.argv[score.argv.index("--ctc_weights") + 1] == "keep"
     subset = str(tmp_path / "out" / "low_resource" / "train.csv")
     assert [row["ID"] for row in read_manifest(subset)] == ["s1_0", "s2_0"]

@@ -255,7 +255,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
                 if os.path.abspath(run["model_dir"]) != model_dir:
                     raise DemoError(f"{name} (seed {seed}) exported {run['model_dir']}, not {model_dir}")
                 run["lm_weight"] = result["lm_weight"]
-                run["valid_by_lm_weight"] = {f"{weight:g}": rate for weight, rate in result["valid_by_lm_weight"].items()}
+                run["valid_by_lm_weight"] = {f"{weight:g}": rate
+                                             for weight, rate in result["valid_by_lm_weight"].items()}
                 run["test_error_rate_lm"] = result["test_error_rate"]
                 if name in systems:  # every seed trained: the entry's means and spreads again, with the LM's
                     systems[name].update(seed_statistics(runs))
