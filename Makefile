@@ -1,5 +1,5 @@
 # make test      : create .venv if absent, install the package with its extras, run the test suite
-# make demo      : the same set-up, then the quick demo on the built-in corpus (both systems, fewer epochs)
+# make demo      : the same set-up, then the quick demo on the built-in corpus (both systems, fewer CIF epochs, no control)
 # make demo-full : the same demo with the YAML's epochs, one seed
 # make experiments: demo-full with 3 seeds per student and CIF system, a top-5 teacher store, the
 #                   ablations (best with shared ties, ACD/HieraDist without the weight ramp) and the
