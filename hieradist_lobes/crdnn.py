@@ -110,4 +110,3 @@ class ChannelsLastCNNBlock(torch.nn.Module):
         keep = 1.0 - rate
         mask = torch.empty(x.shape[0], 1, x.shape[2], 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
         return x * mask.div_(keep)
-

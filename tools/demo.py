@@ -178,6 +178,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     offered: List[str] = []  # every per-seed system of the parts, trained or left out by ``only``
     steps: Dict[str, List[Job]] = {"multi_teacher_kd": [], "cif_hieradist": []}  # each part's jobs, in order
     runs_of: Dict[str, Dict[str, Dict[str, object]]] = {}  # per-seed system -> seed -> its run's record
+    cif_trained: Dict[str, List[str]] = {"full": [], "low_resource": []}  # each regime's CIF systems that train
     handlers: Dict[str, Callable[[object], None]] = {}
 
     def in_table_order() -> Dict[str, Dict[str, object]]:
@@ -216,6 +217,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         declared.append(name)
         runs: Dict[str, object] = {}
         runs_of[name] = runs
+        if kind == "cif":
+            cif_trained[method.get("regime", "full")].append(name)
 
         def record(seed: int, result) -> None:
             runs[str(seed)] = result
@@ -240,11 +243,9 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     test_manifest = os.path.join(os.path.abspath(data_folder), "test.csv")
 
     def score_with_lm(name: str, lm_job: str, lm_folder: str) -> None:
-        """For each seed's model of CIF system ``name`` (if it trains), a job after it and the LM: the
-        LM weight chosen on valid from ``lm_weights`` with the CTC weight its recipe chose, the test
-        scored with both (``hieradist_lobes/tuning.py``); jobs, so that they run side by side."""
-        if name not in runs_of:  # left out by ``only``
-            return
+        """For each seed's model of CIF system ``name``, a job after it and the LM: the LM weight
+        chosen on valid from ``lm_weights`` with the CTC weight its recipe chose, the test scored
+        with both (``hieradist_lobes/tuning.py``); jobs, so that they run side by side."""
         runs = runs_of[name]
         for seed in seeds:
             folder = name if len(seeds) == 1 else f"{name}_s{seed}"
@@ -321,8 +322,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         step("lm", "cif_hieradist/train_lm.py", [synth_yaml("cif.yaml"), *without_epochs(cif_common)],
              handle=lambda result: summary.__setitem__("lm", result))
         lm_folder = os.path.join(os.path.abspath(output_folder), "lm", "model")  # cif.yaml's lm_dir
-        for name in ["cif", *(f"cif_{d}" for d in CIF_DISTILLATIONS),
-                     *([f"cif_{d}_noramp" for d in ("acd", "hieradist")] if ablations else [])]:
+        for name in cif_trained["full"]:
             score_with_lm(name, "lm", lm_folder)
     if "cif_low_resource" in parts:
         # A quarter of each training speaker's utterances (the same voices), as many updates as the full
@@ -353,7 +353,7 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
         step("lm_low_resource", "cif_hieradist/train_lm.py",
              [synth_yaml("cif.yaml"), *without_epochs(low), f"--lm_output_folder={low_lm_output}"],
              handle=lambda result: summary.__setitem__("lm_low_resource", result))
-        for name in ["cif_low_resource", *(f"cif_{d}_low_resource" for d in CIF_DISTILLATIONS)]:
+        for name in cif_trained["low_resource"]:
             score_with_lm(name, "lm_low_resource", os.path.join(low_lm_output, "model"))
 
     left = [name for name in (only or ()) if name not in offered]
@@ -467,7 +467,6 @@ def check_students(systems: Dict[str, Dict[str, object]], wav: str) -> None:
         system["example_transcription"] = asr.transcribe_file(wav)
 
 
-@functools.lru_cache(maxsize=1)  # the folder is checked once
 def synth_plm_path() -> str:
     """The folder of the PLM of ``hparams/synth/cif.yaml`` (all-MiniLM-L6-v2, from its wheel)."""
     from hieradist_lobes.plm import minilm_path
@@ -478,9 +477,9 @@ def synth_plm_path() -> str:
 @functools.lru_cache(maxsize=1)  # loaded once per process (the CIF vocabulary)
 def synth_plm_splitter():
     """Transcripts split into the tokens of the PLM of ``hparams/synth/cif.yaml`` (all-MiniLM-L6-v2)."""
-    from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, minilm_path
+    from hieradist_lobes.plm import PLMSplitter, PLMTokenizer
 
-    return PLMSplitter(PLMTokenizer(minilm_path()), "wrd")
+    return PLMSplitter(PLMTokenizer(synth_plm_path()), "wrd")
 
 
 def cif_output_neurons(train_manifest: str) -> int:
