@@ -54,3 +54,60 @@ def test_throughput_is_updates_and_audio_over_the_wall_time():
     figures = throughput([0.2, 0.3, 0.5], [2.0, 3.0, 5.0])
     assert figures == {"seconds_per_update": pytest.approx(1 / 3, abs=1e-4), "updates_per_second": 3.0,
                        "audio_seconds_per_second": 10.0}
+
+
+def _write_log(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+_START = "2026-12-07 15:04:56,450 - speechbrain.utils.epoch_loop - INFO - Going into epoch {}"
+_END = ("2026-12-07 15:{} - speechbrain.utils.train_logger - INFO - epoch: {}, lr: 2.00e-03 - train loss: 2.94"
+        " - valid loss: 1.95, valid error_rate: {}")
+
+
+def test_learning_curve_times_run_from_the_first_epoch_to_each_validation(tmp_path):
+    from benchmarks.learning_curves import read_curve
+
+    log = _write_log(tmp_path / "log.txt", [
+        "2026-12-07 15:04:50,000 - speechbrain.core - INFO - Beginning experiment!",
+        _START.format(1), _END.format("05:25,450", 1, "1.22e+02"),
+        "2026-12-07 15:05:25,460 - speechbrain.utils.epoch_loop - INFO - Going into epoch 2",
+        _END.format("06:00,950", 2, "26.12"),
+        "2026-12-07 15:06:01,000 - speechbrain.utils.train_logger - INFO - Epoch loaded: 2 - test loss: 0.62, "
+        "test error_rate: 5.59"])
+    assert read_curve(log) == [{"epoch": 1, "seconds": 29.0, "valid_error_rate": 122.0},
+                               {"epoch": 2, "seconds": 64.5, "valid_error_rate": 26.12}]
+
+
+def test_a_resumed_run_is_refused_as_a_learning_curve(tmp_path):
+    from benchmarks.learning_curves import read_curve
+
+    log = _write_log(tmp_path / "log.txt", [_START.format(3), _END.format("05:25,450", 3, "9.0")])
+    with pytest.raises(ValueError, match="resumed at epoch 3"):
+        read_curve(log)
+
+
+def test_learning_curves_compare_the_time_to_the_error_every_version_reached():
+    from benchmarks.learning_curves import compare
+
+    curves = {"before": [{"seconds": 40.0, "valid_error_rate": 50.0}, {"seconds": 80.0, "valid_error_rate": 12.0}],
+              "after": [{"seconds": 20.0, "valid_error_rate": 11.0}, {"seconds": 40.0, "valid_error_rate": 10.0}]}
+    assert compare(curves) == {"seconds_per_epoch": {"before": 40.0, "after": 20.0}, "speedup_per_epoch": {"after": 2.0},
+                               "common_error_rate": 12.0,
+                               "seconds_to_common_error_rate": {"before": 80.0, "after": 20.0},
+                               "speedup_to_common_error_rate": {"after": 4.0}}
+
+
+def test_learning_curves_refuse_a_folder_that_is_not_a_checkout_and_an_unfinished_run(tmp_path, capsys):
+    from benchmarks import learning_curves
+
+    with pytest.raises(SystemExit):
+        learning_curves.main(["--checkout", f"before={tmp_path}", "--checkout", "after=."])
+    assert "is not a checkout of this repository" in capsys.readouterr().err
+    unfinished = tmp_path / "work" / "cif_before" / "cif"
+    unfinished.mkdir(parents=True)
+    _write_log(unfinished / "log.txt", [_START.format(1), _END.format("05:25,450", 1, "90.0")])
+    args = types.SimpleNamespace(work_folder=str(tmp_path / "work"))
+    with pytest.raises(SystemExit, match=r"unfinished run \(1 of 12 epochs\)"):
+        learning_curves.train_side_by_side("cif", {"before": "."}, args, epochs=12)
