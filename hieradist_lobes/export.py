@@ -125,6 +125,11 @@ def export_model_folder(
         for name in MODEL_FILES:
             shutil.copyfile(os.path.join(checkpoint_dir, name), os.path.join(staging, name))
         tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
+        labels_model = getattr(tokenizer, "sentencepiece_model", None)
+        if labels_model:  # the folder's text becomes labels as in training (save_teachers, a user's own encoding)
+            from hieradist_lobes.subwords import FOLDER_MODEL
+
+            shutil.copyfile(labels_model, os.path.join(staging, FOLDER_MODEL))
         _write_info(staging, tokenizer, info, os.path.basename(inference_hparams))
     return folder
 
@@ -170,7 +175,7 @@ def _write_info(staging: str, tokenizer: LabelTokenizer, info: Dict[str, object]
         "interface": interface,
         # Checked at every load (verify_model_folder): a truncated copy fails at once, naming the file.
         "files": {name: file_sha256(os.path.join(staging, name))
-                  for name in MODEL_FILES + ("tokenizer.ckpt",)},
+                  for name in sorted(os.listdir(staging)) if name not in ("hyperparams.yaml", "info.json")},
     })
     with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
         json.dump(details, handle, indent=2)
@@ -178,9 +183,9 @@ def _write_info(staging: str, tokenizer: LabelTokenizer, info: Dict[str, object]
 
 def verify_model_folder(folder: str, files: Sequence[str] = ("model.ckpt", "normalize.ckpt", "tokenizer.ckpt")
                         ) -> None:
-    """Check that a model folder has ``files``, each matching the SHA-256
-    recorded in its ``info.json`` (folders exported before hashes were
-    recorded are checked for presence only).
+    """Check that a model folder has ``files`` and every file its ``info.json``
+    records, each matching the SHA-256 recorded there (folders exported before
+    hashes were recorded are checked for presence only).
 
     Raises
     ------
@@ -197,7 +202,7 @@ def verify_model_folder(folder: str, files: Sequence[str] = ("model.ckpt", "norm
         except (ValueError, OSError) as error:
             raise ModelFolderError(f"model folder {folder}: info.json is corrupt ({error}); re-export the model") \
                 from error
-    for name in files:
+    for name in list(files) + sorted(set(recorded) - set(files)):  # and every other file the export recorded
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise ModelFolderError(f"model folder {folder} has no {name} (incomplete copy?); copy the whole "

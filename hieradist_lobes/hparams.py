@@ -36,7 +36,7 @@ import logging
 import math
 import numbers
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
@@ -169,6 +169,7 @@ def hparam_rules() -> Dict[str, Rule]:
     from hieradist_lobes.data.validation import BAD_ROWS
     from hieradist_lobes.losses import BEST_TIES, KD_NORMALISATIONS, STRATEGIES
     from hieradist_lobes.plm import MISMATCH_ACTIONS
+    from hieradist_lobes.subwords import MODEL_TYPES as SENTENCEPIECE_MODEL_TYPES
     from hieradist_lobes.teacher_store import COMPRESSIONS, DTYPES
 
     return {
@@ -190,6 +191,8 @@ def hparam_rules() -> Dict[str, Rule]:
                                              "decay_steps", "dnn_blocks", "grad_norm_every", "kd_ramp_updates",
                                              "feature_augmentation_start")},
         "optimizer_step_limit": Rule("int", 1, optional=True),
+        "sentencepiece_vocab_size": Rule("int", 5),  # the four special labels and at least one piece
+        "sentencepiece_character_coverage": Rule("number", 0, 1, low_open=True),
         "ctc_weight_decode_grid": Rule("number", 0, 1, optional=True, many=True),
         **{key: Rule("number", 0, 1, low_open=True) for key in ("init_lr_scale", "final_lr_scale")},
         **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
@@ -206,7 +209,8 @@ def hparam_rules() -> Dict[str, Rule]:
         "bad_rows": Rule("choice", choices=BAD_ROWS),
         # The CTC/attention recipes' vocabularies (hieradist_lobes.tokens.build_label_encoder);
         # the CIF recipes' labels are always the PLM's tokens.
-        "label_set": Rule("choice", choices=("phones39", "from_data", "plm_tokens")),
+        "label_set": Rule("choice", choices=("phones39", "from_data", "plm_tokens", "sentencepiece")),
+        "sentencepiece_model_type": Rule("choice", choices=SENTENCEPIECE_MODEL_TYPES),
         # csv is no preparation: the recipes take the user's manifests as they are.
         "dataset": Rule("choice", choices=tuple(DATASETS) + ("csv",)),
     }
@@ -444,22 +448,62 @@ def parse_arguments(argv: Sequence[str]) -> Tuple[str, Any, str]:
     return hparams_file, run_opts, overrides
 
 
-def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] = None) -> LoadedHparams:
+AUTO = "auto"  # output_neurons: auto — the size of the vocabulary the recipe builds from the data
+
+
+def _merged_yaml(base_file: str, merged: str) -> io.StringIO:
+    """The base file with the overlays and overrides applied, as a stream named as the base file (its
+    ``!include:`` paths stay relative to it).  Merged here rather than by HyperPyYAML's overrides, which
+    would merge an overlay's ``opt_class: !name:torch.optim.Adadelta`` arguments into the base's Adam:
+    a tagged node replaces the base's as a whole."""
+    tree = _load_tree(base_file)
+    _update(tree, _overrides_tree(merged))
+    stream = io.StringIO(_dump(tree))
+    stream.name = base_file
+    return stream
+
+
+def _resolved_values(base_file: str, merged: str):
+    """The YAML chain's values with every reference resolved and no object built."""
+    return _yaml().load(resolve_references(_merged_yaml(base_file, merged))) or {}
+
+
+def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] = None,
+                 vocabulary_size: Optional[Callable[[Mapping[str, Any]], int]] = None) -> LoadedHparams:
     """Load a recipe YAML with its overlays and overrides.
+
+    ``output_neurons: auto`` is the vocabulary's size: ``vocabulary_size``
+    (given by the training recipes) counts it from the YAML's values (its data
+    and label settings) before any model is built, and the value counted is
+    what the run records and exports.
 
     Raises
     ------
     HparamsError
         Naming the file or key that is wrong, or a value of the wrong type or
         out of range (:func:`hparam_rules`).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.yaml")
+    >>> _ = open(path, "w").write("labels: [a, b, c]\\noutput_neurons: auto\\n")
+    >>> load_hparams(path, vocabulary_size=lambda values: len(values["labels"]) + 3).hparams["output_neurons"]
+    6
     """
     base_file, merged, files = resolve_chain(hparams_file, overrides)
-    with open(base_file, encoding="utf-8") as handle:
-        resolved = _yaml().load(resolve_references(handle, merged or None, overrides_must_match=True))
+    resolved = _resolved_values(base_file, merged)
+    if resolved.get("output_neurons") == AUTO:
+        if vocabulary_size is None:
+            raise HparamsError(f"{files[0]}: output_neurons: auto is counted by the training recipes; this command "
+                               "needs the number (the trained model folder's hyperparams.yaml has it)")
+        tree = _overrides_tree(merged)
+        tree["output_neurons"] = int(vocabulary_size(resolved))
+        merged = _dump(tree)
+        resolved = _resolved_values(base_file, merged)
     # Before any object is built, so that a bad value is named, not a torch traceback.
-    check_hparams(resolved or {}, files[0])
-    with open(base_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, merged or None, overrides_must_match=True)
+    check_hparams(resolved, files[0])
+    hparams = load_hyperpyyaml(_merged_yaml(base_file, merged))
     return LoadedHparams(hparams=hparams, base_file=base_file, overrides=merged, files=files)
 
 
@@ -511,9 +555,7 @@ def resolved_subtree(loaded: LoadedHparams, key: str) -> str:
     Used to write a model folder's ``hyperparams.yaml`` from the same
     definition the training used (e.g. ``key="model"``).
     """
-    with open(loaded.base_file, encoding="utf-8") as handle:
-        resolved = resolve_references(handle, loaded.overrides or None)
-    tree = _yaml().load(resolved)
+    tree = _yaml().load(resolve_references(_merged_yaml(loaded.base_file, loaded.overrides)))
     if key not in tree:
         raise HparamsError(f"{loaded.base_file} has no top-level key {key!r}")
     return _dump(tree[key])

@@ -254,6 +254,15 @@ def plm_tokenizer(train_manifest: str, splitter: PLMSplitter):
     return build_label_encoder("wordpiece", "from_data", sequences, unknown=True)
 
 
+def cif_vocabulary_size(hparams: Mapping[str, object]) -> int:
+    """The size of a CIF YAML's vocabulary (the PLM tokens of its training transcripts and the special
+    labels), counted from its data (``output_neurons: auto``; :func:`hieradist_lobes.hparams.load_hparams`)."""
+    from hieradist_lobes.data import prepare_manifests
+
+    manifests = prepare_manifests(hparams)
+    return len(plm_tokenizer(manifests["train"], PLMSplitter(PLMTokenizer(hparams["plm_path"]), hparams["unit"])))
+
+
 def manifest_texts(manifest: str, unit: str) -> Dict[str, str]:
     """Utterance ID -> the text the PLM reads (:func:`transcript_text`), in manifest order.
 

@@ -31,6 +31,7 @@ from hieradist_lobes.data.pipelines import asr_dataset
 from hieradist_lobes.files import file_sha256
 from hieradist_lobes.export import nonfinite_tensors, read_info
 from hieradist_lobes.losses import greedy_ctc_targets
+from hieradist_lobes.subwords import folder_splitter, splitter_identity
 from hieradist_lobes.models import CTCAttentionModel
 from hieradist_lobes.teacher_store import StoreMetadata, TeacherRecord, TeacherStoreError, TeacherStoreWriter, fill_store
 from hieradist_lobes.tokens import LabelTokenizer
@@ -70,6 +71,8 @@ class Teacher:
                                     f"{', '.join(bad[:3])}): its training diverged; it cannot be a teacher")
         self.device = device
         self.tokenizer: LabelTokenizer = self.asr.hparams.tokenizer
+        # How a transcript becomes this teacher's labels: its folder's SentencePiece model, or the column split at spaces.
+        self.split_labels = folder_splitter(self.folder)
         self.greedy = S2SRNNGreedySearcher(
             embedding=self.model.emb, decoder=self.model.dec, linear=self.model.seq_lin,
             bos_index=self.tokenizer.get_bos_index(), eos_index=self.tokenizer.get_eos_index(),
@@ -119,6 +122,11 @@ def check_same_vocabulary(teachers: Sequence[Teacher]) -> List[str]:
         if teacher.tokenizer.labels() != reference:
             raise TeacherStoreError(f"teacher {teacher.folder} has a different label vocabulary from "
                                     f"{teachers[0].folder}")
+        # The same pieces can cut a transcript differently under another SentencePiece model.
+        if splitter_identity(teacher.split_labels) != splitter_identity(teachers[0].split_labels):
+            raise TeacherStoreError(f"teacher {teacher.folder} cuts transcripts into labels with another "
+                                    f"SentencePiece model than {teachers[0].folder}: train the teachers on one "
+                                    "(one sentencepiece_folder and training manifest)")
     return reference
 
 
@@ -174,7 +182,8 @@ def save_teacher_outputs(
 
     labels = check_same_vocabulary(teachers)
     tokenizer = teachers[0].tokenizer
-    dataset = asr_dataset(manifest, tokenizer, unit, sorting="random", audio=audio)
+    dataset = asr_dataset(manifest, tokenizer, unit, sorting="random", split_labels=teachers[0].split_labels,
+                          audio=audio)
     metadata = StoreMetadata(labels=labels, teachers=[t.description() for t in teachers], frame_rate=0.0,
                              dtype=dtype, top_k=top_k, options=dict(options or {}, unit=unit))
     metadata.frame_rate = _frame_rate(teachers[0])

@@ -22,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.utils.checkpoints import register_checkpoint_hooks
@@ -32,7 +32,8 @@ from hieradist_lobes.data.phones import PHONES_39
 BLANK, BOS, EOS, UNK = "<blank>", "<bos>", "<eos>", "<unk>"
 WORD_BOUNDARY = "_"
 WORDPIECE_CONTINUATION = "##"
-UNITS = ("phn", "char", "wrd", "wordpiece")
+WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
+UNITS = ("phn", "char", "wrd", "wordpiece", "sentencepiece")
 
 
 @register_checkpoint_hooks
@@ -45,7 +46,8 @@ class LabelTokenizer(CTCTextEncoder):
         ``phn`` (labels joined with spaces), ``char`` (joined without spaces,
         ``_`` becoming a space), ``wrd`` (joined with spaces) or
         ``wordpiece`` (a pre-trained LM's tokens: joined with spaces, ``##``
-        continuations glued to the previous piece).
+        continuations glued to the previous piece) or ``sentencepiece``
+        (SentencePiece pieces: joined, ``\u2581`` starting a word).
     expected_len : int, optional
         The number of labels the model has (its ``output_neurons``): the
         labels loaded later must be that many (SpeechBrain's ``expect_len``,
@@ -94,6 +96,8 @@ class LabelTokenizer(CTCTextEncoder):
             return "".join(" " if label == WORD_BOUNDARY else label for label in labels).strip()
         if self.unit == "wordpiece":
             return " ".join(labels).replace(" " + WORDPIECE_CONTINUATION, "")
+        if self.unit == "sentencepiece":
+            return " ".join("".join(labels).replace(WORD_START, " ").split())
         return " ".join(labels)
 
     def labels(self) -> List[str]:
@@ -186,6 +190,38 @@ def make_tokenizer(hparams: Mapping[str, object], manifests: Mapping[str, str],
         rows = read_manifest(manifests["train"], CORE_FIELDS + [unit], unique_ids=False)
         sequences = [(row[unit] or "").split() for row in rows]
     return build_label_encoder(unit, label_set, sequences)
+
+
+def label_units(hparams: Mapping[str, object], manifests: Mapping[str, str]
+                ) -> Tuple[LabelTokenizer, Optional[Callable[[str], Sequence[str]]]]:
+    """A CTC/attention recipe's label vocabulary and how a transcript becomes labels (``None``: the
+    manifest column split at spaces), for every ``label_set``: ``sentencepiece`` trains the
+    SentencePiece model on the training manifest once (:mod:`hieradist_lobes.subwords`);
+    ``plm_tokens`` cuts with the PLM's tokenizer; the others split at spaces (:func:`make_tokenizer`).
+
+    Example
+    -------
+    >>> tokenizer, split_labels = label_units({"unit": "phn", "label_set": "phones39"}, {})
+    >>> len(tokenizer), split_labels is None
+    (42, True)
+    """
+    if hparams["label_set"] == "sentencepiece":
+        from hieradist_lobes.subwords import SentencePieceSplitter, sentencepiece_label_encoder, sentencepiece_units
+
+        model = sentencepiece_units(hparams, manifests["train"])
+        return sentencepiece_label_encoder(model), SentencePieceSplitter(model)
+    from hieradist_lobes.plm import label_splitter
+
+    split_labels = label_splitter(hparams)
+    return make_tokenizer(hparams, manifests, split_labels), split_labels
+
+
+def vocabulary_size(hparams: Mapping[str, object]) -> int:
+    """The size of a CTC/attention YAML's label vocabulary, counted from its data (``output_neurons: auto``;
+    :func:`hieradist_lobes.hparams.load_hparams`)."""
+    from hieradist_lobes.data import prepare_manifests
+
+    return len(label_units(hparams, prepare_manifests(hparams))[0])
 
 
 def check_vocabulary(tokenizer: LabelTokenizer, output_neurons: int, where: str) -> None:

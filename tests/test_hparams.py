@@ -348,3 +348,42 @@ def test_a_run_option_that_is_no_integer_is_named():
     for value in ("ten", "0", "2.5"):
         with pytest.raises(HparamsError, match=f"optimizer_step_limit = '{value}': must be an integer >= 1"):
             parse_arguments(["hparams/synth/asr.yaml", f"--optimizer_step_limit={value}"])
+
+
+def test_an_overlay_node_of_another_class_replaces_the_base_node_whole(tmp_path):
+    (tmp_path / "base.yaml").write_text("lr: 0.1\nopt_class: !name:torch.optim.Adam\n    lr: !ref <lr>\n    fused: True\n")
+    (tmp_path / "other.yaml").write_text("extends: base.yaml\nlr: 1.0\n"
+                                         "opt_class: !name:torch.optim.Adadelta\n    lr: !ref <lr>\n    rho: 0.95\n")
+    optimiser = load_hparams(str(tmp_path / "other.yaml")).hparams["opt_class"]([torch.nn.Parameter(torch.ones(1))])
+    assert isinstance(optimiser, torch.optim.Adadelta)
+    assert optimiser.defaults["rho"] == 0.95 and optimiser.defaults["lr"] == 1.0
+
+
+def test_output_neurons_auto_is_counted_or_refused_by_a_command_that_cannot_count(tmp_path):
+    (tmp_path / "base.yaml").write_text("words: [a, b]\noutput_neurons: auto\n"
+                                        "layer: !new:torch.nn.Linear [2, !ref <output_neurons>]\n")
+    counted = load_hparams(str(tmp_path / "base.yaml"), vocabulary_size=lambda values: len(values["words"]) + 3)
+    assert counted.hparams["layer"].out_features == 5 and "output_neurons: 5" in counted.overrides
+    assert load_hparams(str(tmp_path / "base.yaml"), "output_neurons: 7").hparams["layer"].out_features == 7
+    with pytest.raises(HparamsError, match="output_neurons: auto is counted by the training recipes"):
+        load_hparams(str(tmp_path / "base.yaml"))
+
+
+def test_librispeech_yaml_files_load_with_their_documented_sizes():
+    data = "data_folder: /corpora/LibriSpeech\noutput_neurons: 1000\nplm_path: /models/bert-base-uncased"
+    tea0, tea1, tea2, student = (load_hparams(f"hparams/librispeech/{name}.yaml", data).hparams
+                                 for name in ("asr", "tea1", "tea2", "student"))
+    assert (tea0["label_set"], tea0["unit"], tea0["sentencepiece_vocab_size"]) == ("sentencepiece", "wrd", 1000)
+    assert tea0["sentencepiece_folder"] == "results/librispeech/manifests/sentencepiece"
+    assert (tea0["rnn_layers"], tea0["rnn_neurons"], tea0["dec_neurons"], tea0["time_pooling_size"]) == (4, 1024, 1024, 4)
+    assert tea0["opt_class"].func is torch.optim.Adadelta and tea0["dynamic_batching"]["max_batch_length"] == 200
+    sizes = {name: sum(p.numel() for p in h["model"]["asr_model"].parameters())
+             for name, h in (("tea0", tea0), ("tea1", tea1), ("tea2", tea2), ("student", student))}
+    assert len(set(sizes.values())) == 4 and sizes["student"] == min(sizes.values())
+    kd = load_hparams("hparams/librispeech/train_kd.yaml", data).hparams
+    assert kd["teacher_store"] == "results/librispeech/teacher_store"
+    store = load_hparams("hparams/librispeech/save_teachers.yaml", data).hparams
+    assert store["store_top_k"] == 10 and len(store["teacher_dirs"]) == 3
+    cif = load_hparams("hparams/librispeech/cif_kd.yaml", data).hparams
+    assert (cif["dataset"], cif["unit"], cif["plm_size"], cif["distillation"]) == ("librispeech", "wrd", 768, "hieradist")
+    assert cif["librispeech_parts"] == {"train": ["train-clean-100"], "valid": ["dev-clean"], "test": ["test-clean"]}

@@ -89,6 +89,8 @@ def prepare_manifests(hparams: Mapping[str, object]) -> Dict[str, str]:
     options = {}
     if hparams["dataset"] == "synth":
         options = {"size": hparams.get("corpus_size", "small"), "seed": hparams.get("corpus_seed", 1234)}
+    if hparams["dataset"] == "librispeech" and hparams.get("librispeech_parts"):
+        options = {"parts": {split: list(names) for split, names in dict(hparams["librispeech_parts"]).items()}}
     save_folder = hparams.get("manifest_folder", hparams["data_folder"])
     run_on_main(prepare_dataset, args=[hparams["dataset"], hparams["data_folder"], save_folder], kwargs=options)
     return prepare_dataset(hparams["dataset"], hparams["data_folder"], save_folder, **options)

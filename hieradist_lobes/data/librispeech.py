@@ -114,7 +114,7 @@ def prepare_librispeech(data_folder: str, save_folder: str,
     save_folder : str
         Where the manifests go.
     parts : mapping, optional
-        Split -> LibriSpeech parts (default :data:`DEFAULT_PARTS`).
+        Split -> LibriSpeech parts; a split not named keeps its :data:`DEFAULT_PARTS`.
     progress : bool
         Show a progress bar.
 
@@ -133,7 +133,14 @@ def prepare_librispeech(data_folder: str, save_folder: str,
     nested = os.path.join(data_folder, "LibriSpeech")
     if os.path.isdir(nested):
         data_folder = nested
-    parts = {split: tuple(names) for split, names in (parts or DEFAULT_PARTS).items()}
+    unknown = sorted(set(parts or {}) - set(DEFAULT_PARTS))
+    if unknown:
+        raise PreparationError(f"LibriSpeech parts name the split(s) {', '.join(unknown)}; the splits are "
+                               f"{', '.join(DEFAULT_PARTS)}")
+    parts = {split: tuple(names) for split, names in {**DEFAULT_PARTS, **(parts or {})}.items()}
+    empty = [split for split, names in parts.items() if not names]
+    if empty:
+        raise PreparationError(f"LibriSpeech parts: no part for {', '.join(empty)}; name at least one each")
     for split, names in parts.items():
         for name in names:
             if not os.path.isdir(os.path.join(data_folder, name)):

@@ -22,7 +22,7 @@ from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.hparams import load_hparams, parse_arguments
-from hieradist_lobes.plm import PLMSplitter, plm_tokenizer
+from hieradist_lobes.plm import PLMSplitter, cif_vocabulary_size, plm_tokenizer
 from hieradist_lobes.plm_features import PLMFeatureExtractor, save_plm_features
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
 from hieradist_lobes.threads import set_threads
@@ -34,7 +34,7 @@ def main(argv):
     hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
-    loaded = load_hparams(hparams_file, overrides)
+    loaded = load_hparams(hparams_file, overrides, vocabulary_size=cif_vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],

@@ -28,7 +28,7 @@ from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
 from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, parse_arguments, with_values
-from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
+from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, cif_vocabulary_size, plm_tokenizer
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary
 
@@ -40,7 +40,7 @@ def main(argv):
     hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
-    loaded = load_hparams(hparams_file, overrides)
+    loaded = load_hparams(hparams_file, overrides, vocabulary_size=cif_vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     check_distillation_yaml(hparams, loaded.files[0], distillation=False)
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one

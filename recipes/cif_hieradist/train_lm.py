@@ -24,7 +24,7 @@ from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.hparams import load_hparams, parse_arguments, resolved_subtree
 from hieradist_lobes.lm import export_lm_folder, text_dataset, text_file_dataset
-from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, plm_tokenizer
+from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, cif_vocabulary_size, plm_tokenizer
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary
 
@@ -34,7 +34,7 @@ def main(argv):
     hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
-    loaded = load_hparams(hparams_file, overrides)
+    loaded = load_hparams(hparams_file, overrides, vocabulary_size=cif_vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     hold_output_folder(hparams["lm_output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["lm_output_folder"],

@@ -26,6 +26,7 @@ from hieradist_lobes.hparams import load_hparams, parse_arguments
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
 from hieradist_lobes.teachers import Teacher, save_teacher_outputs, teacher_folders
 from hieradist_lobes.threads import set_threads
+from hieradist_lobes.tokens import vocabulary_size
 
 
 def main(argv):
@@ -33,7 +34,7 @@ def main(argv):
     hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
-    loaded = load_hparams(hparams_file, overrides)
+    loaded = load_hparams(hparams_file, overrides, vocabulary_size=vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
@@ -45,7 +46,7 @@ def main(argv):
 
     # 3. The manifests of the splits to store, checked against the teachers' vocabulary
     manifests = checked_manifests(hparams, prepare_manifests(hparams), hparams["store_splits"],
-                                  teachers[0].tokenizer)
+                                  teachers[0].tokenizer, teachers[0].split_labels)
 
     # 4. Fill the store, split by split (resumable; this rank's share of the batches)
     options = {"splits": list(hparams["store_splits"]), "attention_error_rate": "greedy decoding",

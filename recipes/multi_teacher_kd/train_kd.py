@@ -32,7 +32,7 @@ from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, parse
 from hieradist_lobes.models import load_encoder_weights
 from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
 from hieradist_lobes.threads import set_threads
-from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
+from hieradist_lobes.tokens import check_vocabulary, label_units, vocabulary_size
 
 INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" / "crdnn_ctc_attention_inference.yaml"
 
@@ -42,7 +42,7 @@ def main(argv):
     hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
-    loaded = load_hparams(hparams_file, overrides)
+    loaded = load_hparams(hparams_file, overrides, vocabulary_size=vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     check_distillation_yaml(hparams, loaded.files[0], distillation=True)
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
@@ -51,13 +51,13 @@ def main(argv):
 
     # 2. Data, with the teachers' outputs read from the store by utterance ID
     manifests = prepare_manifests(hparams)
-    tokenizer = make_tokenizer(hparams, manifests)
+    tokenizer, split_labels = label_units(hparams, manifests)  # the teachers' units (the store checks it)
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     hparams["tokenizer"] = tokenizer
-    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer)
+    manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
     store = TeacherStore(hparams["teacher_store"], splits=["train"])
     check_store_vocabulary(store, tokenizer.labels())
-    datasets = asr_datasets(hparams, manifests, tokenizer, teacher_store=store)
+    datasets = asr_datasets(hparams, manifests, tokenizer, split_labels, teacher_store=store)
 
     # 3. Brain: hard losses mixed with the teachers' (strategy-weighted) distillation losses
     if hparams["init_encoder_from"]:

@@ -28,9 +28,8 @@ from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
 from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, parse_arguments
-from hieradist_lobes.plm import label_splitter
 from hieradist_lobes.threads import set_threads
-from hieradist_lobes.tokens import check_vocabulary, make_tokenizer
+from hieradist_lobes.tokens import check_vocabulary, label_units, vocabulary_size
 
 INFERENCE_HPARAMS = Path(__file__).resolve().parents[2] / "hparams" / "models" / "crdnn_ctc_attention_inference.yaml"
 
@@ -40,17 +39,17 @@ def main(argv):
     hparams_file, run_opts, overrides = parse_arguments(argv)  # SpeechBrain's, run options typed
     set_threads()  # this process's share of the cores (torchrun: one share per process)
     sb.utils.distributed.ddp_init_group(run_opts)
-    loaded = load_hparams(hparams_file, overrides)
+    loaded = load_hparams(hparams_file, overrides, vocabulary_size=vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     check_distillation_yaml(hparams, loaded.files[0], distillation=False)
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
 
-    # 2. Data: manifests, label vocabulary (phones39, from the training labels, or the PLM's tokens), checks, datasets
+    # 2. Data: manifests, label vocabulary (phones39, from the training labels, SentencePiece units trained once
+    #    on the training transcripts, or the PLM's tokens), checks, datasets
     manifests = prepare_manifests(hparams)
-    split_labels = label_splitter(hparams)  # None: labels are the manifest column split at spaces
-    tokenizer = make_tokenizer(hparams, manifests, split_labels)
+    tokenizer, split_labels = label_units(hparams, manifests)  # split_labels None: the column split at spaces
     check_vocabulary(tokenizer, hparams["output_neurons"], loaded.files[0])
     hparams["tokenizer"] = tokenizer
     manifests = checked_manifests(hparams, manifests, SPLITS, tokenizer, split_labels)
