@@ -33,6 +33,8 @@ Modules:
   its CNN blocks run channels-last.
 * :mod:`hieradist_lobes.running_stats`: running statistics put back after a
   skipped batch.
+* :mod:`hieradist_lobes.subwords`: SentencePiece units, trained once per
+  training set; :mod:`hieradist_lobes.experiment_logs`: TensorBoard logging.
 * :mod:`hieradist_lobes.segmentation`: cutting long recordings at pauses.
 
 The recipe scripts that drive them are in ``recipes/multi_teacher_kd/`` and

@@ -37,6 +37,7 @@ from hieradist_lobes.averaging import (
 from hieradist_lobes.cif import quantity_loss
 from hieradist_lobes.ctc_scoring import ctc_greedy_decode
 from hieradist_lobes.errors import ReportedError
+from hieradist_lobes.experiment_logs import with_tensorboard
 from hieradist_lobes.export import nonfinite_tensors
 from hieradist_lobes.losses import (
     acd_loss,
@@ -88,6 +89,11 @@ class ProjectBrain(sb.Brain):
     loss terms with :meth:`remember_terms`.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if getattr(self.hparams, "tensorboard", False):  # the YAML's switch: TensorBoard besides train_log.txt
+            self.hparams.train_logger = with_tensorboard(self.hparams.train_logger, self.hparams.tensorboard_folder)
+
     def log_gradient_norms(self, contributions: Dict[str, torch.Tensor]) -> None:
         """Every ``grad_norm_every`` updates (0: never), append each loss term's
         contribution to the loss and the norm of its gradient on the encoder
@@ -117,6 +123,8 @@ class ProjectBrain(sb.Brain):
             entry[f"loss_{name}"] = float(term.detach())
             entry[f"grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
         self._append_history(entry)
+        if hasattr(self.hparams.train_logger, "log_updates"):
+            self.hparams.train_logger.log_updates(update, {k: v for k, v in entry.items() if k not in ("update", "epoch")})
 
     def remember_terms(self, terms: Dict[str, torch.Tensor], batch) -> None:
         """Keep the batch's loss terms and utterance IDs, to name them if the loss is not finite.
@@ -184,9 +192,10 @@ class ProjectBrain(sb.Brain):
                 "Lower the learning rate (lr) if the model diverged, or check these utterances; nothing was exported")
         return loss
 
-    def evaluate_error_rate(self, dataset, min_key: str = "error_rate") -> float:
-        """Score the best checkpoint (``min_key``) on ``dataset`` with the test
-        decoding; the error details go to ``error_rate_file``."""
+    def evaluate_error_rate(self, dataset, split: str = "test", min_key: str = "error_rate") -> float:
+        """Score the best checkpoint (``min_key``) on ``dataset`` (``split``, which the logs name) with
+        the test decoding; the error details go to ``error_rate_file``."""
+        self.scored_split = split
         self.evaluate(dataset, min_key=min_key, test_loader_kwargs=self.hparams.test_dataloader_opts)
         return float(self.test_stats["error_rate"])
 
@@ -196,7 +205,7 @@ class ProjectBrain(sb.Brain):
         ``error_rate_file`` holds its details.  Also the model's folder and size."""
         result: Dict[str, object] = {"model_dir": os.path.abspath(self.hparams.model_dir)}
         for split, dataset in (("valid", valid_set), ("test", test_set)):
-            result[f"{split}_error_rate"] = self.evaluate_error_rate(dataset)
+            result[f"{split}_error_rate"] = self.evaluate_error_rate(dataset, split)
             # The Brain's other scores of this decoding (e.g. the CIF model's CTC head, its error breakdown).
             result.update({f"{split}_{name}": round(float(value), 2) for name, value in self.test_stats.items()
                            if name in self.REPORTED_TEST_STATS})
@@ -268,7 +277,8 @@ class ProjectBrain(sb.Brain):
 
     def _finish_test(self, stats) -> None:
         """Log the test statistics, keep them in ``test_stats``, write the error details."""
-        self.hparams.train_logger.log_stats(stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+        self.hparams.train_logger.log_stats(stats_meta={"Epoch loaded": self.hparams.epoch_counter.current,
+                                                        "split": getattr(self, "scored_split", "test")},
                                             test_stats=stats)
         self.test_stats = stats
         if if_main_process():
@@ -531,7 +541,7 @@ class CIFBrain(ProjectBrain):
         by_weight: Dict[float, float] = {}
         for weight in grid or ():
             self.hparams.ctc_weight_decode = float(weight)
-            by_weight[float(weight)] = self.evaluate_error_rate(valid_set)
+            by_weight[float(weight)] = self.evaluate_error_rate(valid_set, f"valid_ctc_weight_{float(weight):g}")
         if by_weight:
             self.hparams.ctc_weight_decode = min(by_weight, key=lambda weight: (by_weight[weight], weight))
             logger.info("ctc_weight_decode %.2f chosen on valid (%s)", self.hparams.ctc_weight_decode,
@@ -542,7 +552,7 @@ class CIFBrain(ProjectBrain):
             # The decoder alone on test too, to show what the CTC scores change (scored first, so that
             # error_rate_file keeps the details of the chosen decoding).
             self.hparams.ctc_weight_decode = 0.0
-            without_ctc = self.evaluate_error_rate(test_set)
+            without_ctc = self.evaluate_error_rate(test_set, "test_no_ctc")
             self.hparams.ctc_weight_decode = chosen
         result = super().score_best_checkpoint(valid_set, test_set)
         result["ctc_weight_decode"] = chosen

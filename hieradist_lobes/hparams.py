@@ -195,7 +195,7 @@ def hparam_rules() -> Dict[str, Rule]:
         "sentencepiece_character_coverage": Rule("number", 0, 1, low_open=True),
         "ctc_weight_decode_grid": Rule("number", 0, 1, optional=True, many=True),
         **{key: Rule("number", 0, 1, low_open=True) for key in ("init_lr_scale", "final_lr_scale")},
-        **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down")},
+        **{key: _BOOL for key in ("skip_missing_teacher_outputs", "resample", "mix_down", "tensorboard")},
         "strategy": Rule("choice", choices=STRATEGIES),
         "best_ties": Rule("choice", choices=BEST_TIES),
         "kd_normalisation": Rule("choice", choices=KD_NORMALISATIONS),
@@ -424,7 +424,9 @@ def parse_arguments(argv: Sequence[str]) -> Tuple[str, Any, str]:
     SpeechBrain's parser gives a run option whose default is ``None`` no
     type, so ``--optimizer_step_limit=100`` arrived as the string ``"100"``
     and the Brain failed comparing it with its step count; here it becomes an
-    integer, or an :class:`HparamsError` naming it.
+    integer, or an :class:`HparamsError` naming it.  A key given twice with
+    two values is an error naming both (the YAML parser stopped on it
+    without naming the option); given twice alike, once.
 
     Example
     -------
@@ -434,7 +436,19 @@ def parse_arguments(argv: Sequence[str]) -> Tuple[str, Any, str]:
     """
     import speechbrain as sb
 
-    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    given: Dict[str, str] = {}
+    arguments = []
+    for argument in argv:
+        key, separator, value = argument.partition("=")
+        if argument.startswith("--") and separator:
+            if key in given:
+                if given[key] != value:  # the YAML parser would stop on the duplicate key without naming it
+                    raise HparamsError(f"the command line sets {key} twice ({given[key]!r} and {value!r}): "
+                                       "give it once")
+                continue
+            given[key] = value
+        arguments.append(argument)
+    hparams_file, run_opts, overrides = sb.parse_arguments(arguments)
     limit = run_opts["optimizer_step_limit"]
     if isinstance(limit, str):
         try:

@@ -387,3 +387,12 @@ def test_librispeech_yaml_files_load_with_their_documented_sizes():
     cif = load_hparams("hparams/librispeech/cif_kd.yaml", data).hparams
     assert (cif["dataset"], cif["unit"], cif["plm_size"], cif["distillation"]) == ("librispeech", "wrd", 768, "hieradist")
     assert cif["librispeech_parts"] == {"train": ["train-clean-100"], "valid": ["dev-clean"], "test": ["test-clean"]}
+
+
+def test_an_option_given_twice_is_named_or_taken_once():
+    from hieradist_lobes.hparams import parse_arguments
+
+    with pytest.raises(HparamsError, match=r"sets --output_root twice \('a' and 'b'\)"):
+        parse_arguments(["hparams/synth/asr.yaml", "--output_root=a", "--lr=0.1", "--output_root=b"])
+    _, _, overrides = parse_arguments(["hparams/synth/asr.yaml", "--lr=0.1", "--lr=0.1"])
+    assert overrides.strip() == "lr: 0.1"

@@ -398,3 +398,18 @@ def test_common_commands_print_no_warning_that_means_nothing(run, tmp_path):
     # What a recipe does first: its YAML builds SpeechBrain's train logger, which said torchvision was missing.
     printed = _printed_by("from hieradist_lobes.hparams import load_hparams; load_hparams('hparams/synth/asr.yaml')")
     assert "torchvision" not in printed and "Warning" not in printed, printed
+
+
+def test_a_run_logs_to_tensorboard_besides_train_log(run, tmp_path):
+    from hieradist_lobes.experiment_logs import read_scalars
+
+    data = [argument for argument in run["data"] if not argument.startswith("--output_root=")]
+    result = run["recipes"].train_teacher(["hparams/synth/student.yaml", *data, *run["fast"],
+                                           f"--output_root={tmp_path}", "--tensorboard=True", "--grad_norm_every=1"])
+    scalars = read_scalars(str(tmp_path / "student" / "tensorboard"))
+    assert {"loss/train", "loss/valid", "error_rate/valid", "lr", "error_rate/final_test"} <= set(scalars)
+    assert [step for step, _ in scalars["error_rate/valid"]] == [1]
+    assert scalars["error_rate/final_test"] == [(1, pytest.approx(result["test_error_rate"], abs=1e-4))]
+    assert scalars["error_rate/final_valid"] == [(1, pytest.approx(result["valid_error_rate"], abs=1e-4))]
+    assert any(tag.startswith("update/grad_norm_") for tag in scalars)
+    assert (tmp_path / "student" / "train_log.txt").read_text().count("valid loss") == 1

@@ -305,3 +305,12 @@ def test_quick_gives_the_kd_models_their_epochs_and_trains_no_control(tmp_path, 
     assert asked["epochs"] == demo.QUICK_EPOCHS == 4 and asked["control"] is False
     demo.main([])
     assert asked["epochs"] is None and asked["control"] is True
+
+
+def test_every_training_job_of_the_demo_logs_to_tensorboard(tmp_path, monkeypatch):
+    data, planned, _ = plan_without_training(tmp_path, monkeypatch)
+    monkeypatch.setattr(demo, "check_students", lambda systems, wav: None)  # the control's folder is not real
+    demo.run_demo(str(tmp_path / "out"), str(data), parts=["cif"])
+    recipes = [job for job in planned if "recipes" in job.script]
+    assert recipes and all("--tensorboard=True" in job.argv for job in recipes)
+    assert not any("--tensorboard=True" in job.argv for job in planned if "tuning" in job.script)

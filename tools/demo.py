@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import itertools
 import json
 import os
@@ -166,6 +167,8 @@ def run_demo(output_folder: str, data_folder: str, epochs: Optional[int] = None,
     # The corpus is made once, here, before jobs that read it run side by side.
     prepare_dataset("synth", data_folder, data_folder, size=corpus_size)
     data = [f"--data_folder={data_folder}", f"--corpus_size={corpus_size}", f"--output_root={output_folder}"]
+    if importlib.util.find_spec("tensorboard") is not None:  # each run's curves: tensorboard --logdir <output_folder>
+        data.append("--tensorboard=True")
     common = [*data, *([f"--number_of_epochs={epochs}"] if epochs else []), *extra]
     systems: Dict[str, Dict[str, object]] = {}
     timings: Dict[str, float] = {}

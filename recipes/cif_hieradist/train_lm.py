@@ -54,7 +54,8 @@ def main(argv):
     # 3. Brain: next-token NLL; validation reports the perplexity
     # (optimizer_step_limit of the YAML is the ASR model's: the LM trains for lm_epochs)
     brain_hparams = dict(hparams, epoch_counter=hparams["lm_epoch_counter"], train_logger=hparams["lm_logger"],
-                         output_folder=hparams["lm_output_folder"], optimizer_step_limit=None)
+                         output_folder=hparams["lm_output_folder"], optimizer_step_limit=None,
+                         tensorboard_folder=os.path.join(hparams["lm_output_folder"], "tensorboard"))
     brain = LMBrain(modules={"lm": hparams["lm_model"]}, opt_class=hparams["lm_opt_class"], hparams=brain_hparams,
                     run_opts=run_opts, checkpointer=hparams["lm_checkpointer"])
 
