@@ -43,7 +43,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -487,3 +487,52 @@ def fire_times(fire_frames: torch.Tensor, lengths: torch.Tensor, frame_shift_sec
     rows = fire_frames.detach().cpu().tolist()
     counts = lengths.detach().cpu().tolist()
     return [[round(frame * frame_shift_seconds, 9) for frame in row[:count]] for row, count in zip(rows, counts)]
+
+
+def level_crossing_times(alphas: torch.Tensor, levels: Sequence[float], frame_shift_seconds: float) -> List[float]:
+    """When an utterance's accumulated CIF weight reaches each of ``levels`` (seconds).
+
+    Frame ``t`` covers ``[t, t + 1)`` frame shifts and its weight ``alphas[t]`` accrues evenly over it, so
+    a level reached part-way through a frame is placed part-way through it. A level never reached is placed
+    at the end of the last frame with weight.
+
+    Example
+    -------
+    >>> level_crossing_times(torch.tensor([0.5, 0.0, 1.0, 0.5]), [0.25, 1.0, 2.0], 0.1)
+    [0.05, 0.25, 0.4]
+    """
+    cumulative = torch.cumsum(alphas.detach().to(torch.float64).cpu(), dim=0).tolist()
+    active = [index for index, value in enumerate(alphas.tolist()) if value > 0]
+    last_end = (active[-1] + 1 if active else 0) * frame_shift_seconds
+    times, frame, previous = [], 0, 0.0
+    for level in levels:
+        while frame < len(cumulative) and cumulative[frame] < level - 1e-9:
+            previous = cumulative[frame]
+            frame += 1
+        if frame >= len(cumulative):
+            times.append(round(last_end, 6))
+            continue
+        weight = cumulative[frame] - previous
+        within = (level - previous) / weight if weight > 0 else 1.0
+        times.append(round((frame + min(max(within, 0.0), 1.0)) * frame_shift_seconds, 6))
+    return times
+
+
+def token_spans(alphas: torch.Tensor, tokens: int, frame_shift_seconds: float, threshold: float = 1.0,
+                onset: float = 0.0) -> List[Tuple[float, float]]:
+    """Start and end (seconds) of each of an utterance's first ``tokens`` CIF tokens, from its weights.
+
+    Token ``k`` integrates the weight between ``k`` and ``k + 1`` thresholds: it ends where the accumulated
+    weight reaches ``(k + 1)·threshold`` (where it fires) and starts where it reaches
+    ``(k + onset)·threshold``; ``onset`` > 0 leaves out the little weight that silence before a token gives
+    it (:data:`hieradist_lobes.inference.TOKEN_ONSET` is the one chosen by measurement).
+    A tail token (fired by leftover weight) ends at the end of the last frame with weight.
+
+    Example
+    -------
+    >>> token_spans(torch.tensor([0.1, 0.1, 0.8, 0.6, 0.4]), 2, 0.1, onset=0.1)
+    [(0.1, 0.3), (0.316667, 0.5)]
+    """
+    levels = [level * threshold for k in range(tokens) for level in (k + onset, k + 1)]
+    times = level_crossing_times(alphas, levels, frame_shift_seconds)
+    return [(times[2 * k], max(times[2 * k], times[2 * k + 1])) for k in range(tokens)]

@@ -11,7 +11,12 @@ A folder holds:
 ``model.ckpt``        the trained parameters (best validation checkpoint)
 ``normalize.ckpt``    the feature normaliser's statistics
 ``tokenizer.ckpt``    the label vocabulary (:class:`~hieradist_lobes.tokens.LabelTokenizer`)
-``info.json``         name, error rates, parameter count, checkpoint hash
+``info.json``         name, error rates, parameter count, the SHA-256 of every file above
+``README.md``, ``config.json``, ``example.wav``
+                      what a model on a hub carries (:mod:`hieradist_lobes.model_card`)
+
+Loaded with another class than its own, a folder stops at once naming its class
+(:func:`check_loading_class`, which its ``hyperparams.yaml`` calls).
 
 Example
 -------
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from speechbrain.utils.parameter_transfer import Pretrainer
@@ -32,6 +37,7 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 from hieradist_lobes.errors import ReportedError
 from hieradist_lobes.files import file_sha256, staged_folder
 from hieradist_lobes.hparams import LoadedHparams, resolved_subtree
+from hieradist_lobes.model_card import write_example, write_hub_files
 from hieradist_lobes.tokens import LabelTokenizer
 
 MODEL_FILES = ("model.ckpt", "normalize.ckpt")
@@ -82,6 +88,8 @@ def export_model_folder(
     info: Dict[str, object],
     inference_hparams: str,
     model_key: str = "model",
+    example: Optional[Mapping[str, str]] = None,
+    data_root: Optional[str] = None,
 ) -> str:
     """Write a self-contained model folder from a training checkpoint.
 
@@ -104,6 +112,9 @@ def export_model_folder(
         (:class:`hieradist_lobes.inference.CIFASR`).
     model_key : str
         The top-level key of the model definition.
+    example : mapping, optional
+        The manifest row of the test recording the folder carries as ``example.wav``
+        (``$data_root`` in its path stands for ``data_root``).
 
     Returns
     -------
@@ -130,22 +141,31 @@ def export_model_folder(
             from hieradist_lobes.subwords import FOLDER_MODEL
 
             shutil.copyfile(labels_model, os.path.join(staging, FOLDER_MODEL))
-        _write_info(staging, tokenizer, info, os.path.basename(inference_hparams))
+        example_text = None
+        if example is not None:
+            example_text = write_example(example, staging, int(loaded.hparams["sample_rate"]),
+                                         str(loaded.hparams.get("unit", "wrd")), data_root)
+        details = _write_info(staging, tokenizer, {**info, "sample_rate": int(loaded.hparams["sample_rate"])},
+                              os.path.basename(inference_hparams))
+        write_hub_files(staging, details, os.path.basename(inference_hparams), example_text)
     return folder
 
 
 def export_best_checkpoint(loaded: LoadedHparams, tokenizer: LabelTokenizer, result: Dict[str, object],
-                           train_manifest: str, inference_hparams: str, **facts: object) -> None:
+                           train_manifest: str, inference_hparams: str, test_manifest: Optional[str] = None,
+                           **facts: object) -> None:
     """A recipe's last step: on the main process, the best checkpoint
     (lowest validation ``error_rate``), or with ``average_checkpoints: N > 1``
     the mean weights of the last N (what was scored), into the YAML's
     ``model_dir``, with its scores (``result``), the median training duration
-    (``CIFASR`` cuts long recordings to about twice it) and ``facts`` in
-    ``info.json``."""
+    (``CIFASR`` cuts long recordings to about twice it), the training data's
+    size and ``facts`` in ``info.json``; a short recording of ``test_manifest``
+    as its ``example.wav``."""
     from speechbrain.utils.distributed import if_main_process
 
     from hieradist_lobes.averaging import average_count, averaged_checkpoint, averaged_folder, averaged_sources
-    from hieradist_lobes.data.manifest import median_duration
+    from hieradist_lobes.data.manifest import data_root, median_duration, read_manifest
+    from hieradist_lobes.model_card import choose_example, training_data
 
     hparams = loaded.hparams
     if if_main_process():
@@ -158,13 +178,16 @@ def export_best_checkpoint(loaded: LoadedHparams, tokenizer: LabelTokenizer, res
             source = checkpointer.find_checkpoint(min_key="error_rate").path
         info = {"name": hparams["experiment_name"], "dataset": hparams["dataset"],
                 **{key: value for key, value in result.items() if key != "model_dir"},
-                "averaged_checkpoints": count, "train_median_seconds": median_duration(train_manifest), **facts}
-        export_model_folder(loaded, source, tokenizer, hparams["model_dir"], info, str(inference_hparams))
+                "averaged_checkpoints": count, "train_median_seconds": median_duration(train_manifest),
+                "training_data": training_data(train_manifest), **facts}
+        example = choose_example(read_manifest(test_manifest)) if test_manifest else None
+        export_model_folder(loaded, source, tokenizer, hparams["model_dir"], info, str(inference_hparams),
+                            example=example, data_root=data_root(hparams))
     print(f"valid error rate {result['valid_error_rate']:.2f}, test error rate {result['test_error_rate']:.2f}, "
           f"model folder {result['model_dir']}")
 
 
-def _write_info(staging: str, tokenizer: LabelTokenizer, info: Dict[str, object], interface: str) -> None:
+def _write_info(staging: str, tokenizer: LabelTokenizer, info: Dict[str, object], interface: str) -> Dict[str, object]:
     state = check_finite_checkpoint(os.path.join(staging, "model.ckpt"))
     details = {"params": int(sum(t.numel() for t in state.values() if torch.is_tensor(t)))}
     details.update(info)
@@ -179,6 +202,7 @@ def _write_info(staging: str, tokenizer: LabelTokenizer, info: Dict[str, object]
     })
     with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as handle:
         json.dump(details, handle, indent=2)
+    return details
 
 
 def verify_model_folder(folder: str, files: Sequence[str] = ("model.ckpt", "normalize.ckpt", "tokenizer.ckpt")
@@ -210,6 +234,36 @@ def verify_model_folder(folder: str, files: Sequence[str] = ("model.ckpt", "norm
         if name in recorded and file_sha256(path) != recorded[name]:
             raise ModelFolderError(f"model folder {folder}: {name} is corrupt or was replaced (its SHA-256 differs "
                                    "from the one in info.json); copy the folder again or re-export it")
+
+
+def check_loading_class(expected: str) -> str:
+    """Called by a model folder's ``hyperparams.yaml`` as it loads: if a SpeechBrain interface class other than
+    ``expected`` (a dotted path) is loading it, stop now, naming the class to use (another class would
+    load it and fail later, deep inside, e.g. ``'ModuleDict' object has no attribute 'encoder'``).
+
+    Example
+    -------
+    >>> check_loading_class("hieradist_lobes.inference.CIFASR")  # not inside any from_hparams: nothing to check
+    'hieradist_lobes.inference.CIFASR'
+    """
+    import importlib
+    import inspect
+
+    from speechbrain.inference.interfaces import Pretrained
+
+    module, name = expected.rsplit(".", 1)
+    wanted = getattr(importlib.import_module(module), name)
+    frame = inspect.currentframe()
+    while frame is not None:  # the nearest from_hparams(cls, ...) that is loading this YAML
+        loading = frame.f_locals.get("cls")
+        if inspect.isclass(loading) and issubclass(loading, Pretrained):
+            if not issubclass(loading, wanted):
+                raise ModelFolderError(f"this model folder is loaded with {loading.__module__}.{loading.__name__}, "
+                                       f"but it is a model for {expected}: load it with "
+                                       f"{name}.from_hparams(source=...) (from {module} import {name})")
+            break
+        frame = frame.f_back
+    return expected
 
 
 class CheckedPretrainer(Pretrainer):

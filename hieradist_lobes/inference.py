@@ -6,7 +6,7 @@ Every CIF model folder that training exports (``hyperparams.yaml``,
     from hieradist_lobes.inference import CIFASR
     asr = CIFASR.from_hparams(source="results/synth/cif/model", savedir="results/synth/cif/model")
     asr.transcribe_file("utt.wav")                  # 'the garden could travel'
-    asr.transcribe_file_with_timestamps("utt.wav")  # [('the', 0.32), ('garden', 0.56), ...]
+    asr.transcribe_file_with_timestamps("utt.wav")  # [('the', 0.21, 0.33), ('garden', 0.33, 0.67), ...]
 
 Decoding is the beam search over the CIF fires
 (:func:`~hieradist_lobes.cif_decoder.cif_beam_search`, ``beam_size`` of the
@@ -25,10 +25,13 @@ trained by ``recipes/train_lm.py``::
     CIFASR.from_hparams(source=folder, savedir=folder,
                         overrides={"lm_folder": "results/synth/lm/model", "lm_weight": 0.2})
 
-Token timestamps come from the fires: token ``k`` is stamped with the start
-time of the encoder frame at which fire ``k`` happened.  A token fires when
-its weight is complete, so the stamp falls near the token's end (within one
-encoder frame, 80 ms at 8× subsampling of 10 ms features).
+Timestamps come from the CIF weights (:func:`~hieradist_lobes.cif.token_spans`):
+token ``k`` integrates the weight between ``k`` and ``k + 1``; it ends where
+the accumulated weight reaches ``k + 1`` (where it fires) and starts where it
+reaches ``k +`` :data:`TOKEN_ONSET`, placed within the encoder frame by how far
+into its weight the level falls.  A word runs from its first wordpiece's start
+to its last's end.  Their error against the synthesiser's own word times is
+measured by ``benchmarks/timestamp_benchmark.py`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,10 +42,15 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
-from hieradist_lobes.cif import fire_times
+from hieradist_lobes.cif import token_spans
 from hieradist_lobes.export import read_info, verify_model_folder
 from hieradist_lobes.hparams import check_hparams, hparam_rules
 from hieradist_lobes.segmentation import silence_cuts
+
+#: Where a token starts: the accumulated CIF weight at ``k + TOKEN_ONSET`` thresholds
+#: (:func:`~hieradist_lobes.cif.token_spans`), chosen on the built-in corpus's validation speakers by
+#: ``benchmarks/timestamp_benchmark.py``.
+TOKEN_ONSET = 0.0
 
 
 class CIFASR(Pretrained):
@@ -92,18 +100,28 @@ class CIFASR(Pretrained):
         wavs, wav_lens = wavs.float().to(self.device), wav_lens.float().to(self.device)
         return self.mods.model.encode(wavs, wav_lens)
 
-    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor,
-                     beam_size: Optional[int] = None) -> Tuple[List[List[int]], List[List[float]]]:
-        """Token indices and their times (seconds) for a padded batch."""
+    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor, beam_size: Optional[int] = None
+                     ) -> Tuple[List[List[int]], List[List[Tuple[float, float]]]]:
+        """Token indices and each token's start and end (seconds) for a padded batch."""
+        hyps, fires = self.decode_fires(wavs, wav_lens, beam_size)
+        shift = self.frame_shift_seconds()
+        threshold = float(self.mods.model.cif.threshold)
+        # The last encoder frame can reach past the audio's end: times stop at it.
+        durations = (wav_lens.float().cpu() * wavs.shape[-1] / float(self.hparams.sample_rate)).tolist()
+        spans = [token_spans(alphas, len(hyp), shift, threshold=threshold, onset=TOKEN_ONSET)
+                 for alphas, hyp in zip(fires.alphas.cpu(), hyps)]
+        return hyps, [[(round(min(start, limit), 3), round(min(end, limit), 3)) for start, end in utterance]
+                      for utterance, limit in zip(spans, durations)]
+
+    def decode_fires(self, wavs: torch.Tensor, wav_lens: torch.Tensor, beam_size: Optional[int] = None):
+        """Token indices and the CIF's output (its weights, fires) for a padded batch."""
         with torch.no_grad():
             encoded = self.encode_batch(wavs, wav_lens)
-            hyps, fires = self.mods.model.decode(
+            return self.mods.model.decode(
                 encoded, wav_lens.to(self.device), self.tokenizer, beam_size=int(beam_size or self.hparams.beam_size),
                 lm=self.lm, lm_weight=float(getattr(self.hparams, "lm_weight", 0.0) or 0.0),
                 ctc_weight=float(getattr(self.hparams, "ctc_weight_decode", 0.0) or 0.0),
             )
-        times = fire_times(fires.fire_frames.cpu(), fires.fired_lengths.cpu(), self.frame_shift_seconds())
-        return hyps, [[round(t, 3) for t in utterance[: len(hyp)]] for utterance, hyp in zip(times, hyps)]
 
     def frame_shift_seconds(self) -> float:
         """Seconds per encoder frame: the feature hop times the encoder's subsampling."""
@@ -111,8 +129,8 @@ class CIFASR(Pretrained):
         return hop / float(self.hparams.sample_rate) * self.mods.model.enc.subsampling
 
     def decode_signal(self, signal: torch.Tensor, max_segment_seconds: Optional[float] = None,
-                      segments_per_batch: int = 8) -> Tuple[List[int], List[float]]:
-        """Token indices and times (seconds) of one whole recording.
+                      segments_per_batch: int = 8) -> Tuple[List[int], List[Tuple[float, float]]]:
+        """Token indices and their start and end (seconds) of one whole recording.
 
         A recording longer than ``max_segment_seconds`` (default: the class
         attribute :attr:`max_segment_seconds`) is cut at pauses
@@ -127,7 +145,7 @@ class CIFASR(Pretrained):
             raise ValueError("the signal holds no audio samples")
         spans = silence_cuts(signal, rate, max_segment_seconds=limit)
         tokens: List[int] = []
-        times: List[float] = []
+        times: List[Tuple[float, float]] = []
         for first in range(0, len(spans), segments_per_batch):
             group = spans[first:first + segments_per_batch]
             pieces = [signal[start:end] for start, end in group]
@@ -135,9 +153,9 @@ class CIFASR(Pretrained):
             wavs = torch.stack([torch.nn.functional.pad(piece, (0, longest - piece.shape[0])) for piece in pieces])
             wav_lens = torch.tensor([piece.shape[0] / longest for piece in pieces])
             hyps, hyp_times = self.decode_batch(wavs, wav_lens)
-            for (start, _), hyp, stamps in zip(group, hyps, hyp_times):
+            for (start, _), hyp, spans in zip(group, hyps, hyp_times):
                 tokens.extend(hyp)
-                times.extend(round(t + start / rate, 3) for t in stamps)
+                times.extend((round(first + start / rate, 3), round(last + start / rate, 3)) for first, last in spans)
         return tokens, times
 
     def transcribe_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
@@ -152,10 +170,10 @@ class CIFASR(Pretrained):
         return self.tokenizer.decode_ids(tokens)
 
     def token_timestamps(self, path: str, max_segment_seconds: Optional[float] = None,
-                         **kwargs) -> List[Tuple[str, float]]:
-        """``(token, seconds)`` for each output token of one file."""
+                         **kwargs) -> List[Tuple[str, float, float]]:
+        """``(token, start, end)`` (seconds) for each output token of one file."""
         tokens, times = self.decode_signal(self._load_file(path, **kwargs), max_segment_seconds)
-        return [(self.tokenizer.ind2lab[int(i)], t) for i, t in zip(tokens, times)]
+        return [(self.tokenizer.ind2lab[int(i)], start, end) for i, (start, end) in zip(tokens, times)]
 
     def _load_file(self, path: str, **kwargs) -> torch.Tensor:
         # SpeechBrain's loader ends a missing local file with soundfile's "System error."
@@ -169,10 +187,17 @@ class CIFASR(Pretrained):
         return signal
 
     def transcribe_file_with_timestamps(self, path: str, max_segment_seconds: Optional[float] = None,
-                                        **kwargs) -> List[Tuple[str, float]]:
-        """``(word, seconds)`` per word of one file: wordpieces are merged,
-        a word takes the time of its first piece."""
+                                        **kwargs) -> List[Tuple[str, float, float]]:
+        """``(word, start, end)`` (seconds) per word of one file: wordpieces are merged, a word runs from
+        its first piece's start to its last piece's end."""
         return merge_pieces(self.token_timestamps(path, max_segment_seconds, **kwargs))
+
+    def transcribe_batch_with_timestamps(self, wavs: torch.Tensor, wav_lens: torch.Tensor
+                                         ) -> List[List[Tuple[str, float, float]]]:
+        """``(word, start, end)`` per word of each recording of a padded batch (each decoded whole)."""
+        hyps, spans = self.decode_batch(wavs, wav_lens)
+        return [merge_pieces([(self.tokenizer.ind2lab[int(i)], start, end) for i, (start, end) in zip(hyp, times)])
+                for hyp, times in zip(hyps, spans)]
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
         return self.transcribe_batch(wavs, wav_lens)
@@ -196,18 +221,19 @@ def segment_seconds_for(train_median_seconds: float) -> float:
     return round(min(30.0, max(2.0, 2.0 * train_median_seconds)), 2)
 
 
-def merge_pieces(pieces: Sequence[Tuple[str, float]], continuation: str = "##") -> List[Tuple[str, float]]:
-    """Merge ``##`` wordpieces into words, keeping each word's first time.
+def merge_pieces(pieces: Sequence[Tuple[str, float, float]], continuation: str = "##"
+                 ) -> List[Tuple[str, float, float]]:
+    """Merge ``##`` wordpieces into words: a word starts with its first piece and ends with its last.
 
     Example
     -------
-    >>> merge_pieces([("play", 0.1), ("##ing", 0.3), ("now", 0.5)])
-    [('playing', 0.1), ('now', 0.5)]
+    >>> merge_pieces([("play", 0.1, 0.2), ("##ing", 0.2, 0.35), ("now", 0.4, 0.6)])
+    [('playing', 0.1, 0.35), ('now', 0.4, 0.6)]
     """
-    words: List[Tuple[str, float]] = []
-    for piece, time in pieces:
+    words: List[Tuple[str, float, float]] = []
+    for piece, start, end in pieces:
         if piece.startswith(continuation) and words:
-            words[-1] = (words[-1][0] + piece[len(continuation):], words[-1][1])
+            words[-1] = (words[-1][0] + piece[len(continuation):], words[-1][1], end)
         else:
-            words.append((piece, time))
+            words.append((piece, start, end))
     return words

@@ -111,3 +111,14 @@ def test_learning_curves_refuse_a_folder_that_is_not_a_checkout_and_an_unfinishe
     args = types.SimpleNamespace(work_folder=str(tmp_path / "work"))
     with pytest.raises(SystemExit, match=r"unfinished run \(1 of 12 epochs\)"):
         learning_curves.train_side_by_side("cif", {"before": "."}, args, epochs=12)
+
+
+def test_timestamp_errors_count_only_correctly_recognised_words():
+    from benchmarks.timestamp_benchmark import error_summary, matched_words
+
+    hypothesis = [("the", 0.10, 0.20), ("cat", 0.20, 0.50), ("sat", 0.55, 0.90)]
+    reference = [("THE", 0.12, 0.22), ("DOG", 0.20, 0.45), ("SAT", 0.50, 0.80)]
+    pairs = matched_words(hypothesis, reference)
+    assert [(hyp[0], ref[0]) for hyp, ref in pairs] == [("the", "THE"), ("sat", "SAT")]
+    starts = [1000 * (hyp[1] - ref[1]) for hyp, ref in pairs]
+    assert error_summary(starts) == {"mae_ms": 35.0, "median_ms": 35.0, "within_80ms_pct": 100.0}

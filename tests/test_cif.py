@@ -371,3 +371,47 @@ def test_eps_makes_the_last_fire_happen():
     assert cif_fire(alphas, hidden).lengths.tolist() == [1]
     assert cif_fire(alphas, hidden, eps=0.0).lengths.tolist() == [0]
     assert reference_cif(alphas, hidden, eps=0.0)[1].tolist() == [0]
+
+
+def _token_spans_by_loop(alphas, tokens, shift, threshold, onset):
+    """The plain reference: walk the frames, accumulate, interpolate each level within its frame."""
+    levels = [threshold * level for k in range(tokens) for level in (k + onset, k + 1)]
+    values = [float(a) for a in alphas]
+    active = [i for i, a in enumerate(values) if a > 0]
+    times = []
+    for level in levels:
+        total, placed = 0.0, None
+        for frame, weight in enumerate(values):
+            if total + weight >= level - 1e-9 and weight > 0:
+                placed = (frame + (level - total) / weight) * shift
+                break
+            total += weight
+        times.append(placed if placed is not None else (active[-1] + 1 if active else 0) * shift)
+    return [(times[2 * k], max(times[2 * k], times[2 * k + 1])) for k in range(tokens)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.5), min_size=1, max_size=30), st.integers(0, 6), st.sampled_from([0.0, 0.1, 0.3]))
+def test_token_spans_equal_a_frame_by_frame_reference(values, tokens, onset):
+    from hieradist_lobes.cif import token_spans
+
+    alphas = torch.tensor(values, dtype=torch.float32)
+    spans = token_spans(alphas, tokens, 0.08, onset=onset)
+    expected = _token_spans_by_loop(alphas.tolist(), tokens, 0.08, 1.0, onset)
+    assert len(spans) == tokens
+    for (start, end), (ref_start, ref_end) in zip(spans, expected):
+        assert start == pytest.approx(ref_start, abs=1e-5) and end == pytest.approx(ref_end, abs=1e-5)
+        assert start <= end
+    assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+
+
+def test_a_token_ends_where_it_fires_and_a_tail_token_at_the_last_weighted_frame():
+    from hieradist_lobes.cif import token_spans
+
+    alphas = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.9, 0.6, 0.0])
+    fires = cif_fire(alphas[None], torch.ones(1, 7, 2), tail_threshold=0.4)
+    assert fires.lengths.tolist() == [3] and fires.frames[0].tolist() == [2, 5, 5]  # the third: the tail
+    spans = token_spans(alphas, 3, 0.1)
+    assert spans[0] == (pytest.approx(0.1), pytest.approx(0.3))  # weight from frame 1, fires at the end of frame 2
+    assert spans[1] == (pytest.approx(0.3), pytest.approx((5 + 0.1 / 0.6) * 0.1))  # fires a sixth into frame 5
+    assert spans[2] == (pytest.approx((5 + 0.1 / 0.6) * 0.1), pytest.approx(0.6))  # the tail: to frame 5's end

@@ -52,19 +52,27 @@ def load(model_dir, **overrides):
 
 def test_baseline_folder_loads_with_cifasr_and_transcribes(run):
     folder = run["baseline"]["model_dir"]
-    assert sorted(os.listdir(folder)) == ["hyperparams.yaml", "info.json", "model.ckpt", "normalize.ckpt",
-                                          "tokenizer.ckpt"]
+    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "example.wav", "hyperparams.yaml",
+                                          "info.json", "model.ckpt", "normalize.ckpt", "tokenizer.ckpt"]
     row = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]
     asr = load(folder)
     text = asr.transcribe_file(row["wav"])
     assert isinstance(text, str)
     assert set(text.split()) <= set(asr.tokenizer.labels())
     stamps = asr.token_timestamps(row["wav"])
-    times = [time for _, time in stamps]
+    times = [time for _, start, end in stamps for time in (start, end)]
     assert times == sorted(times) and all(0 <= t <= float(row["duration"]) for t in times)
-    assert " ".join(label for label, _ in stamps) == text
+    assert " ".join(label for label, _, _ in stamps) == text
     texts, hyps = asr.transcribe_batch(*batch_pad_right([read_audio(row["wav"])]))
     assert texts == [text] and len(hyps[0]) == len(stamps)
+    # Batched: each recording's words, as its transcription, with times in order within its own audio.
+    rows = read_manifest(os.path.join(run["corpus"], "test.csv"))[:3]
+    batch = batch_pad_right([read_audio(r["wav"]) for r in rows])
+    texts, _ = asr.transcribe_batch(*batch)
+    for one, text, words in zip(rows, texts, asr.transcribe_batch_with_timestamps(*batch)):
+        assert " ".join(word for word, _, _ in words) == text
+        bounds = [time for _, start, end in words for time in (start, end)]
+        assert bounds == sorted(bounds) and all(0 <= t <= float(one["duration"]) for t in bounds)
 
 
 def test_the_ctc_weight_chosen_on_valid_is_scored_and_exported(run):
@@ -216,11 +224,12 @@ def test_long_audio_is_transcribed_whole_one_token_per_fire(run, tmp_path):
     path = str(tmp_path / "long.wav")
     soundfile.write(path, signal.numpy(), 16000)
     stamps = asr.token_timestamps(path, max_segment_seconds=6.0)
-    seconds = [time for _, time in stamps]
+    seconds = [time for _, start, end in stamps for time in (start, end)]
     assert seconds == sorted(seconds) and seconds[-1] > signal.shape[0] / 16000 - 6.0
-    assert asr.transcribe_file(path, max_segment_seconds=6.0) == " ".join(label for label, _ in stamps)
+    assert all(start <= end for _, start, end in stamps)
+    assert asr.transcribe_file(path, max_segment_seconds=6.0) == " ".join(label for label, _, _ in stamps)
     asr.max_segment_seconds = 6.0
-    assert asr.transcribe_file(path) == " ".join(label for label, _ in stamps)
+    assert asr.transcribe_file(path) == " ".join(label for label, _, _ in stamps)
 
 
 def test_own_csv_corpus_trains_the_cif_baseline(run, tmp_path):
@@ -367,3 +376,53 @@ def test_a_missing_audio_file_is_named_at_inference(run, tmp_path):
         asr.transcribe_file(str(tmp_path / "nope.wav"))
     with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder, not an audio file"):
         asr.transcribe_file_with_timestamps(str(tmp_path))
+
+
+def test_a_moved_cif_folder_is_hub_ready_and_its_card_snippet_transcribes_its_example(run, tmp_path):
+    import shutil
+
+    from hieradist_lobes.model_card import HIERADIST_CITATION
+    from tests.test_recipes import _run_card_snippet
+
+    folder = tmp_path / "elsewhere" / "cif"
+    shutil.copytree(run["baseline"]["model_dir"], folder)
+    config = json.load(open(folder / "config.json", encoding="utf-8"))
+    assert config["class"] == "hieradist_lobes.inference.CIFASR" and config["system"] == "CIF"
+    assert HIERADIST_CITATION in (folder / "README.md").read_text(encoding="utf-8")
+    assert _run_card_snippet(folder) == load(str(folder)).transcribe_file(str(folder / "example.wav"))
+
+
+def test_a_cif_folder_loaded_with_encoder_decoder_asr_stops_naming_cifasr(run):
+    from speechbrain.inference.ASR import EncoderDecoderASR
+
+    from hieradist_lobes.export import ModelFolderError
+
+    folder = run["baseline"]["model_dir"]
+    with pytest.raises(ModelFolderError, match=r"loaded with speechbrain\.inference\.ASR\.EncoderDecoderASR, but "
+                                               r"it is a model for hieradist_lobes\.inference\.CIFASR"):
+        EncoderDecoderASR.from_hparams(source=folder, savedir=folder)
+
+
+def test_segments_of_a_long_recording_keep_their_times(run):
+    """A recording cut at its pauses: each segment's tokens and spans are the segment's own, moved by where
+    the segment starts in the recording."""
+    from hieradist_lobes.segmentation import silence_cuts
+
+    asr = load(run["baseline"]["model_dir"])
+    rows = read_manifest(os.path.join(run["corpus"], "test.csv"))[:3]
+    signal = torch.cat([torch.cat([read_audio(row["wav"]), torch.zeros(8000)]) for row in rows])
+    limit = max(float(row["duration"]) for row in rows) + 0.6
+    cuts = silence_cuts(signal, 16000, max_segment_seconds=limit)
+    assert len(cuts) >= 2
+    tokens, spans = asr.decode_signal(signal, max_segment_seconds=limit)
+    # The segments decoded in one padded batch, as decode_signal decodes them (a padded batch can fire
+    # differently from a recording alone), then moved by their starts.
+    hyps, hyp_spans = asr.decode_batch(*batch_pad_right([signal[begin:finish] for begin, finish in cuts]))
+    expected_tokens, expected_spans = [], []
+    for (begin, _), hyp, segment_spans in zip(cuts, hyps, hyp_spans):
+        expected_tokens += hyp
+        expected_spans += [(start + begin / 16000, end + begin / 16000) for start, end in segment_spans]
+    assert tokens == expected_tokens
+    for (start, end), (want_start, want_end) in zip(spans, expected_spans):
+        assert start == pytest.approx(want_start, abs=0.002) and end == pytest.approx(want_end, abs=0.002)
+    assert spans[-1][1] > signal.shape[0] / 16000 - limit

@@ -9,8 +9,8 @@ def test_segments_are_about_twice_the_training_utterances_within_limits():
     assert CIFASR.max_segment_seconds == 30.0
 
 
-def test_wordpieces_merge_into_words_at_their_first_time():
-    pieces = [("un", 0.1), ("##believ", 0.2), ("##able", 0.3), ("news", 0.6), ("##", 0.7)]
-    assert merge_pieces(pieces) == [("unbelievable", 0.1), ("news", 0.6)]
-    assert merge_pieces([("##x", 0.0), ("y", 0.1)]) == [("##x", 0.0), ("y", 0.1)]
+def test_wordpieces_merge_into_words_from_their_first_start_to_their_last_end():
+    pieces = [("un", 0.1, 0.2), ("##believ", 0.2, 0.3), ("##able", 0.3, 0.5), ("news", 0.6, 0.7), ("##", 0.7, 0.8)]
+    assert merge_pieces(pieces) == [("unbelievable", 0.1, 0.5), ("news", 0.6, 0.8)]
+    assert merge_pieces([("##x", 0.0, 0.1), ("y", 0.1, 0.2)]) == [("##x", 0.0, 0.1), ("y", 0.1, 0.2)]
     assert merge_pieces([]) == []

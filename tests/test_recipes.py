@@ -38,8 +38,8 @@ def test_teacher_folders_are_self_contained_and_load(run):
     wav = read_manifest(os.path.join(run["corpus"], "test.csv"))[0]["wav"]
     for result in run["teachers"].values():
         folder = result["model_dir"]
-        assert sorted(os.listdir(folder)) == ["hyperparams.yaml", "info.json", "model.ckpt", "normalize.ckpt",
-                                              "tokenizer.ckpt"]
+        assert sorted(os.listdir(folder)) == ["README.md", "config.json", "example.wav", "hyperparams.yaml",
+                                              "info.json", "model.ckpt", "normalize.ckpt", "tokenizer.ckpt"]
         text = _transcribe(folder, wav)
         assert isinstance(text, str) and set(text.split()) <= set(PHONES_39)
         assert result["params"] > 0 and result["test_error_rate"] >= 0
@@ -413,3 +413,48 @@ def test_a_run_logs_to_tensorboard_besides_train_log(run, tmp_path):
     assert scalars["error_rate/final_valid"] == [(1, pytest.approx(result["valid_error_rate"], abs=1e-4))]
     assert any(tag.startswith("update/grad_norm_") for tag in scalars)
     assert (tmp_path / "student" / "train_log.txt").read_text().count("valid loss") == 1
+
+
+def _run_card_snippet(folder):
+    """The model card's three lines, with MODEL_DIR the folder, in a fresh process; what they print."""
+    import re
+    import subprocess
+    import sys
+
+    card = open(os.path.join(folder, "README.md"), encoding="utf-8").read()
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("MODEL_DIR", str(folder))
+    completed = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout.strip()
+
+
+def test_a_moved_teacher_folder_is_hub_ready_and_its_card_snippet_transcribes_its_example(run, tmp_path):
+    import json
+    import shutil
+
+    from hieradist_lobes.model_card import MULTI_TEACHER_CITATION
+
+    folder = tmp_path / "moved" / "tea0"
+    shutil.copytree(run["teachers"]["tea0"]["model_dir"], folder)
+    config = json.load(open(folder / "config.json", encoding="utf-8"))
+    assert config["class"] == "speechbrain.inference.ASR.EncoderDecoderASR" and config["example"] == "example.wav"
+    assert config["sample_rate"] == 16000 and config["labels"] == 42
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "license: apache-2.0" in card and MULTI_TEACHER_CITATION in card
+    info = json.load(open(folder / "info.json", encoding="utf-8"))
+    assert f"{info['test_error_rate']:.2f} %" in card and f"{info['training_data']['utterances']} utterances" in card
+    assert info["training_data"]["utterances"] == len(read_manifest(os.path.join(run["corpus"], "train.csv")))
+    assert any(f'"{row["phn"]}"' in card for row in read_manifest(os.path.join(run["corpus"], "test.csv")))
+    printed = _run_card_snippet(folder)
+    assert printed == _transcribe(str(folder), str(folder / "example.wav"))
+    assert set(printed.split()) <= set(PHONES_39)
+
+
+def test_a_teacher_folder_loaded_with_the_cif_class_stops_naming_its_class(run):
+    from hieradist_lobes.export import ModelFolderError
+    from hieradist_lobes.inference import CIFASR
+
+    folder = run["teachers"]["tea0"]["model_dir"]
+    with pytest.raises(ModelFolderError, match=r"loaded with hieradist_lobes\.inference\.CIFASR.*load it with "
+                                               r"EncoderDecoderASR\.from_hparams"):
+        CIFASR.from_hparams(source=folder, savedir=folder)

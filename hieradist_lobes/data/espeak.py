@@ -11,6 +11,8 @@ Example
 >>> audio = engine.synthesize("hello world", voice="en-us", variant="m3")
 >>> audio.dtype.name, audio.ndim, engine.sample_rate
 ('float32', 1, 22050)
+>>> [(word, round(start, 2), round(end, 2)) for word, start, end in engine.word_times("hello world")]
+[('hello', 0.01, 0.3), ('world', 0.31, 0.75)]
 >>> engine.phonemize("hello world", voice="en-us")
 [['h', 'ə', 'l', 'ˈoʊ'], ['w', 'ˈɜː', 'l', 'd']]
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from typing import List, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -38,7 +40,34 @@ _PARAM_RANGE = 4
 _PHONEME_SEPARATOR = "_"
 _PHONEME_MODE_IPA = 2 | (ord(_PHONEME_SEPARATOR) << 8)
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_INITIALIZE_PHONEME_EVENTS = 1  # espeak_Initialize option: phoneme events besides word events (no change to audio)
+_EVENT_END_OF_LIST, _EVENT_WORD, _EVENT_END, _EVENT_PHONEME = 0, 1, 5, 7
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    """eSpeak NG's ``espeak_EVENT`` (speak_lib.h)."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+class SynthesisEvent(NamedTuple):
+    """A word, phoneme or end event of a synthesis: where it is in the text (1-based character) and in the
+    audio (samples at the engine's rate)."""
+
+    kind: int
+    text_position: int
+    length: int
+    sample: int
+    phoneme: str
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 class EspeakError(ReportedError, RuntimeError):
@@ -66,10 +95,12 @@ class Espeak:
         self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self._lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self.sample_rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), 0)
+        self.sample_rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(),
+                                                       _INITIALIZE_PHONEME_EVENTS)
         if self.sample_rate <= 0:
             raise EspeakError(f"espeak_Initialize failed with data path {self.data_path}")
         self._chunks: List[np.ndarray] = []
+        self.events: List[SynthesisEvent] = []  # of the last synthesis
         # Keep a reference to the callback so that it is not garbage collected.
         self._callback = _CALLBACK(self._collect)
         self._lib.espeak_SetSynthCallback(self._callback)
@@ -85,6 +116,15 @@ class Espeak:
     def _collect(self, samples, count, events) -> int:
         if samples and count > 0:
             self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        index = 0
+        while events and events[index].type != _EVENT_END_OF_LIST:
+            event = events[index]
+            if event.type in (_EVENT_WORD, _EVENT_PHONEME, _EVENT_END):
+                phoneme = bytes(event.id.string).split(b"\0")[0].decode("utf-8", "replace") \
+                    if event.type == _EVENT_PHONEME else ""
+                self.events.append(SynthesisEvent(event.type, event.text_position, event.length, event.sample,
+                                                  phoneme))
+            index += 1
         return 0
 
     def seed(self, value: int) -> None:
@@ -143,7 +183,7 @@ class Espeak:
         self._set_voice(voice, variant)
         for parameter, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range)):
             self._lib.espeak_SetParameter(parameter, int(value), 0)
-        self._chunks = []
+        self._chunks, self.events = [], []
         encoded = text.encode("utf-8")
         status = self._lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         self._lib.espeak_Synchronize()
@@ -152,6 +192,12 @@ class Espeak:
         if not self._chunks:
             return np.zeros(0, dtype=np.float32)
         return (np.concatenate(self._chunks).astype(np.float32) / 32768.0).astype(np.float32)
+
+    def word_times(self, text: str, **voice) -> List[Tuple[str, Optional[float], Optional[float]]]:
+        """Speak ``text`` (``voice``: :meth:`synthesize`'s options) and return each word of it with its start
+        and end in the audio (seconds): :func:`word_times_of` the synthesis's events."""
+        self.synthesize(text, **voice)
+        return word_times_of(text, self.events, self.sample_rate)
 
     def phonemize(self, text: str, voice: str = "en-us") -> List[List[str]]:
         """Return the IPA phonemes eSpeak NG speaks for ``text``, per word.
@@ -168,3 +214,58 @@ class Espeak:
             for word in clause.decode("utf-8").split():
                 words.append([p for p in word.split(_PHONEME_SEPARATOR) if p])
         return words
+
+
+def _is_pause(event: SynthesisEvent) -> bool:
+    return event.kind == _EVENT_PHONEME and event.phoneme.startswith("_")
+
+
+def word_times_of(text: str, events: List[SynthesisEvent], sample_rate: int
+                  ) -> List[Tuple[str, Optional[float], Optional[float]]]:
+    """Each whitespace-separated word of ``text`` with the start and end (seconds) of its sounds.
+
+    A word starts at its first phoneme (eSpeak's word event can come a little before it) and ends where
+    the next word's event, a pause or the end of the synthesis comes (so that a glottal stop eSpeak puts
+    before the next word's vowel belongs to neither). A word eSpeak gave no phoneme has ``None`` times.
+
+    Example
+    -------
+    >>> events = [SynthesisEvent(1, 1, 2, 0, ""), SynthesisEvent(7, 1, 0, 100, "h"),
+    ...           SynthesisEvent(7, 1, 0, 300, "aI"), SynthesisEvent(1, 4, 3, 500, ""),
+    ...           SynthesisEvent(7, 4, 0, 560, "j"), SynthesisEvent(7, 7, 0, 900, "_:"),
+    ...           SynthesisEvent(5, 7, 0, 1000, "")]
+    >>> word_times_of("hi you", events, 1000)
+    [('hi', 0.1, 0.5), ('you', 0.56, 0.9)]
+    """
+    words, starts, position = [], [], 0
+    for word in text.split():
+        position = text.index(word, position)
+        words.append(word)
+        starts.append(position + 1)  # eSpeak counts characters from 1
+        position += len(word)
+    index_of = {start: index for index, start in enumerate(starts)}
+    times: List[List[Optional[int]]] = [[None, None] for _ in words]
+    current: Optional[int] = None  # the word whose sounds are playing
+
+    def end_current(sample: int) -> None:
+        if current is not None and times[current][1] is None:
+            times[current][1] = sample
+
+    for event in events:
+        owner = index_of.get(event.text_position)
+        if event.kind == _EVENT_WORD:
+            if owner != current:
+                end_current(event.sample)
+                current = None
+        elif event.kind == _EVENT_PHONEME and not _is_pause(event):
+            if owner is None or owner == current:
+                continue  # a sound of the word playing
+            end_current(event.sample)
+            if times[owner][0] is None:
+                times[owner][0] = event.sample
+            current = owner
+        else:  # a pause, or the end
+            end_current(event.sample)
+            current = None
+    return [(word, None if start is None else start / sample_rate, None if end is None else end / sample_rate)
+            for word, (start, end) in zip(words, times)]

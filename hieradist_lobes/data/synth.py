@@ -64,7 +64,7 @@ from hieradist_lobes.cli import path_argument, run_command
 from hieradist_lobes.data.common import (already_prepared, finish_preparation, manifest_paths, start_preparation,
                                          write_prepared_manifest)
 from hieradist_lobes.data.manifest import MANIFEST_FIELDS, SPLITS, chars_of_words, read_manifest
-from hieradist_lobes.data.espeak import Espeak
+from hieradist_lobes.data.espeak import Espeak, word_times_of
 from hieradist_lobes.data.phones import ipa_to_phones
 from hieradist_lobes.data.sentences import unique_sentences
 from hieradist_lobes.files import write_json, write_text
@@ -77,6 +77,10 @@ _PRELOAD = ("numpy", "soundfile", "scipy.signal", "hieradist_lobes.data.common",
 SAMPLE_RATE = 16000
 # Bump when a change alters the audio or labels, so that old corpora are remade.
 CORPUS_VERSION = 2
+# Every utterance's words with their start and end in its wav file (seconds), from the synthesiser's
+# events: utterance ID -> [[word, start, end], ...]. A corpus made without it gets it at the next preparation.
+WORD_TIMES_FILE = "word_times.json"
+WORD_TIMES_KEY = "word_times"
 # The LM text beside the corpus (write_lm_text): sentences of the same grammar in no split.
 LM_TEXT_FILE = "lm_text.txt"
 LM_TEXT_SENTENCES = 100_000
@@ -205,8 +209,7 @@ def plan_corpus(output_folder: str, size: str, seed: int) -> Dict[str, List[Utte
     return plan
 
 
-def render_utterance(job: UtteranceJob) -> Dict[str, object]:
-    """Synthesise, post-process and write one utterance; return its manifest row."""
+def _synthesize(job: UtteranceJob) -> np.ndarray:
     engine = Espeak.instance()
     speaker = job.speaker
     audio = engine.synthesize(
@@ -215,6 +218,30 @@ def render_utterance(job: UtteranceJob) -> Dict[str, object]:
     )
     if audio.size == 0:
         raise RuntimeError(f"eSpeak NG produced no audio for utterance {job.utt_id} ({job.text!r})")
+    return audio
+
+
+def _leading_silence(job: UtteranceJob) -> int:
+    """Samples of silence before the speech (the first draw of the utterance's noise generator)."""
+    return int(np.random.default_rng(job.noise_seed).uniform(0.05, 0.25) * SAMPLE_RATE)
+
+
+def _word_times(job: UtteranceJob) -> List[List[object]]:
+    """The words of the synthesis just made for ``job``, each with its start and end in the written file
+    (seconds: the synthesiser's times, which resampling keeps, after the leading silence)."""
+    engine = Espeak.instance()
+    offset = _leading_silence(job) / SAMPLE_RATE
+    spoken = word_times_of(job.text.lower(), engine.events, engine.sample_rate)
+    return [[word, None if start is None else round(start + offset, 4), None if end is None else round(end + offset, 4)]
+            for word, (_, start, end) in zip(job.text.split(), spoken)]
+
+
+def render_utterance(job: UtteranceJob) -> Dict[str, object]:
+    """Synthesise, post-process and write one utterance; return its manifest row (and its word times)."""
+    engine = Espeak.instance()
+    speaker = job.speaker
+    audio = _synthesize(job)
+    word_times = _word_times(job)
     divisor = np.gcd(SAMPLE_RATE, engine.sample_rate)
     audio = resample_poly(audio, SAMPLE_RATE // divisor, engine.sample_rate // divisor)
 
@@ -241,6 +268,7 @@ def render_utterance(job: UtteranceJob) -> Dict[str, object]:
         "phn": " ".join(phones),
         "wrd": job.text,
         "char": chars_of_words(job.text),
+        WORD_TIMES_KEY: word_times,
     }
 
 
@@ -248,6 +276,24 @@ def render_speaker(jobs: List[UtteranceJob]) -> List[Dict[str, object]]:
     """Render one speaker's utterances in order (see :func:`prepare_synth`)."""
     Espeak.instance().seed(jobs[0].noise_seed)
     return [render_utterance(job) for job in jobs]
+
+
+def time_speaker(jobs: List[UtteranceJob]) -> Dict[str, List[List[object]]]:
+    """The word times of one speaker's utterances, synthesised again as :func:`render_speaker` did (for a
+    corpus made before word times were recorded; the audio is not written again)."""
+    Espeak.instance().seed(jobs[0].noise_seed)
+    times = {}
+    for job in jobs:
+        _synthesize(job)
+        times[job.utt_id] = _word_times(job)
+    return times
+
+
+def read_word_times(folder: str) -> Dict[str, List[Tuple[str, Optional[float], Optional[float]]]]:
+    """The corpus's word times: utterance ID -> [(word, start, end)] in seconds of its wav file
+    (``None`` for a word the synthesiser gave no sound)."""
+    with open(os.path.join(folder, WORD_TIMES_FILE), encoding="utf-8") as handle:
+        return {utt: [tuple(entry) for entry in words] for utt, words in json.load(handle).items()}
 
 
 def _options(size: str, seed: int) -> Dict[str, object]:
@@ -286,34 +332,43 @@ def prepare_synth(
     output_folder = os.path.abspath(output_folder)
     manifests = manifest_paths(output_folder)
     options = _options(size, seed)
+    in_synth_process = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None) == _MODULE
     if already_prepared(output_folder, options):
+        if not os.path.isfile(os.path.join(output_folder, WORD_TIMES_FILE)):  # made before word times were kept
+            if in_synth_process:
+                _add_word_times(output_folder, size, seed, num_workers, progress)
+            else:
+                _run_in_synth_process(output_folder, size, seed, num_workers, progress, options)
         logger.info("synthetic corpus in %s is up to date, skipping", output_folder)
         write_lm_text(output_folder, seed)
         return manifests
 
     start_preparation(output_folder, options)
-    main_module = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if getattr(main_module, "name", None) != _MODULE:
-        # Worker processes re-import the caller's main module (a recipe that
-        # imports torch and SpeechBrain: seconds per process). Render in a
-        # separate `python -m hieradist_lobes.data.synth` so that the fresh
-        # process per speaker (see _render) starts in milliseconds.
-        command = [sys.executable, "-m", _MODULE, "--output_folder", output_folder, "--size", size,
-                   "--seed", str(seed)]
-        if num_workers:
-            command += ["--num_workers", str(num_workers)]
-        if not progress:
-            command.append("--quiet")
-        completed = subprocess.run(command)
-        if completed.returncode != 0 or not already_prepared(output_folder, options):
-            raise RuntimeError(f"synthesising the {size} corpus in {output_folder} failed "
-                               f"(exit code {completed.returncode}); see the messages above")
+    if not in_synth_process:
+        _run_in_synth_process(output_folder, size, seed, num_workers, progress, options)
         write_lm_text(output_folder, seed)
         return manifests
     _render(output_folder, size, seed, num_workers, progress)
     finish_preparation(output_folder, options)
     write_lm_text(output_folder, seed)
     return manifests
+
+
+def _run_in_synth_process(output_folder: str, size: str, seed: int, num_workers: Optional[int], progress: bool,
+                          options: Dict[str, object]) -> None:
+    """Prepare in a separate ``python -m hieradist_lobes.data.synth``: worker processes re-import the caller's
+    main module (a recipe that imports torch and SpeechBrain: seconds per process), and the fresh process per
+    speaker (see :func:`_render`) then starts in milliseconds."""
+    command = [sys.executable, "-m", _MODULE, "--output_folder", output_folder, "--size", size, "--seed", str(seed)]
+    if num_workers:
+        command += ["--num_workers", str(num_workers)]
+    if not progress:
+        command.append("--quiet")
+    completed = subprocess.run(command)
+    if (completed.returncode != 0 or not already_prepared(output_folder, options)
+            or not os.path.isfile(os.path.join(output_folder, WORD_TIMES_FILE))):
+        raise RuntimeError(f"synthesising the {size} corpus in {output_folder} failed "
+                           f"(exit code {completed.returncode}); see the messages above")
 
 
 def write_lm_text(output_folder: str, seed: int = 1234, sentences: int = LM_TEXT_SENTENCES) -> str:
@@ -349,35 +404,59 @@ def write_lm_text(output_folder: str, seed: int = 1234, sentences: int = LM_TEXT
     return path
 
 
-def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int], progress: bool) -> None:
-    """Synthesise every utterance and write the manifests."""
-    plan = plan_corpus(output_folder, size, seed)
-    # eSpeak NG carries state (e.g. its pitch flutter phase) from one
-    # synthesis to the next, so each speaker is rendered, in order, in a fresh
-    # process: the audio then depends on the seed only, not on scheduling.
+def _speaker_batches(plan: Dict[str, List[UtteranceJob]]) -> List[List[UtteranceJob]]:
+    """Each speaker's utterances, in order. eSpeak NG carries state (e.g. its pitch flutter phase) from one
+    synthesis to the next, so each speaker is rendered, in order, in a fresh process: the audio then depends
+    on the seed only, not on scheduling."""
     speaker_batches: List[List[UtteranceJob]] = []
     for split in SPLITS:
         for job in plan[split]:
             if not speaker_batches or speaker_batches[-1][0].speaker != job.speaker:
                 speaker_batches.append([])
             speaker_batches[-1].append(job)
+    return speaker_batches
+
+
+def _fresh_process_per_speaker(num_workers: Optional[int], speakers: int):
+    """A pool whose processes each render one speaker. Children fork from a server that already imported
+    this module's dependencies, so a fresh process per speaker costs milliseconds. Not the module itself: each
+    child runs it as its main module (it is the one run with -m), and runpy warned once per child when it
+    found it imported."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(_PRELOAD))
+    return context.Pool(min(num_workers or os.cpu_count() or 1, speakers), maxtasksperchild=1)
+
+
+def _add_word_times(output_folder: str, size: str, seed: int, num_workers: Optional[int], progress: bool) -> None:
+    """The word times of a corpus made before they were kept: each utterance synthesised again, as it was."""
+    from tqdm import tqdm
+
+    speaker_batches = _speaker_batches(plan_corpus(output_folder, size, seed))
+    times: Dict[str, List[List[object]]] = {}
+    total = sum(len(batch) for batch in speaker_batches)
+    with tqdm(total=total, desc=f"word times of the {size} corpus", unit="utt", disable=not progress) as bar:
+        with _fresh_process_per_speaker(num_workers, len(speaker_batches)) as pool:
+            for batch_times in pool.imap(time_speaker, speaker_batches):
+                times.update(batch_times)
+                bar.update(len(batch_times))
+    write_json(os.path.join(output_folder, WORD_TIMES_FILE), times)
+
+
+def _render(output_folder: str, size: str, seed: int, num_workers: Optional[int], progress: bool) -> None:
+    """Synthesise every utterance and write the manifests and the word times."""
+    plan = plan_corpus(output_folder, size, seed)
+    speaker_batches = _speaker_batches(plan)
     from tqdm import tqdm
 
     total = sum(len(batch) for batch in speaker_batches)
-    workers = min(num_workers or os.cpu_count() or 1, len(speaker_batches))
-    context = multiprocessing.get_context("forkserver")
-    # Children fork from a server that already imported this module's
-    # dependencies, so a fresh process per speaker costs milliseconds. Not the
-    # module itself: each child runs it as its main module (it is the one run
-    # with -m), and runpy warned once per child when it found it imported.
-    context.set_forkserver_preload(list(_PRELOAD))
     rows: List[Dict[str, object]] = []
     with tqdm(total=total, desc=f"synthesising {size} corpus", unit="utt", disable=not progress) as bar:
-        with context.Pool(workers, maxtasksperchild=1) as pool:
+        with _fresh_process_per_speaker(num_workers, len(speaker_batches)) as pool:
             for batch_rows in pool.imap(render_speaker, speaker_batches):
                 rows.extend(batch_rows)
                 bar.update(len(batch_rows))
 
+    write_json(os.path.join(output_folder, WORD_TIMES_FILE), {row["ID"]: row.pop(WORD_TIMES_KEY) for row in rows})
     start = 0
     manifests = manifest_paths(output_folder)
     for split in SPLITS:

@@ -69,7 +69,7 @@ def main(argv):
     # 5. Export (the median training duration sets how CIFASR cuts long recordings)
     # (with the CTC decoding weight chosen on valid, when the YAML gives a grid)
     export_best_checkpoint(with_values(loaded, {"ctc_weight_decode": result["ctc_weight_decode"]}), tokenizer, result,
-                           manifests["train"], INFERENCE_HPARAMS)
+                           manifests["train"], INFERENCE_HPARAMS, manifests["test"])
     return result
 
 

@@ -74,7 +74,7 @@ def main(argv):
     # 5. Export: the distilled model's folder loads like the baseline's (the projections are training-only)
     # (with the CTC decoding weight chosen on valid, when the YAML gives a grid)
     export_best_checkpoint(with_values(loaded, {"ctc_weight_decode": result["ctc_weight_decode"]}), tokenizer, result,
-                           manifests["train"], INFERENCE_HPARAMS, distillation=hparams["distillation"])
+                           manifests["train"], INFERENCE_HPARAMS, manifests["test"], distillation=hparams["distillation"])
     return result
 
 

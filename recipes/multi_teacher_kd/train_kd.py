@@ -72,7 +72,8 @@ def main(argv):
     result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export: the student's folder loads like any CTC/attention model
-    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS, strategy=hparams["strategy"])
+    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS, manifests["test"],
+                           strategy=hparams["strategy"])
     return result
 
 

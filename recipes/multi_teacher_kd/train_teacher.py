@@ -66,7 +66,7 @@ def main(argv):
     result = brain.score_best_checkpoint(datasets["valid"], datasets["test"])
 
     # 5. Export the best checkpoint as a model folder
-    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS)
+    export_best_checkpoint(loaded, tokenizer, result, manifests["train"], INFERENCE_HPARAMS, manifests["test"])
     return result
 
 

@@ -141,3 +141,57 @@ def test_lm_text_is_written_once_and_again_when_its_options_change(tiny_corpus, 
     assert write_lm_text(str(folder), sentences=50) == path and os.stat(path).st_mtime_ns == before
     assert open(write_lm_text(str(folder), sentences=60)).read().splitlines()[:50] == first.splitlines()
     assert not [name for name in os.listdir(folder) if ".tmp-" in name]
+
+
+def test_every_utterance_has_its_words_timed_in_order(tiny_corpus, manifests):
+    from hieradist_lobes.data.synth import read_word_times
+
+    times = read_word_times(str(tiny_corpus))
+    rows = [row for split in SPLITS for row in manifests[split]]
+    assert set(times) == {row["ID"] for row in rows}
+    for row in rows:
+        words = times[row["ID"]]
+        assert [word for word, _, _ in words] == row["wrd"].split()
+        assert all(start is not None and end is not None for _, start, end in words), row["ID"]
+        bounds = [value for _, start, end in words for value in (start, end)]
+        assert bounds == sorted(bounds) and all(start < end for _, start, end in words)
+        assert 0.05 <= bounds[0] and bounds[-1] <= float(row["duration"]) - 0.05
+
+
+def _frame_energy_db(audio, rate, start, end, frame=0.02):
+    first, last = int(start * rate), int(end * rate)
+    hop = int(frame * rate)
+    frames = [audio[i:i + hop] for i in range(first, max(first + hop, last) - hop + 1, hop)]
+    return np.array([10 * np.log10(np.mean(f ** 2) + 1e-12) for f in frames])
+
+
+def test_word_times_agree_with_the_audio_energy(tiny_corpus, manifests):
+    """Silence (noise only) before the first word's start; speech inside every word."""
+    from hieradist_lobes.data.synth import read_word_times
+
+    times = read_word_times(str(tiny_corpus))
+    for row in manifests["test"][:6]:
+        audio, rate = soundfile.read(row["wav"])
+        words = times[row["ID"]]
+        leading = _frame_energy_db(audio, rate, 0.0, words[0][1] - 0.01)
+        loudest = _frame_energy_db(audio, rate, 0.0, len(audio) / rate).max()
+        assert leading.max() < loudest - 25, row["ID"]
+        for word, start, end in words:
+            inside = _frame_energy_db(audio, rate, start, end)
+            assert inside.max() > leading.max() + 15, (row["ID"], word)
+
+
+def test_a_corpus_made_without_word_times_gets_them_at_the_next_preparation(tiny_corpus, tmp_path):
+    import json
+    import shutil
+
+    from hieradist_lobes.data.synth import WORD_TIMES_FILE
+
+    folder = tmp_path / "older"
+    shutil.copytree(tiny_corpus, folder)
+    os.remove(folder / WORD_TIMES_FILE)
+    manifest = folder / "train.csv"
+    stamp = os.stat(manifest).st_mtime_ns
+    prepare_synth(str(folder), size="tiny", seed=1234, num_workers=2, progress=False)
+    assert os.stat(manifest).st_mtime_ns == stamp  # the corpus is not made again
+    assert json.load(open(folder / WORD_TIMES_FILE)) == json.load(open(tiny_corpus / WORD_TIMES_FILE))
