@@ -24,7 +24,8 @@ Modules:
 * :mod:`hieradist_lobes.brains`: Brain classes (CTC/attention, distillation,
   CIF, HieraDist, LM).
 * :mod:`hieradist_lobes.hparams`: YAML overlays and range checks.
-* :mod:`hieradist_lobes.export`: self-contained model folders.
+* :mod:`hieradist_lobes.export`: self-contained model folders;
+  :mod:`hieradist_lobes.model_card`: their model card, config and example.
 * :mod:`hieradist_lobes.files`: checksums, atomic folders, a process's lock.
 * :mod:`hieradist_lobes.errors`: the base of the project's errors;
   :mod:`hieradist_lobes.cli`: what the command lines share.
@@ -41,4 +42,4 @@ The recipe scripts that drive them are in ``recipes/multi_teacher_kd/`` and
 ``recipes/cif_hieradist/``; the demo (``make demo``) is ``tools/demo.py``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
