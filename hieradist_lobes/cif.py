@@ -519,13 +519,15 @@ def level_crossing_times(alphas: torch.Tensor, levels: Sequence[float], frame_sh
 
 
 def token_spans(alphas: torch.Tensor, tokens: int, frame_shift_seconds: float, threshold: float = 1.0,
-                onset: float = 0.0) -> List[Tuple[float, float]]:
+                onset: float = 0.0, first_onset: Optional[float] = None) -> List[Tuple[float, float]]:
     """Start and end (seconds) of each of an utterance's first ``tokens`` CIF tokens, from its weights.
 
     Token ``k`` integrates the weight between ``k`` and ``k + 1`` thresholds: it ends where the accumulated
     weight reaches ``(k + 1)·threshold`` (where it fires) and starts where it reaches
     ``(k + onset)·threshold``; ``onset`` > 0 leaves out the little weight that silence before a token gives
-    it (:data:`hieradist_lobes.inference.TOKEN_ONSET` is the one chosen by measurement).
+    it. The first token has no earlier fire to start from: the silence before the speech gives it weight
+    from the first frame, so it starts at ``first_onset`` (default ``onset``).
+    (:data:`hieradist_lobes.inference.TOKEN_ONSET` and ``FIRST_TOKEN_ONSET`` are the ones chosen by measurement.)
     A tail token (fired by leftover weight) ends at the end of the last frame with weight.
 
     Example
@@ -533,6 +535,7 @@ def token_spans(alphas: torch.Tensor, tokens: int, frame_shift_seconds: float, t
     >>> token_spans(torch.tensor([0.1, 0.1, 0.8, 0.6, 0.4]), 2, 0.1, onset=0.1)
     [(0.1, 0.3), (0.316667, 0.5)]
     """
-    levels = [level * threshold for k in range(tokens) for level in (k + onset, k + 1)]
+    first_onset = onset if first_onset is None else first_onset
+    levels = [level * threshold for k in range(tokens) for level in (k + (first_onset if k == 0 else onset), k + 1)]
     times = level_crossing_times(alphas, levels, frame_shift_seconds)
     return [(times[2 * k], max(times[2 * k], times[2 * k + 1])) for k in range(tokens)]

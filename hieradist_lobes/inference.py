@@ -28,8 +28,9 @@ trained by ``recipes/train_lm.py``::
 Timestamps come from the CIF weights (:func:`~hieradist_lobes.cif.token_spans`):
 token ``k`` integrates the weight between ``k`` and ``k + 1``; it ends where
 the accumulated weight reaches ``k + 1`` (where it fires) and starts where it
-reaches ``k +`` :data:`TOKEN_ONSET`, placed within the encoder frame by how far
-into its weight the level falls.  A word runs from its first wordpiece's start
+reaches ``k +`` :data:`TOKEN_ONSET` (the first token :data:`FIRST_TOKEN_ONSET`:
+silence gives it weight from the first frame), placed within the encoder frame
+by how far into its weight the level falls.  A word runs from its first wordpiece's start
 to its last's end.  Their error against the synthesiser's own word times is
 measured by ``benchmarks/timestamp_benchmark.py`` (docs/benchmarks.md).
 """
@@ -51,6 +52,8 @@ from hieradist_lobes.segmentation import silence_cuts
 #: (:func:`~hieradist_lobes.cif.token_spans`), chosen on the built-in corpus's validation speakers by
 #: ``benchmarks/timestamp_benchmark.py``.
 TOKEN_ONSET = 0.0
+#: Where the first token starts: the silence before the speech gives it weight from the first frame.
+FIRST_TOKEN_ONSET = 0.6
 
 
 class CIFASR(Pretrained):
@@ -108,7 +111,8 @@ class CIFASR(Pretrained):
         threshold = float(self.mods.model.cif.threshold)
         # The last encoder frame can reach past the audio's end: times stop at it.
         durations = (wav_lens.float().cpu() * wavs.shape[-1] / float(self.hparams.sample_rate)).tolist()
-        spans = [token_spans(alphas, len(hyp), shift, threshold=threshold, onset=TOKEN_ONSET)
+        spans = [token_spans(alphas, len(hyp), shift, threshold=threshold, onset=TOKEN_ONSET,
+                             first_onset=FIRST_TOKEN_ONSET)
                  for alphas, hyp in zip(fires.alphas.cpu(), hyps)]
         return hyps, [[(round(min(start, limit), 3), round(min(end, limit), 3)) for start, end in utterance]
                       for utterance, limit in zip(spans, durations)]

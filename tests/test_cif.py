@@ -373,9 +373,9 @@ def test_eps_makes_the_last_fire_happen():
     assert reference_cif(alphas, hidden, eps=0.0)[1].tolist() == [0]
 
 
-def _token_spans_by_loop(alphas, tokens, shift, threshold, onset):
+def _token_spans_by_loop(alphas, tokens, shift, threshold, onset, first_onset):
     """The plain reference: walk the frames, accumulate, interpolate each level within its frame."""
-    levels = [threshold * level for k in range(tokens) for level in (k + onset, k + 1)]
+    levels = [threshold * level for k in range(tokens) for level in (k + (onset if k else first_onset), k + 1)]
     values = [float(a) for a in alphas]
     active = [i for i, a in enumerate(values) if a > 0]
     times = []
@@ -391,13 +391,14 @@ def _token_spans_by_loop(alphas, tokens, shift, threshold, onset):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(0.0, 1.5), min_size=1, max_size=30), st.integers(0, 6), st.sampled_from([0.0, 0.1, 0.3]))
-def test_token_spans_equal_a_frame_by_frame_reference(values, tokens, onset):
+@given(st.lists(st.floats(0.0, 1.5), min_size=1, max_size=30), st.integers(0, 6), st.sampled_from([0.0, 0.1, 0.3]),
+       st.sampled_from([0.0, 0.6]))
+def test_token_spans_equal_a_frame_by_frame_reference(values, tokens, onset, first_onset):
     from hieradist_lobes.cif import token_spans
 
     alphas = torch.tensor(values, dtype=torch.float32)
-    spans = token_spans(alphas, tokens, 0.08, onset=onset)
-    expected = _token_spans_by_loop(alphas.tolist(), tokens, 0.08, 1.0, onset)
+    spans = token_spans(alphas, tokens, 0.08, onset=onset, first_onset=first_onset)
+    expected = _token_spans_by_loop(alphas.tolist(), tokens, 0.08, 1.0, onset, first_onset)
     assert len(spans) == tokens
     for (start, end), (ref_start, ref_end) in zip(spans, expected):
         assert start == pytest.approx(ref_start, abs=1e-5) and end == pytest.approx(ref_end, abs=1e-5)
