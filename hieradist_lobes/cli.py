@@ -92,6 +92,22 @@ def release_output_folders() -> None:
         _HELD.popitem()[1].release()
 
 
+def close_process_group(wait: bool) -> None:
+    """End a ``torchrun`` process's part in its process group (nothing without one): after the others
+    (``wait``) when the command succeeded. A process that exits with the group open can abort in its
+    communication threads' teardown ("terminate called without an active exception"), and torchrun then
+    stops the other processes of a run that had finished."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return
+    if wait:
+        try:
+            distributed.barrier()
+        except RuntimeError:  # another process ended first (its own error says why)
+            pass
+    distributed.destroy_process_group()
+
+
 def run_command(main: Callable[[Any], Any], argv: Optional[Sequence[str]] = None) -> Any:
     """Run a command line's ``main(argv)``: a :class:`ReportedError` (a
     user's mistake, or a run that diverged) ends with ``error: <message>`` on
@@ -99,7 +115,8 @@ def run_command(main: Callable[[Any], Any], argv: Optional[Sequence[str]] = None
     10–70-line traceback would bury it; ``HIERADIST_TRACEBACK=1`` shows the
     traceback too. Any other exception keeps its traceback. The message also
     goes to the run's log files (SpeechBrain's ``log.txt``), where the
-    traceback went before.
+    traceback went before. Under ``torchrun`` the process group is closed at
+    the end (:func:`close_process_group`).
 
     Example
     -------
@@ -113,8 +130,11 @@ def run_command(main: Callable[[Any], Any], argv: Optional[Sequence[str]] = None
     exit 1
     """
     try:
-        return main(argv)
+        result = main(argv)
+        close_process_group(wait=True)
+        return result
     except ReportedError as error:
+        close_process_group(wait=False)
         if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
             raise
         message = f"error: {error}"
