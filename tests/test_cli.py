@@ -147,3 +147,14 @@ def test_a_second_run_into_the_same_output_folder_stops_naming_the_first(tmp_pat
         first.kill()
         first.wait()
     hold_output_folder(str(folder))  # the killed run left no stale lock
+
+
+def test_a_command_closes_its_process_group_and_nothing_without_one(tmp_path):
+    import torch.distributed as dist
+
+    from hieradist_lobes.cli import close_process_group, run_command
+
+    close_process_group(wait=True)  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert run_command(lambda argv: "done", []) == "done"
+    assert not dist.is_initialized()
