@@ -156,10 +156,11 @@ class CIFASR(Pretrained):
             longest = max(piece.shape[0] for piece in pieces)
             wavs = torch.stack([torch.nn.functional.pad(piece, (0, longest - piece.shape[0])) for piece in pieces])
             wav_lens = torch.tensor([piece.shape[0] / longest for piece in pieces])
-            hyps, hyp_times = self.decode_batch(wavs, wav_lens)
-            for (start, _), hyp, spans in zip(group, hyps, hyp_times):
+            hyps, hyp_spans = self.decode_batch(wavs, wav_lens)
+            for (start, _), hyp, token_times in zip(group, hyps, hyp_spans):
+                offset = start / rate
                 tokens.extend(hyp)
-                times.extend((round(first + start / rate, 3), round(last + start / rate, 3)) for first, last in spans)
+                times.extend((round(begin + offset, 3), round(end + offset, 3)) for begin, end in token_times)
         return tokens, times
 
     def transcribe_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:

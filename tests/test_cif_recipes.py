@@ -426,3 +426,7 @@ def test_segments_of_a_long_recording_keep_their_times(run):
     for (start, end), (want_start, want_end) in zip(spans, expected_spans):
         assert start == pytest.approx(want_start, abs=0.002) and end == pytest.approx(want_end, abs=0.002)
     assert spans[-1][1] > signal.shape[0] / 16000 - limit
+    # One segment per batch: every batch's segments are the recording's own (a batch's times once replaced them).
+    one_by_one = asr.decode_signal(signal, max_segment_seconds=limit, segments_per_batch=1)
+    assert one_by_one[0] == [token for hyp in (asr.decode_batch(signal[None, begin:finish], torch.ones(1))[0][0]
+                                               for begin, finish in cuts) for token in hyp]
