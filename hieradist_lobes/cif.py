@@ -493,20 +493,22 @@ def level_crossing_times(alphas: torch.Tensor, levels: Sequence[float], frame_sh
     """When an utterance's accumulated CIF weight reaches each of ``levels`` (seconds).
 
     Frame ``t`` covers ``[t, t + 1)`` frame shifts and its weight ``alphas[t]`` accrues evenly over it, so
-    a level reached part-way through a frame is placed part-way through it. A level never reached is placed
-    at the end of the last frame with weight.
+    a level reached part-way through a frame is placed part-way through it; frames without weight reach
+    none. A level never reached is placed at the end of the last frame with weight.
 
     Example
     -------
     >>> level_crossing_times(torch.tensor([0.5, 0.0, 1.0, 0.5]), [0.25, 1.0, 2.0], 0.1)
     [0.05, 0.25, 0.4]
     """
-    cumulative = torch.cumsum(alphas.detach().to(torch.float64).cpu(), dim=0).tolist()
-    active = [index for index, value in enumerate(alphas.tolist()) if value > 0]
+    weights = alphas.detach().to(torch.float64).cpu()
+    cumulative, weights = torch.cumsum(weights, dim=0).tolist(), weights.tolist()
+    active = [index for index, value in enumerate(weights) if value > 0]
     last_end = (active[-1] + 1 if active else 0) * frame_shift_seconds
     times, frame, previous = [], 0, 0.0
     for level in levels:
-        while frame < len(cumulative) and cumulative[frame] < level - 1e-9:
+        # A frame without weight reaches no level: a level at 0 is reached where the weight begins.
+        while frame < len(cumulative) and (cumulative[frame] < level - 1e-9 or weights[frame] <= 0):
             previous = cumulative[frame]
             frame += 1
         if frame >= len(cumulative):

@@ -416,3 +416,10 @@ def test_a_token_ends_where_it_fires_and_a_tail_token_at_the_last_weighted_frame
     assert spans[0] == (pytest.approx(0.1), pytest.approx(0.3))  # weight from frame 1, fires at the end of frame 2
     assert spans[1] == (pytest.approx(0.3), pytest.approx((5 + 0.1 / 0.6) * 0.1))  # fires a sixth into frame 5
     assert spans[2] == (pytest.approx((5 + 0.1 / 0.6) * 0.1), pytest.approx(0.6))  # the tail: to frame 5's end
+
+
+def test_a_token_starts_where_the_weight_begins_not_in_frames_without_weight():
+    from hieradist_lobes.cif import token_spans
+
+    assert token_spans(torch.tensor([0.0, 0.0, 0.5, 0.5]), 1, 0.08) == [(pytest.approx(0.16), pytest.approx(0.32))]
+    assert token_spans(torch.tensor([0.0]), 1, 0.08) == [(0.0, 0.0)]  # no weight at all: nothing to place
