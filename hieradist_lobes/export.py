@@ -141,11 +141,12 @@ def export_model_folder(
             from hieradist_lobes.subwords import FOLDER_MODEL
 
             shutil.copyfile(labels_model, os.path.join(staging, FOLDER_MODEL))
+        sample_rate = int(loaded.hparams["sample_rate"])
         example_text = None
         if example is not None:
-            example_text = write_example(example, staging, int(loaded.hparams["sample_rate"]),
-                                         str(loaded.hparams.get("unit", "wrd")), data_root)
-        details = _write_info(staging, tokenizer, {**info, "sample_rate": int(loaded.hparams["sample_rate"])},
+            example_text = write_example(example, staging, sample_rate, str(loaded.hparams.get("unit", "wrd")),
+                                         data_root)
+        details = _write_info(staging, tokenizer, {**info, "sample_rate": sample_rate},
                               os.path.basename(inference_hparams))
         write_hub_files(staging, details, os.path.basename(inference_hparams), example_text)
     return folder

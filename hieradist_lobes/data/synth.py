@@ -221,16 +221,19 @@ def _synthesize(job: UtteranceJob) -> np.ndarray:
     return audio
 
 
-def _leading_silence(job: UtteranceJob) -> int:
-    """Samples of silence before the speech (the first draw of the utterance's noise generator)."""
-    return int(np.random.default_rng(job.noise_seed).uniform(0.05, 0.25) * SAMPLE_RATE)
+def _silences(job: UtteranceJob) -> Tuple[np.random.Generator, int, int]:
+    """The utterance's noise generator and the samples of silence before and after the speech, its first
+    two draws (the generator goes on to the gain and the noise)."""
+    rng = np.random.default_rng(job.noise_seed)
+    lead, trail = (int(rng.uniform(0.05, 0.25) * SAMPLE_RATE) for _ in range(2))
+    return rng, lead, trail
 
 
 def _word_times(job: UtteranceJob) -> List[List[object]]:
     """The words of the synthesis just made for ``job``, each with its start and end in the written file
     (seconds: the synthesiser's times, which resampling keeps, after the leading silence)."""
     engine = Espeak.instance()
-    offset = _leading_silence(job) / SAMPLE_RATE
+    offset = _silences(job)[1] / SAMPLE_RATE
     spoken = word_times_of(job.text.lower(), engine.events, engine.sample_rate)
     return [[word, None if start is None else round(start + offset, 4), None if end is None else round(end + offset, 4)]
             for word, (_, start, end) in zip(job.text.split(), spoken)]
@@ -245,8 +248,7 @@ def render_utterance(job: UtteranceJob) -> Dict[str, object]:
     divisor = np.gcd(SAMPLE_RATE, engine.sample_rate)
     audio = resample_poly(audio, SAMPLE_RATE // divisor, engine.sample_rate // divisor)
 
-    rng = np.random.default_rng(job.noise_seed)
-    lead, trail = (int(rng.uniform(0.05, 0.25) * SAMPLE_RATE) for _ in range(2))
+    rng, lead, trail = _silences(job)
     audio = np.concatenate([np.zeros(lead), audio, np.zeros(trail)])
     audio *= rng.uniform(0.3, 0.9) / max(np.abs(audio).max(), 1e-6)
     signal_power = np.mean(audio**2)
