@@ -508,6 +508,8 @@ def load_hparams(hparams_file: str, overrides: Union[str, Dict[str, Any], None] 
     base_file, merged, files = resolve_chain(hparams_file, overrides)
     resolved = _resolved_values(base_file, merged)
     if resolved.get("output_neurons") == AUTO:
+        # Every other value first: counting prepares the data, which a wrong value must not reach.
+        check_hparams({key: value for key, value in resolved.items() if key != "output_neurons"}, files[0])
         if vocabulary_size is None:
             raise HparamsError(f"{files[0]}: output_neurons: auto is counted by the training recipes; this command "
                                "needs the number (the trained model folder's hyperparams.yaml has it)")

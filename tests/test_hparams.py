@@ -367,6 +367,12 @@ def test_output_neurons_auto_is_counted_or_refused_by_a_command_that_cannot_coun
     assert load_hparams(str(tmp_path / "base.yaml"), "output_neurons: 7").hparams["layer"].out_features == 7
     with pytest.raises(HparamsError, match="output_neurons: auto is counted by the training recipes"):
         load_hparams(str(tmp_path / "base.yaml"))
+    # A wrong value is named before the vocabulary is counted (counting prepares the data).
+    (tmp_path / "base.yaml").write_text("lr: -1\noutput_neurons: auto\n")
+    counted_data = []
+    with pytest.raises(HparamsError, match="lr = -1"):
+        load_hparams(str(tmp_path / "base.yaml"), vocabulary_size=lambda values: counted_data.append(1) or 5)
+    assert counted_data == []
 
 
 def test_librispeech_yaml_files_load_with_their_documented_sizes():
