@@ -467,7 +467,8 @@ class CIFBrain(ProjectBrain):
     ``quantity_weight``, ``ctc_weight``, ``beam_size``, ``lr_scheduler``
     (called with the optimizer step), ``epoch_counter``, ``train_logger``,
     ``error_stats``, optionally ``feature_augmentation`` (SpecAugment) and
-    ``feature_augmentation_start`` (the update it starts at; 0: the first).
+    ``feature_augmentation_start`` (the update it starts at; 0: the first),
+    ``dynamic_chunk_training`` (SpeechBrain's ``DynChunkTrainConfigRandomSampler``: a streaming model).
     """
 
     def compute_forward(self, batch, stage) -> CIFStepOutput:
@@ -480,8 +481,12 @@ class CIFBrain(ProjectBrain):
         if stage == sb.Stage.TRAIN and self.optimizer_step >= int(getattr(self.hparams, "feature_augmentation_start",
                                                                             0) or 0):
             augmentation = getattr(self.hparams, "feature_augmentation", None)
+        # Dynamic chunk training: a chunking drawn per training batch; valid/test use the streaming one.
+        sampler = getattr(self.hparams, "dynamic_chunk_training", None)
+        chunking = sampler(stage) if sampler is not None else None
         outputs = self.modules.model(wavs, wav_lens, tokens_bos, target_lengths,
-                                     epoch=self.hparams.epoch_counter.current, feature_augmentation=augmentation)
+                                     epoch=self.hparams.epoch_counter.current, feature_augmentation=augmentation,
+                                     dynchunktrain_config=chunking)
         hyps = fire_counts = ctc_hyps = None
         if stage != sb.Stage.TRAIN:
             # Decoding is not a forward pass: call it on the model itself, not on its DDP wrapper.
@@ -491,7 +496,7 @@ class CIFBrain(ProjectBrain):
             hyps, fires = model.decode(outputs.encoded.detach(), wav_lens, self.hparams.tokenizer,
                                        beam_size=int(self.hparams.beam_size) if testing else 1,
                                        ctc_weight=float(getattr(self.hparams, "ctc_weight_decode", 0.0)) if testing
-                                       else 0.0)
+                                       else 0.0, dynchunktrain_config=chunking)
             fire_counts = fires.fired_lengths
             # The CTC head alone, from the log-probabilities the forward pass already computed.
             tokenizer = self.hparams.tokenizer

@@ -51,7 +51,7 @@ from torch import nn
 
 from hieradist_lobes.losses import length_mask
 
-__all__ = ["Fires", "cif_fire", "integrate_and_fire", "CIF", "CIFOutput", "quantity_loss", "fire_times"]
+__all__ = ["Fires", "CIFState", "cif_fire", "cif_fire_chunk", "cif_flush", "integrate_and_fire", "CIF", "CIFOutput", "quantity_loss", "fire_times"]
 
 
 class Fires(NamedTuple):
@@ -152,39 +152,179 @@ def cif_fire(
     [0.5, 0.2]
     """
     _check_inputs(alphas, hidden, threshold, eps)
+    fires, _ = _integrate(alphas, hidden, threshold, tail_threshold, eps, None)
+    return fires
+
+
+class CIFState(NamedTuple):
+    """What streaming integrate-and-fire (:func:`cif_fire_chunk`) carries from one chunk to the next.
+
+    Attributes
+    ----------
+    weight_sum : torch.Tensor
+        ``[batch]`` (float64) the cumulative weight ``S`` of every frame so far:
+        the fires done so far are ``⌊(S + ε)/θ⌋`` and the weight of the fire in
+        progress ``S − θ·⌊(S + ε)/θ⌋``, exactly as the one-shot sums decide them.
+    partial : torch.Tensor
+        ``[batch, dim]`` the vector of the fire in progress, ``Σ a·h`` of its frames.
+    frames : int
+        Frames integrated so far (fire frames are counted from the first chunk).
+    last_active : torch.Tensor
+        ``[batch]`` (long) the last frame so far with ``α > 0`` (0 if none): the tail fire's frame.
+    """
+
+    weight_sum: torch.Tensor
+    partial: torch.Tensor
+    frames: int
+    last_active: torch.Tensor
+
+    @classmethod
+    def initial(cls, batch: int, dim: int, device=None, dtype: torch.dtype = torch.float32) -> "CIFState":
+        """The state before the first frame."""
+        return cls(torch.zeros(batch, dtype=torch.float64, device=device),
+                   torch.zeros(batch, dim, dtype=dtype, device=device), 0,
+                   torch.zeros(batch, dtype=torch.long, device=device))
+
+
+def cif_fire_chunk(
+    alphas: torch.Tensor,
+    hidden: torch.Tensor,
+    state: Optional[CIFState] = None,
+    threshold: float = 1.0,
+    eps: float = 1e-4,
+) -> Tuple[Fires, CIFState]:
+    """Integrate-and-fire over one chunk of a stream, carrying the fire in progress across chunks.
+
+    Feeding a sequence chunk by chunk (any chunking, chunks of one frame
+    included) and then :func:`cif_flush` gives the fires of one-shot
+    :func:`cif_fire` over the whole sequence: the same counts and fire
+    frames (the fires are decided on the same float64 cumulative sums, which
+    are continued from ``state.weight_sum``, not restarted), and the same
+    vectors up to float rounding (a fire split by a chunk boundary is summed
+    in two parts).
+
+    Arguments
+    ---------
+    alphas, hidden : torch.Tensor
+        This chunk's ``[batch, frames]`` weights and ``[batch, frames, dim]`` vectors.
+    state : CIFState, optional
+        What the previous chunk returned; None for the first chunk.
+    threshold, eps : float
+        As :func:`cif_fire`.
+
+    Returns
+    -------
+    fires : Fires
+        The fires completed in this chunk (``frames`` counted from the stream's
+        start; no tail fire: see :func:`cif_flush`); ``tail_weight`` is the
+        weight of the fire in progress.
+    state : CIFState
+        For the next chunk, or for :func:`cif_flush` at the end of the stream.
+
+    Example
+    -------
+    >>> alphas = torch.tensor([[0.4, 0.4, 0.4, 2.0, 0.3]])
+    >>> hidden = torch.arange(5.0).view(1, 5, 1)
+    >>> first, state = cif_fire_chunk(alphas[:, :2], hidden[:, :2])
+    >>> second, state = cif_fire_chunk(alphas[:, 2:], hidden[:, 2:], state)
+    >>> last = cif_flush(state, tail_threshold=0.25)
+    >>> first.lengths.tolist(), second.frames.tolist(), last.frames.tolist()
+    ([0], [[2, 3, 3]], [[4]])
+    >>> [round(x, 4) for x in torch.cat([second.fired, last.fired], 1)[0, :, 0].tolist()]
+    [0.8, 2.8, 3.0, 3.6]
+    """
+    _check_inputs(alphas, hidden, threshold, eps)
+    if state is None:
+        state = CIFState.initial(hidden.shape[0], hidden.shape[2], hidden.device, hidden.dtype)
+    if tuple(state.partial.shape) != (hidden.shape[0], hidden.shape[2]):
+        raise ValueError(f"the state is of a stream of {tuple(state.partial.shape)} (batch, dim); "
+                         f"this chunk's hidden is {tuple(hidden.shape)}")
+    return _integrate(alphas, hidden, threshold, None, eps, state)
+
+
+def cif_flush(state: CIFState, tail_threshold: Optional[float] = 0.5, threshold: float = 1.0,
+              eps: float = 1e-4) -> Fires:
+    """The end of a stream: the fire in progress fires if its weight ``w ≥ tail_threshold``
+    (and ``w > 0``), rescaled to ``v / w · θ``, as :func:`cif_fire`'s tail fire.
+
+    Arguments
+    ---------
+    state : CIFState
+        What the stream's last :func:`cif_fire_chunk` returned.
+    tail_threshold : float, optional
+        None: no tail fire.
+    threshold, eps : float
+        Those the chunks were integrated with.
+
+    Returns
+    -------
+    Fires
+        ``fired`` ``[batch, 0 or 1, dim]``, ``lengths`` 0 or 1, ``frames`` the
+        last frame with weight, ``tail_weight`` the leftover ``w``.
+    """
+    done = torch.floor((state.weight_sum + eps) / threshold)
+    tail_weight = state.weight_sum - done * threshold
+    if tail_threshold is None:
+        fires = torch.zeros_like(done, dtype=torch.bool)
+    else:
+        fires = (tail_weight >= tail_threshold) & (tail_weight > 0)
+    width = int(fires.any())
+    safe_weight = torch.where(fires, tail_weight, torch.ones_like(tail_weight))
+    scale = torch.where(fires, threshold / safe_weight, torch.zeros_like(tail_weight)).to(state.partial.dtype)
+    fired = (state.partial * scale[:, None]).unsqueeze(1)[:, :width]
+    frames = torch.where(fires, state.last_active, torch.full_like(state.last_active, -1)).unsqueeze(1)[:, :width]
+    return Fires(fired, fires.long(), frames, tail_weight.to(state.partial.dtype))
+
+
+def _integrate(alphas: torch.Tensor, hidden: torch.Tensor, threshold: float, tail_threshold: Optional[float],
+               eps: float, state: Optional[CIFState]) -> Tuple[Fires, Optional[CIFState]]:
+    """:func:`cif_fire`'s computation; with ``state``, continued from a stream's earlier
+    chunks, the fire in progress is returned in the new state instead of firing as a tail."""
     batch, frames, dim = hidden.shape
     device, dtype = hidden.device, hidden.dtype
+    streaming = state is not None
+    if streaming:
+        start = state.weight_sum.to(device=device, dtype=torch.float64)
+        with torch.no_grad():
+            start_done = ((start + eps) / threshold).long()  # fires completed before this chunk
+    else:
+        start = torch.zeros(batch, dtype=torch.float64, device=device)
+        start_done = torch.zeros(batch, dtype=torch.long, device=device)  # ⌊ε/θ⌋ = 0
     if frames == 0 or batch == 0:
         # Slices of the inputs (not new tensors) keep the outputs in the autograd graph.
-        return Fires(hidden[:, :0], torch.zeros(batch, dtype=torch.long, device=device),
-                     torch.zeros(batch, 0, dtype=torch.long, device=device), alphas.sum(dim=1))
+        tail_weight = start - start_done.to(torch.float64) * threshold + alphas.sum(dim=1)
+        return (Fires(hidden[:, :0], torch.zeros(batch, dtype=torch.long, device=device),
+                      torch.zeros(batch, 0, dtype=torch.long, device=device), tail_weight.to(alphas.dtype)), state)
 
     # Indexing here uses index_select / scatter / cumsum rather than advanced indexing,
     # repeat_interleave or searchsorted: on CPU these stay cheap on a busy machine, where
     # each parallel region of the others can wait a whole scheduler slice for a thread.
     alphas64 = alphas.to(torch.float64)
-    cum = torch.cumsum(alphas64, dim=1)  # S_t
-    cum_prev = F.pad(cum[:, :-1], (1, 0))  # S_{t-1}, S_{-1} = 0
+    # S_t, continued from the stream's S so far (prepended, not added afterwards, so that the
+    # sums are those of one pass over the whole stream, rounding included).
+    cum = torch.cumsum(torch.cat([start.unsqueeze(1), alphas64], dim=1), dim=1)[:, 1:]
+    cum_prev = torch.cat([start.unsqueeze(1), cum[:, :-1]], dim=1)  # S_{t-1}
     with torch.no_grad():
         # Fires completed up to and including frame t (monotone because α ≥ 0); the argument
         # is non-negative, so truncation is the floor.
         done = ((cum.detach() + eps) / threshold).long()
-        done_prev = F.pad(done[:, :-1], (1, 0))  # F_{-1} = ⌊ε/θ⌋ = 0
-        counts = done[:, -1]
+        done_prev = torch.cat([start_done.unsqueeze(1), done[:, :-1]], dim=1)
+        counts = done[:, -1] - start_done  # fires completed in this chunk
 
-    # Leftover after the last frame: w = S_{T-1} - N·θ, held by slot N.
-    tail_weight = cum[:, -1] - counts.to(torch.float64) * threshold
+    # Leftover after the last frame: w = S_{T-1} - F_{T-1}·θ, held by slot `counts`.
+    tail_weight = cum[:, -1] - done[:, -1].to(torch.float64) * threshold
     with torch.no_grad():
         if tail_threshold is None:
             tail_fires = torch.zeros(batch, dtype=torch.bool, device=device)
         else:
             tail_fires = (tail_weight.detach() >= tail_threshold) & (tail_weight.detach() > 0)
         lengths = counts + tail_fires.long()
-        # One device sync for both sizes.
+        # One device sync for both sizes; a stream also keeps the slot of the fire in progress.
         width, total_fires = (int(x) for x in torch.stack([lengths.max(), counts.sum()]).tolist())
+        width += int(streaming)
     if width == 0:
         return Fires(hidden[:, :0], lengths, torch.zeros(batch, 0, dtype=torch.long, device=device),
-                     tail_weight.to(alphas.dtype))
+                     tail_weight.to(alphas.dtype)), state
 
     # Frame t takes part in fires F_{t-1} … F_t: one "entry" each, in this order, so that
     # over a whole batch (utterance-major, then frame) the fire index never decreases.
@@ -195,7 +335,7 @@ def cif_fire(
         first = torch.cumsum(per_frame, dim=0) - per_frame  # each frame's first entry
         frame = torch.cumsum(torch.zeros(entries, dtype=torch.long, device=device).scatter_(0, first, 1), 0) - 1
         position = torch.arange(entries, device=device) - first.index_select(0, frame)
-        slot = done_prev.reshape(-1).index_select(0, frame) + position
+        slot = (done_prev - start_done.unsqueeze(1)).reshape(-1).index_select(0, frame) + position
         utterance = torch.div(frame, frames, rounding_mode="floor")
         completing = fires_here.nonzero().squeeze(1)  # frames where a fire completes
         last = first.index_select(0, completing) + fires_here.index_select(0, completing)
@@ -211,11 +351,12 @@ def cif_fire(
     weight = torch.full((entries,), float(threshold), dtype=torch.float64, device=device)
     weight = weight.scatter(0, first, left.reshape(-1))
     weight = weight.scatter(0, last, right.reshape(-1).index_select(0, completing))
-    # The tail slot is scaled by θ / w if it fires, else emptied (a safe denominator keeps the
-    # gradient of the unused branch finite).
-    safe_weight = torch.where(tail_fires, tail_weight, torch.ones_like(tail_weight))
-    tail_scale = torch.where(tail_fires, threshold / safe_weight, torch.zeros_like(tail_weight))
-    weight = torch.where(is_tail, weight * tail_scale.index_select(0, utterance), weight)
+    if not streaming:
+        # The tail slot is scaled by θ / w if it fires, else emptied (a safe denominator keeps the
+        # gradient of the unused branch finite).
+        safe_weight = torch.where(tail_fires, tail_weight, torch.ones_like(tail_weight))
+        tail_scale = torch.where(tail_fires, threshold / safe_weight, torch.zeros_like(tail_weight))
+        weight = torch.where(is_tail, weight * tail_scale.index_select(0, utterance), weight)
 
     with torch.no_grad():
         # A tail slot that does not fire may lie at `width`, past the output: its entries weigh
@@ -232,12 +373,26 @@ def cif_fire(
         # Entry k ≥ 1 of frame t completes fire `slot - 1` there.
         completed = (position > 0).nonzero().squeeze(1)
         where = utterance.index_select(0, completed) * width + slot.index_select(0, completed) - 1
+        frame_offset = state.frames if streaming else 0
         fire_frames = torch.full((batch * width,), -1, dtype=torch.long, device=device)
-        fire_frames = fire_frames.scatter_(0, where, frame.index_select(0, completed) % frames).view(batch, width)
+        fire_frames = fire_frames.scatter_(0, where, frame.index_select(0, completed) % frames + frame_offset)
+        fire_frames = fire_frames.view(batch, width)
         last_active = torch.where(alphas > 0, torch.arange(frames, device=device), 0).amax(dim=1)
-        tail_here = (torch.arange(width, device=device) == counts.unsqueeze(1)) & tail_fires.unsqueeze(1)
-        fire_frames = torch.where(tail_here, last_active.unsqueeze(1), fire_frames)
-    return Fires(fired, lengths, fire_frames, tail_weight.to(alphas.dtype))
+    if not streaming:
+        with torch.no_grad():
+            tail_here = (torch.arange(width, device=device) == counts.unsqueeze(1)) & tail_fires.unsqueeze(1)
+            fire_frames = torch.where(tail_here, last_active.unsqueeze(1), fire_frames)
+        return Fires(fired, lengths, fire_frames, tail_weight.to(alphas.dtype)), None
+
+    # The fire in progress at the start of the chunk is slot 0; at its end, slot `counts`.
+    fired = torch.cat([fired[:, :1] + state.partial.to(dtype).unsqueeze(1), fired[:, 1:]], dim=1)
+    partial = fired.gather(1, counts.view(batch, 1, 1).expand(batch, 1, dim)).squeeze(1)
+    completed_slots = torch.arange(width - 1, device=device) < counts.unsqueeze(1)
+    fired = torch.where(completed_slots.unsqueeze(-1), fired[:, :-1], torch.zeros_like(fired[:, :-1]))
+    any_active = (alphas > 0).any(dim=1)
+    new_state = CIFState(cum[:, -1].detach(), partial, state.frames + frames,
+                         torch.where(any_active, last_active + state.frames, state.last_active.to(device)))
+    return Fires(fired, counts, fire_frames[:, :-1], tail_weight.to(alphas.dtype)), new_state
 
 
 def integrate_and_fire(
@@ -371,21 +526,59 @@ class CIF(nn.Module):
         self.smooth_factor = smooth_factor
         self.noise_threshold = noise_threshold
 
-    def predict_alphas(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``[batch, frames]`` weights of ``hidden`` (already zero on padding), 0 where ``mask`` is False."""
-        features = self.conv(hidden.transpose(1, 2)).transpose(1, 2)
+    def predict_alphas(self, hidden: torch.Tensor, mask: torch.Tensor, chunk_size: Optional[int] = None
+                       ) -> torch.Tensor:
+        """``[batch, frames]`` weights of ``hidden`` (already zero on padding), 0 where ``mask`` is False.
+
+        ``chunk_size``: the convolution sees no frame past the end of each
+        chunk of that many frames (zeros instead, as the encoder's chunked
+        convolution), so that a streamed chunk's weights are final as soon as
+        the chunk is encoded (:meth:`stream_alphas`).
+        """
+        if chunk_size is None:
+            features = self.conv(hidden.transpose(1, 2)).transpose(1, 2)
+        else:
+            batch, frames, dim = hidden.shape
+            reach = self.conv.padding[0]
+            # Chunks with `reach` real frames of left context (zeros before the first) and `reach`
+            # zeros after, convolved unpadded: [batch · chunks, dim, chunk + 2·reach] → chunk outputs.
+            x = F.pad(hidden.transpose(1, 2), (reach, (-frames) % chunk_size))
+            chunks = F.pad(x.unfold(2, chunk_size + reach, chunk_size), (0, reach))
+            count = chunks.shape[2]
+            chunks = chunks.permute(0, 2, 1, 3).reshape(batch * count, dim, chunk_size + 2 * reach)
+            out = F.conv1d(chunks, self.conv.weight, self.conv.bias)
+            out = out.view(batch, count, -1, chunk_size).permute(0, 1, 3, 2).reshape(batch, count * chunk_size, -1)
+            features = out[:, :frames]
+        return self._alphas_of(features) * mask.to(hidden.dtype)
+
+    def stream_alphas(self, hidden: torch.Tensor, left: Optional[torch.Tensor]) -> torch.Tensor:
+        """The weights of one streamed chunk ``hidden`` (``[batch, frames, dim]``), as
+        :meth:`predict_alphas` with ``chunk_size`` gives them over the whole stream.
+
+        ``left``: the previous chunk's frames (at least the convolution's reach; None for the first chunk).
+        """
+        reach = self.conv.padding[0]
+        if left is None:
+            left = hidden.new_zeros(hidden.shape[0], reach, hidden.shape[2])
+        x = torch.cat([left[:, left.shape[1] - reach:], hidden], dim=1).transpose(1, 2)
+        features = F.conv1d(F.pad(x, (0, reach)), self.conv.weight, self.conv.bias).transpose(1, 2)
+        return self._alphas_of(features)
+
+    def _alphas_of(self, features: torch.Tensor) -> torch.Tensor:
+        """The convolution's output → (ReLU) → dropout → linear → sigmoid (→ FunASR's smoothing)."""
         if self.relu:
             features = torch.relu(features)
         alphas = torch.sigmoid(self.linear(self.dropout(features)).squeeze(-1))
         if self.smooth_factor != 1.0 or self.noise_threshold != 0.0:
             alphas = torch.relu(alphas * self.smooth_factor - self.noise_threshold)
-        return alphas * mask.to(alphas.dtype)
+        return alphas
 
     def forward(
         self,
         hidden: torch.Tensor,
         lengths: Optional[torch.Tensor] = None,
         target_lengths: Optional[torch.Tensor] = None,
+        chunk_size: Optional[int] = None,
     ) -> CIFOutput:
         """Weights and fires of ``hidden`` ``[batch, frames, input_size]``.
 
@@ -398,6 +591,9 @@ class CIF(nn.Module):
             ``b`` has ``round(lengths[b] · frames)`` frames.  None: all frames.
         target_lengths : torch.Tensor, optional
             ``[batch]`` tokens per utterance (training); None at inference.
+        chunk_size : int, optional
+            The weight predictor sees no frame past each chunk (a chunked, streaming model);
+            see :meth:`predict_alphas`.
 
         Returns
         -------
@@ -419,7 +615,7 @@ class CIF(nn.Module):
         mask = length_mask(valid, frames)
         # Zero the padding so that neither the convolution nor the integration sees it.
         hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
-        alphas = self.predict_alphas(hidden, mask)
+        alphas = self.predict_alphas(hidden, mask, chunk_size)
         alpha_sum = alphas.sum(dim=1)
 
         if target_lengths is None:

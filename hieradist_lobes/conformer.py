@@ -7,6 +7,15 @@ layers, as in CIF-HieraDist (pooling after layers 5 and 10 of 15: 2 × 2 × 2 =
 8×).  A low frame rate is what CIF wants: each token then integrates a few
 frames, not dozens.
 
+Streaming: given a ``DynChunkTrainConfig`` (SpeechBrain's dynamic chunk
+training), each layer attends only to its own chunk and ``left_context_size``
+chunks before it, and its convolution sees no frame past its chunk
+(SpeechBrain's Dynamic Chunk Convolution).  The chunk size counts *encoder
+output* frames; a layer before a pooling sees chunks twice as long, so that
+chunks line up across the poolings.  :meth:`PooledConformerEncoder.forward_streaming`
+then encodes chunk by chunk, carrying each layer's left context, with the
+outputs of ``forward`` under the same configuration.
+
 Known limitation (SpeechBrain's Conformer layer): its convolution module masks
 padding *after* the depthwise convolution, so the last valid frames of a
 padded utterance see padded neighbours; batched outputs therefore differ
@@ -25,11 +34,16 @@ torch.Size([2, 10, 16])
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
 
 import torch
-from speechbrain.lobes.models.transformer.Conformer import ConformerEncoderLayer
+from speechbrain.lobes.models.transformer.Conformer import (
+    ConformerEncoderLayer,
+    ConformerEncoderLayerStreamingContext,
+)
 from speechbrain.nnet.attention import RelPosEncXL
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from hieradist_lobes.losses import length_mask
 
@@ -44,6 +58,42 @@ def padding_mask(relative_lengths: torch.Tensor, frames: int) -> torch.Tensor:
     """
     valid = torch.round(relative_lengths * frames).long().clamp(min=1, max=frames)
     return ~length_mask(valid, frames)
+
+
+def chunk_attention_mask(frames: int, chunk_size: int, left_chunks: Optional[int],
+                         device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[frames, frames]``, ``True`` where a query frame may not attend to a key frame:
+    keys in a later chunk, or (``left_chunks`` not None) more than ``left_chunks`` chunks earlier.
+
+    Written here rather than taken from SpeechBrain's Transformer ASR because
+    each pooled stage has its own chunk size.
+
+    Example
+    -------
+    >>> chunk_attention_mask(5, 2, 1).int().tolist()
+    [[0, 0, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [1, 1, 0, 0, 0]]
+    """
+    chunk = torch.arange(frames, device=device) // chunk_size
+    behind = chunk.unsqueeze(1) - chunk.unsqueeze(0)  # query's chunk minus key's chunk
+    masked = behind < 0
+    if left_chunks is not None:
+        masked = masked | (behind > left_chunks)
+    return masked
+
+
+@dataclass
+class EncoderStreamingContext:
+    """What :meth:`PooledConformerEncoder.forward_streaming` carries from one call to the next."""
+
+    config: DynChunkTrainConfig
+    layers: List[ConformerEncoderLayerStreamingContext]
+    #: Feature frames not yet read by the front end, after the one frame of left context its kernel needs.
+    features: Optional[torch.Tensor] = None
+    #: Front-end outputs waiting for a whole chunk.
+    frontend: Optional[torch.Tensor] = None
+    #: Encoder output frames produced so far.
+    frames_out: int = 0
+    finished: bool = field(default=False)
 
 
 class PooledConformerEncoder(torch.nn.Module):
@@ -97,22 +147,106 @@ class PooledConformerEncoder(torch.nn.Module):
         self.norm = torch.nn.LayerNorm(d_model)
         self.subsampling = 2 * 2 ** len(self.pool_after)
 
-    def forward(self, feats: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Encode ``feats`` (batch × frames × features); ``lengths`` relative, in (0, 1]."""
+    def forward(self, feats: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                dynchunktrain_config: Optional[DynChunkTrainConfig] = None) -> torch.Tensor:
+        """Encode ``feats`` (batch × frames × features); ``lengths`` relative, in (0, 1].
+
+        ``dynchunktrain_config``: chunked attention and convolution (chunk size
+        in encoder output frames; see the module docstring); None: full context.
+        """
         if feats.dim() != 3:
             raise ValueError(f"expected features of shape batch × frames × features, got {tuple(feats.shape)}")
         if lengths is None:
             lengths = torch.ones(feats.shape[0], device=feats.device)
-        x = torch.relu(self.frontend(feats.unsqueeze(1)))  # B × C × T/2 × F/2
-        x = self.dropout(self.frontend_out(x.permute(0, 2, 1, 3).flatten(2)))
+        x = self._frontend(feats.unsqueeze(1), padding=1)
         if 0 in self.pool_after:
             x = max_pool_time(x, padding_mask(lengths, x.shape[1]))
         for number, layer in enumerate(self.layers, start=1):
             mask = padding_mask(lengths, x.shape[1])
             pos_embs = self.positions(x) if self.positions is not None else None
-            x, _ = layer(x, src_key_padding_mask=mask, pos_embs=pos_embs)
+            layer_config = src_mask = None
+            if dynchunktrain_config is not None:
+                layer_config = self.layer_chunks(dynchunktrain_config, number)
+                src_mask = chunk_attention_mask(x.shape[1], layer_config.chunk_size,
+                                                layer_config.left_context_size, x.device)
+            x, _ = layer(x, src_mask=src_mask, src_key_padding_mask=mask, pos_embs=pos_embs,
+                         dynchunktrain_config=layer_config)
             if number in self.pool_after:
                 x = max_pool_time(x, mask)
+        return self.norm(x)
+
+    def _frontend(self, feats: torch.Tensor, padding: int) -> torch.Tensor:
+        """The Conv2d front end on ``feats`` (B × 1 × T × F), ``padding`` zero frames at each end of time."""
+        x = torch.nn.functional.conv2d(feats, self.frontend.weight, self.frontend.bias, stride=2,
+                                       padding=(padding, 1))
+        x = torch.relu(x)  # B × C × T/2 × F/2
+        return self.dropout(self.frontend_out(x.permute(0, 2, 1, 3).flatten(2)))
+
+    def layer_chunks(self, config: DynChunkTrainConfig, number: int) -> DynChunkTrainConfig:
+        """Layer ``number``'s chunking (0: the front end's output): the chunk in its own frames."""
+        if config.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1 encoder frame, got {config.chunk_size}")
+        later_pools = sum(1 for layer in self.pool_after if layer >= number)
+        return DynChunkTrainConfig(config.chunk_size * 2 ** later_pools, config.left_context_size)
+
+    def make_streaming_context(self, config: DynChunkTrainConfig) -> EncoderStreamingContext:
+        """A blank context for :meth:`forward_streaming` with ``config``'s chunks and left context."""
+        layers = []
+        for number, layer in enumerate(self.layers, start=1):
+            chunks = self.layer_chunks(config, number)
+            # Unlimited left context: keep every frame (memory grows with the stream).
+            keep = 1 << 30 if chunks.left_context_size is None else chunks.left_context_size_frames()
+            layers.append(layer.make_streaming_context(mha_left_context_size=keep))
+        return EncoderStreamingContext(config, layers)
+
+    def forward_streaming(self, feats: torch.Tensor, context: EncoderStreamingContext,
+                          final: bool = False) -> torch.Tensor:
+        """Encode the next feature frames of a stream (``batch × frames × features``, any number).
+
+        Returns the encoder frames completed so far (a whole number of chunks;
+        with ``final``, the rest too): over a stream, the frames of
+        :meth:`forward` on the whole features with ``dynchunktrain_config``
+        = ``context.config`` (to float rounding).  The front end looks one
+        feature frame ahead, so a chunk is complete one frame after its end.
+        """
+        if context.finished:
+            raise RuntimeError("this stream has finished; make a new context for a new stream")
+        if feats.dim() != 3:
+            raise ValueError(f"expected features of shape batch × frames × features, got {tuple(feats.shape)}")
+        if context.features is None:
+            # The front end's zero padding before the first frame.
+            context.features = feats.new_zeros(feats.shape[0], 1, feats.shape[2])
+            context.frontend = feats.new_zeros(feats.shape[0], 0, self.frontend_out.out_features)
+        buffer = torch.cat([context.features, feats], dim=1)
+        if final and (buffer.shape[1] - 1) % 2:
+            buffer = torch.nn.functional.pad(buffer, (0, 0, 0, 1))  # the zero padding after the last frame
+        # Output j reads frames 2j−1, 2j, 2j+1: the buffer starts at 2j−1.
+        ready = (buffer.shape[1] - 1) // 2
+        if ready:
+            context.frontend = torch.cat([context.frontend, self._frontend(buffer[:, None, :2 * ready + 1], 0)], 1)
+        context.features = buffer[:, 2 * ready:]
+        chunk = self.layer_chunks(context.config, 0).chunk_size
+        outputs = []
+        while context.frontend.shape[1] >= chunk or (final and context.frontend.shape[1]):
+            x, context.frontend = context.frontend[:, :chunk], context.frontend[:, chunk:]
+            outputs.append(self._stream_chunk(x, context))
+        context.finished = final
+        encoded = torch.cat(outputs, dim=1) if outputs else feats.new_zeros(feats.shape[0], 0, self.norm.normalized_shape[0])
+        context.frames_out += encoded.shape[1]
+        return encoded
+
+    def _stream_chunk(self, x: torch.Tensor, context: EncoderStreamingContext) -> torch.Tensor:
+        """One chunk (or the last, shorter one) of front-end outputs through the layers and poolings."""
+        if 0 in self.pool_after:
+            x = max_pool_time(x, torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device))
+        for number, (layer, layer_context) in enumerate(zip(self.layers, context.layers), start=1):
+            pos_embs = None
+            if self.positions is not None:
+                left = 0 if layer_context.mha_left_context is None else layer_context.mha_left_context.shape[1]
+                pos_embs = self.positions(x.new_empty(1, left + x.shape[1], x.shape[2]))
+            x, _ = layer.forward_streaming(x, layer_context, pos_embs=pos_embs)
+            if number in self.pool_after:
+                x = max_pool_time(x, torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device))
         return self.norm(x)
 
 

@@ -191,6 +191,10 @@ def hparam_rules() -> Dict[str, Rule]:
                                              "decay_steps", "dnn_blocks", "grad_norm_every", "kd_ramp_updates",
                                              "feature_augmentation_start")},
         "optimizer_step_limit": Rule("int", 1, optional=True),
+        "streaming_chunk_size": Rule("int", 1, optional=True),
+        "streaming_left_chunks": Rule("int", 0, optional=True),
+        "fbank_top_db": Rule("number", 0, low_open=True, optional=True),
+        "feature_normalization": Rule("choice", choices=("sentence", "global")),
         "sentencepiece_vocab_size": Rule("int", 5),  # the four special labels and at least one piece
         "sentencepiece_character_coverage": Rule("number", 0, 1, low_open=True),
         "ctc_weight_decode_grid": Rule("number", 0, 1, optional=True, many=True),
@@ -475,6 +479,26 @@ def _merged_yaml(base_file: str, merged: str) -> io.StringIO:
     stream = io.StringIO(_dump(tree))
     stream.name = base_file
     return stream
+
+
+def write_experiment_hparams(loaded: LoadedHparams, folder: str) -> None:
+    """Write the run's ``hyperparams.yaml`` into ``folder``: the base file with the overlays and
+    overrides merged as :func:`load_hparams` merged them, references resolved.
+
+    In place of SpeechBrain's ``create_experiment_directory(hyperparams_to_save=...)``, whose
+    HyperPyYAML overrides cannot replace a base's ``null`` with an overlay's object (as
+    ``dynamic_chunk_training`` in a streaming overlay).
+    """
+    from hyperpyyaml import resolve_references
+    from speechbrain.utils.distributed import if_main_process
+
+    if not if_main_process():  # as create_experiment_directory: one process writes the run's files
+        return
+    path = os.path.join(folder, "hyperparams.yaml")
+    resolved = resolve_references(_merged_yaml(loaded.base_file, loaded.overrides or "")).getvalue()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"# Generated from {os.path.abspath(loaded.files[0])} (base {loaded.base_file}).\n")
+        handle.write(resolved)
 
 
 def _resolved_values(base_file: str, merged: str):

@@ -38,15 +38,17 @@ measured by ``benchmarks/timestamp_benchmark.py`` (docs/benchmarks.md).
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from hieradist_lobes.cif import token_spans
 from hieradist_lobes.export import read_info, verify_model_folder
 from hieradist_lobes.hparams import check_hparams, hparam_rules
 from hieradist_lobes.segmentation import silence_cuts
+from hieradist_lobes.streaming import CIFStreamingContext, make_streaming_context, stream_tokens
 
 #: Where a token starts: the accumulated CIF weight at ``k + TOKEN_ONSET`` thresholds
 #: (:func:`~hieradist_lobes.cif.token_spans`), chosen on the built-in corpus's validation speakers by
@@ -98,15 +100,19 @@ class CIFASR(Pretrained):
 
             self.lm = load_lm(lm_folder, expected_labels=self.tokenizer.labels(), device=self.device)
 
-    def encode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
-        """Encoder outputs (``batch × frames × d_model``) of a padded batch."""
+    def encode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor,
+                     dynchunktrain_config: Optional[DynChunkTrainConfig] = None) -> torch.Tensor:
+        """Encoder outputs (``batch × frames × d_model``) of a padded batch
+        (``dynchunktrain_config``: with chunked attention, as a stream sees it)."""
         wavs, wav_lens = wavs.float().to(self.device), wav_lens.float().to(self.device)
-        return self.mods.model.encode(wavs, wav_lens)
+        return self.mods.model.encode(wavs, wav_lens, dynchunktrain_config=dynchunktrain_config)
 
-    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor, beam_size: Optional[int] = None
+    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor, beam_size: Optional[int] = None,
+                     dynchunktrain_config: Optional[DynChunkTrainConfig] = None
                      ) -> Tuple[List[List[int]], List[List[Tuple[float, float]]]]:
-        """Token indices and each token's start and end (seconds) for a padded batch."""
-        hyps, fires = self.decode_fires(wavs, wav_lens, beam_size)
+        """Token indices and each token's start and end (seconds) for a padded batch
+        (``dynchunktrain_config``: decoded whole with the chunked attention a stream has)."""
+        hyps, fires = self.decode_fires(wavs, wav_lens, beam_size, dynchunktrain_config)
         shift = self.frame_shift_seconds()
         threshold = float(self.mods.model.cif.threshold)
         # The last encoder frame can reach past the audio's end: times stop at it.
@@ -117,14 +123,16 @@ class CIFASR(Pretrained):
         return hyps, [[(round(min(start, limit), 3), round(min(end, limit), 3)) for start, end in utterance]
                       for utterance, limit in zip(spans, durations)]
 
-    def decode_fires(self, wavs: torch.Tensor, wav_lens: torch.Tensor, beam_size: Optional[int] = None):
+    def decode_fires(self, wavs: torch.Tensor, wav_lens: torch.Tensor, beam_size: Optional[int] = None,
+                     dynchunktrain_config: Optional[DynChunkTrainConfig] = None):
         """Token indices and the CIF's output (its weights, fires) for a padded batch."""
         with torch.no_grad():
-            encoded = self.encode_batch(wavs, wav_lens)
+            encoded = self.encode_batch(wavs, wav_lens, dynchunktrain_config)
             return self.mods.model.decode(
                 encoded, wav_lens.to(self.device), self.tokenizer, beam_size=int(beam_size or self.hparams.beam_size),
                 lm=self.lm, lm_weight=float(getattr(self.hparams, "lm_weight", 0.0) or 0.0),
                 ctc_weight=float(getattr(self.hparams, "ctc_weight_decode", 0.0) or 0.0),
+                dynchunktrain_config=dynchunktrain_config,
             )
 
     def frame_shift_seconds(self) -> float:
@@ -206,6 +214,66 @@ class CIFASR(Pretrained):
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[List[str], List[List[int]]]:
         return self.transcribe_batch(wavs, wav_lens)
+
+    # ---- Streaming (SpeechBrain's StreamingASR interface; hieradist_lobes.streaming) ----
+
+    def streaming_config(self) -> DynChunkTrainConfig:
+        """The chunking the model was trained to stream with (its YAML's ``streaming_chunk_size``
+        encoder frames, ``streaming_left_chunks`` chunks of left context)."""
+        chunk = getattr(self.hparams, "streaming_chunk_size", None)
+        if not chunk:
+            raise ValueError(
+                "this model was trained with full context and has no streaming chunk size: train one with "
+                "dynamic chunks (e.g. hparams/synth/cif_streaming.yaml), or give a DynChunkTrainConfig")
+        return DynChunkTrainConfig(int(chunk), getattr(self.hparams, "streaming_left_chunks", None))
+
+    def chunk_samples(self, dynchunktrain_config: Optional[DynChunkTrainConfig] = None) -> int:
+        """Audio samples per chunk (as SpeechBrain's ``StreamingASR.get_chunk_size_frames``)."""
+        config = dynchunktrain_config or self.streaming_config()
+        hop = int(self.mods.model.compute_features.compute_STFT.hop_length)
+        return int(config.chunk_size) * self.mods.model.enc.subsampling * hop
+
+    def make_streaming_context(self, dynchunktrain_config: Optional[DynChunkTrainConfig] = None
+                               ) -> CIFStreamingContext:
+        """A blank context for one stream (default: :meth:`streaming_config`)."""
+        self.mods.model.eval()
+        return make_streaming_context(self.mods.model, dynchunktrain_config or self.streaming_config())
+
+    def transcribe_chunk(self, context: CIFStreamingContext, chunk: torch.Tensor,
+                         chunk_len: Optional[torch.Tensor] = None, end_of_stream: bool = False) -> List[str]:
+        """Transcribe the next audio of a stream: the text it adds (a list of one string, as
+        ``StreamingASR.transcribe_chunk``).
+
+        ``chunk`` (``[1, samples]`` or ``[samples]``) may hold any number of samples; a whole
+        chunk's tokens come out once its last sample (and the 10 ms the features look ahead)
+        has arrived.  ``chunk_len``: the valid part of a zero-padded ``chunk``, relative.
+        ``end_of_stream``: no more audio follows; the last, shorter chunk is decoded and
+        leftover CIF weight may fire the last token.  Give it with the last audio, or with
+        an empty chunk.
+        """
+        if chunk.dim() == 1:
+            chunk = chunk.unsqueeze(0)
+        if chunk_len is not None:
+            chunk = chunk[:, : int(round(float(chunk_len.reshape(-1)[0]) * chunk.shape[1]))]
+        before = self.tokenizer.decode_ids(context.tokens)
+        stream_tokens(self.mods.model, context, chunk, int(self.hparams.sample_rate),
+                      self.tokenizer.get_bos_index(), self.tokenizer.get_eos_index(),
+                      blocked=[self.tokenizer.get_blank_index(), self.tokenizer.get_bos_index()],
+                      final=end_of_stream)
+        text = self.tokenizer.decode_ids(context.tokens)
+        # Wordpieces may join the previous text ("play" + "##ing"): give what the text gained.
+        return [text[len(before):] if text.startswith(before) else text]
+
+    def transcribe_file_streaming(self, path: str, dynchunktrain_config: Optional[DynChunkTrainConfig] = None,
+                                  **kwargs) -> Iterator[str]:
+        """Transcribe a file as a stream, one chunk of audio at a time, yielding the text each chunk adds
+        (the last yield is the end of the stream's); ``"".join`` of them is the transcript."""
+        signal = self._load_file(path, **kwargs)
+        context = self.make_streaming_context(dynchunktrain_config)
+        step = self.chunk_samples(context.config)
+        for start in range(0, signal.shape[0], step):
+            yield self.transcribe_chunk(context, signal[start:start + step])[0]
+        yield self.transcribe_chunk(context, signal[:0], end_of_stream=True)[0]
 
 
 def segment_seconds_for(train_median_seconds: float) -> float:

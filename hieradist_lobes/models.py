@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from hieradist_lobes.cif import CIFOutput
 from hieradist_lobes.cif_decoder import cif_beam_search
@@ -136,23 +137,27 @@ class CIFModel(torch.nn.Module):
         self.cif, self.dec, self.ctc_lin = cif, dec, ctc_lin
 
     def encode(self, wavs: torch.Tensor, wav_lens: torch.Tensor, epoch: Optional[int] = None,
-               feature_augmentation: Optional[torch.nn.Module] = None) -> torch.Tensor:
-        """Encoder outputs; ``feature_augmentation`` (SpecAugment) is given in training only."""
+               feature_augmentation: Optional[torch.nn.Module] = None,
+               dynchunktrain_config: Optional[DynChunkTrainConfig] = None) -> torch.Tensor:
+        """Encoder outputs; ``feature_augmentation`` (SpecAugment) is given in training only;
+        ``dynchunktrain_config``: chunked attention (a streaming model; None: full context)."""
         feats = self.compute_features(wavs)
         feats = self.normalize(feats, wav_lens, epoch=epoch)
         if feature_augmentation is not None:
             feats, _ = feature_augmentation(feats, wav_lens)
-        return self.enc(feats, wav_lens)
+        return self.enc(feats, wav_lens, dynchunktrain_config=dynchunktrain_config)
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor, tokens_bos: torch.Tensor,
                 target_lengths: torch.Tensor, epoch: Optional[int] = None,
-                feature_augmentation: Optional[torch.nn.Module] = None) -> CIFOutputs:
+                feature_augmentation: Optional[torch.nn.Module] = None,
+                dynchunktrain_config: Optional[DynChunkTrainConfig] = None) -> CIFOutputs:
         """Teacher-forced pass: the CIF weights are scaled to ``target_lengths``
-        (tokens + eos) and the decoder reads ``tokens_bos``."""
-        encoded = self.encode(wavs, wav_lens, epoch, feature_augmentation)
+        (tokens + eos) and the decoder reads ``tokens_bos``; ``dynchunktrain_config``
+        chunks the encoder and the CIF weight predictor (dynamic chunk training)."""
+        encoded = self.encode(wavs, wav_lens, epoch, feature_augmentation, dynchunktrain_config)
         frame_lengths = encoder_frame_lengths(encoded, wav_lens)
         ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1)
-        cif = self.cif(encoded, wav_lens, target_lengths)
+        cif = self.cif(encoded, wav_lens, target_lengths, chunk_size=chunk_size_of(dynchunktrain_config))
         decoded = self.dec(tokens_bos, cif.fired, target_lengths)
         return CIFOutputs(encoded=encoded, ctc_logprobs=ctc_logprobs, frame_lengths=frame_lengths, cif=cif,
                           logits=decoded.logits, states=decoded.states, final_states=decoded.final_states,
@@ -160,16 +165,20 @@ class CIFModel(torch.nn.Module):
 
     def decode(self, encoded: torch.Tensor, wav_lens: torch.Tensor, tokenizer, beam_size: int = 1,
                lm: Optional[torch.nn.Module] = None, lm_weight: float = 0.0,
-               ctc_weight: float = 0.0) -> Tuple[List[List[int]], CIFOutput]:
+               ctc_weight: float = 0.0, dynchunktrain_config: Optional[DynChunkTrainConfig] = None
+               ) -> Tuple[List[List[int]], CIFOutput]:
         """Free-running fires (no scaling, tail fire) and the fire-synchronous
         beam search over them (:func:`~hieradist_lobes.cif_decoder.cif_beam_search`);
         ``tokenizer`` gives bos and eos, and blank and bos are never emitted.
         ``ctc_weight`` > 0 adds the CTC head's prefix scores (joint decoding),
         ``lm``/``lm_weight`` shallow fusion.
 
+        ``dynchunktrain_config``: that ``encoded`` was encoded with (its chunks
+        also bound the CIF weight predictor).
+
         Returns the token sequences and the fires (for counts and times).
         """
-        fires = self.cif(encoded, wav_lens)
+        fires = self.cif(encoded, wav_lens, chunk_size=chunk_size_of(dynchunktrain_config))
         bos, blank = tokenizer.get_bos_index(), tokenizer.get_blank_index()
         ctc_logprobs = torch.log_softmax(self.ctc_lin(encoded), dim=-1) if ctc_weight else None
         hyps = cif_beam_search(self.dec, fires.fired, fires.fired_lengths, bos, tokenizer.get_eos_index(),
@@ -177,6 +186,11 @@ class CIFModel(torch.nn.Module):
                                ctc_logprobs=ctc_logprobs, ctc_lengths=encoder_frame_lengths(encoded, wav_lens),
                                ctc_weight=ctc_weight, blank_index=blank)
         return hyps, fires
+
+
+def chunk_size_of(config: Optional[DynChunkTrainConfig]) -> Optional[int]:
+    """The chunk size (encoder frames) of a dynamic chunk training configuration, None for full context."""
+    return None if config is None else int(config.chunk_size)
 
 
 def encoder_frame_lengths(encoded: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:

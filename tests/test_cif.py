@@ -423,3 +423,79 @@ def test_a_token_starts_where_the_weight_begins_not_in_frames_without_weight():
 
     assert token_spans(torch.tensor([0.0, 0.0, 0.5, 0.5]), 1, 0.08) == [(pytest.approx(0.16), pytest.approx(0.32))]
     assert token_spans(torch.tensor([0.0]), 1, 0.08) == [(0.0, 0.0)]  # no weight at all: nothing to place
+
+
+def fire_in_chunks(alphas, hidden, cuts, threshold, tail, eps=1e-4):
+    """Streaming integrate-and-fire over the chunks between ``cuts``; the fires joined as cif_fire returns them."""
+    from hieradist_lobes.cif import cif_fire_chunk, cif_flush
+
+    state, pieces = None, []
+    bounds = [0] + list(cuts) + [alphas.shape[1]]
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        fires, state = cif_fire_chunk(alphas[:, begin:end], hidden[:, begin:end], state, threshold, eps)
+        pieces.append(fires)
+    pieces.append(cif_flush(state, tail, threshold, eps))
+    batch, dim = hidden.shape[0], hidden.shape[2]
+    rows = [[] for _ in range(batch)]
+    frames = [[] for _ in range(batch)]
+    for piece in pieces:
+        for b in range(batch):
+            count = int(piece.lengths[b])
+            rows[b].extend(piece.fired[b, :count])
+            frames[b].extend(piece.frames[b, :count].tolist())
+    return rows, frames, pieces[-1].tail_weight
+
+
+@st.composite
+def chunkings(draw, max_alpha=None):
+    alphas, hidden, threshold, tail = draw(cif_inputs(max_alpha=max_alpha))
+    frames = alphas.shape[1]
+    kind = draw(st.sampled_from(["random", "one_frame", "short_last"]))
+    if kind == "one_frame":
+        cuts = list(range(1, frames))
+    elif kind == "short_last" and frames >= 3:
+        size = draw(st.integers(2, frames - 1))  # equal chunks, the last one shorter
+        cuts = list(range(size, frames, size))
+        assume(frames % size)
+    else:
+        cuts = sorted(draw(st.sets(st.integers(0, frames), max_size=frames)))
+    return alphas, hidden, threshold, tail, cuts
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunkings())
+def test_chunk_by_chunk_cif_equals_one_shot(case):
+    """Streaming CIF with its state carried across chunks gives one-shot cif_fire's fires: counts,
+    frames and (to float rounding) vectors, for any chunking (empty chunks, one-frame chunks, a
+    short last chunk), the tail fire at the end of the stream included."""
+    alphas, hidden, threshold, tail, cuts = case
+    whole = cif_fire(alphas, hidden, threshold, tail)
+    rows, frames, tail_weight = fire_in_chunks(alphas, hidden, cuts, threshold, tail)
+    assert [len(r) for r in rows] == whole.lengths.tolist()
+    for b, (row, at) in enumerate(zip(rows, frames)):
+        count = len(row)
+        assert at == whole.frames[b, :count].tolist()
+        if count:
+            assert torch.allclose(torch.stack(row), whole.fired[b, :count], atol=1e-9, rtol=1e-9)
+    assert torch.allclose(tail_weight, whole.tail_weight, atol=1e-12)
+
+
+def test_chunk_by_chunk_cif_in_float32_matches_to_rounding():
+    """Model-sized float32 inputs cut at every 7 frames: same counts and frames, vectors within 1e-5."""
+    generator = torch.Generator().manual_seed(3)
+    alphas = torch.rand(3, 200, generator=generator) * 0.6
+    hidden = torch.randn(3, 200, 16, generator=generator)
+    whole = cif_fire(alphas, hidden, 1.0, 0.5)
+    rows, frames, _ = fire_in_chunks(alphas, hidden, list(range(7, 200, 7)), 1.0, 0.5)
+    assert [len(r) for r in rows] == whole.lengths.tolist()
+    for b, row in enumerate(rows):
+        assert frames[b] == whole.frames[b, :len(row)].tolist()
+        assert torch.allclose(torch.stack(row), whole.fired[b, :len(row)], atol=1e-5)
+
+
+def test_streaming_cif_rejects_a_chunk_of_another_stream():
+    from hieradist_lobes.cif import cif_fire_chunk
+
+    _, state = cif_fire_chunk(torch.rand(2, 4), torch.randn(2, 4, 3))
+    with pytest.raises(ValueError, match="state is of a stream"):
+        cif_fire_chunk(torch.rand(1, 4), torch.randn(1, 4, 3), state)

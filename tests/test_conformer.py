@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 
@@ -45,3 +47,44 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="batch × frames × features"):
         make()(torch.randn(2, 12))
     assert padding_mask(torch.tensor([0.25]), 8).tolist() == [[False, False, True, True, True, True, True, True]]
+
+
+@pytest.mark.parametrize("pool_after", [[0, 1], [1, 2], [2]])
+@pytest.mark.parametrize("left_chunks", [None, 0, 2])
+def test_streaming_encoder_equals_the_chunked_encoder_on_the_whole_input(pool_after, left_chunks):
+    """Features fed in pieces of random sizes (not chunk-aligned), then the end of the stream: the
+    frames of forward() on the whole input with the same chunking; and the chunking matters."""
+    from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+
+    torch.manual_seed(0)
+    generator = random.Random(1)
+    encoder = PooledConformerEncoder(input_size=20, d_model=16, num_layers=3, nhead=2, d_ffn=32,
+                                     pool_after=pool_after, frontend_channels=4, kernel_size=5).eval()
+    config = DynChunkTrainConfig(3, left_chunks)
+    for frames in (1, 7, 50, 101):
+        feats = torch.randn(1, frames, 20)
+        with torch.no_grad():
+            whole = encoder(feats, dynchunktrain_config=config)
+            context = encoder.make_streaming_context(config)
+            pieces, start = [], 0
+            while start < frames:
+                size = generator.randint(1, 9)
+                pieces.append(encoder.forward_streaming(feats[:, start:start + size], context))
+                start += size
+            pieces.append(encoder.forward_streaming(feats[:, :0], context, final=True))
+            streamed = torch.cat(pieces, dim=1)
+            full_context = encoder(feats)
+        assert streamed.shape == whole.shape
+        assert torch.allclose(streamed, whole, atol=1e-5)
+        if frames >= 50:
+            assert not torch.allclose(full_context, whole, atol=1e-2)
+
+
+def test_chunk_attention_mask_limits_keys_to_the_chunk_and_its_left_chunks():
+    from hieradist_lobes.conformer import chunk_attention_mask
+
+    mask = chunk_attention_mask(7, 2, 1)
+    allowed = [[key for key in range(7) if not mask[query, key]] for query in range(7)]
+    assert allowed[0] == [0, 1] and allowed[3] == [0, 1, 2, 3] and allowed[4] == [2, 3, 4, 5]
+    assert allowed[6] == [4, 5, 6]
+    assert not chunk_attention_mask(7, 2, None)[6, :7].any()

@@ -21,7 +21,7 @@ from speechbrain.utils.distributed import ddp_barrier
 from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.hparams import load_hparams, parse_arguments
+from hieradist_lobes.hparams import load_hparams, parse_arguments, write_experiment_hparams
 from hieradist_lobes.plm import PLMSplitter, cif_vocabulary_size, plm_tokenizer
 from hieradist_lobes.plm_features import PLMFeatureExtractor, save_plm_features
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
@@ -37,8 +37,8 @@ def main(argv):
     loaded = load_hparams(hparams_file, overrides, vocabulary_size=cif_vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    write_experiment_hparams(loaded, hparams["output_folder"])
 
     # 2. The PLM, and the ASR vocabulary made by its own tokenizer (as train.py makes it)
     rank, world_size, device = writer_process(run_opts)

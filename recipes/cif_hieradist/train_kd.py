@@ -25,7 +25,14 @@ from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import PLM_KEYS, PLMFeatureItems, asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
-from hieradist_lobes.hparams import HparamsError, check_distillation_yaml, load_hparams, parse_arguments, with_values
+from hieradist_lobes.hparams import (
+    HparamsError,
+    check_distillation_yaml,
+    load_hparams,
+    parse_arguments,
+    with_values,
+    write_experiment_hparams,
+)
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, cif_vocabulary_size, plm_tokenizer
 from hieradist_lobes.teacher_store import TeacherStore, check_store_vocabulary
 from hieradist_lobes.threads import set_threads
@@ -43,8 +50,8 @@ def main(argv):
     hparams = loaded.hparams
     check_distillation_yaml(hparams, loaded.files[0], distillation=True)
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    write_experiment_hparams(loaded, hparams["output_folder"])
 
     # 2. Data, with each token's PLM feature read from the store by utterance ID
     manifests = prepare_manifests(hparams)

@@ -22,7 +22,7 @@ from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.hparams import load_hparams, parse_arguments, resolved_subtree
+from hieradist_lobes.hparams import load_hparams, parse_arguments, resolved_subtree, write_experiment_hparams
 from hieradist_lobes.lm import export_lm_folder, text_dataset, text_file_dataset
 from hieradist_lobes.plm import PLMSplitter, PLMTokenizer, cif_vocabulary_size, plm_tokenizer
 from hieradist_lobes.threads import set_threads
@@ -37,8 +37,8 @@ def main(argv):
     loaded = load_hparams(hparams_file, overrides, vocabulary_size=cif_vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     hold_output_folder(hparams["lm_output_folder"])  # a second run into it stops, naming this one
-    sb.create_experiment_directory(experiment_directory=hparams["lm_output_folder"],
-                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+    sb.create_experiment_directory(experiment_directory=hparams["lm_output_folder"])
+    write_experiment_hparams(loaded, hparams["lm_output_folder"])
 
     # 2. Data: text only (lm_train_text, or the training transcripts; valid and test transcripts to score),
     #    in the ASR model's PLM-token vocabulary

@@ -22,7 +22,7 @@ from hieradist_lobes.cli import hold_output_folder, run_command
 from hieradist_lobes.data import prepare_manifests
 from hieradist_lobes.data.pipelines import audio_options
 from hieradist_lobes.data.validation import checked_manifests
-from hieradist_lobes.hparams import load_hparams, parse_arguments
+from hieradist_lobes.hparams import load_hparams, parse_arguments, write_experiment_hparams
 from hieradist_lobes.teacher_store import TeacherStore, format_summary, writer_process
 from hieradist_lobes.teachers import Teacher, save_teacher_outputs, teacher_folders
 from hieradist_lobes.threads import set_threads
@@ -37,8 +37,8 @@ def main(argv):
     loaded = load_hparams(hparams_file, overrides, vocabulary_size=vocabulary_size)  # output_neurons: auto
     hparams = loaded.hparams
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    write_experiment_hparams(loaded, hparams["output_folder"])
 
     # 2. The teachers, from their model folders (their vocabulary is the store's)
     rank, world_size, device = writer_process(run_opts)

@@ -27,7 +27,7 @@ from hieradist_lobes.data.manifest import SPLITS
 from hieradist_lobes.data.pipelines import asr_datasets, train_loader_options
 from hieradist_lobes.data.validation import checked_manifests
 from hieradist_lobes.export import export_best_checkpoint
-from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, parse_arguments
+from hieradist_lobes.hparams import check_distillation_yaml, load_hparams, parse_arguments, write_experiment_hparams
 from hieradist_lobes.threads import set_threads
 from hieradist_lobes.tokens import check_vocabulary, label_units, vocabulary_size
 
@@ -43,8 +43,8 @@ def main(argv):
     hparams = loaded.hparams
     check_distillation_yaml(hparams, loaded.files[0], distillation=False)
     hold_output_folder(hparams["output_folder"])  # a second run into it stops, naming this one
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=loaded.base_file, overrides=loaded.overrides or {})
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    write_experiment_hparams(loaded, hparams["output_folder"])
 
     # 2. Data: manifests, label vocabulary (phones39, from the training labels, SentencePiece units trained once
     #    on the training transcripts, or the PLM's tokens), checks, datasets
