@@ -573,6 +573,19 @@ class CIF(nn.Module):
             alphas = torch.relu(alphas * self.smooth_factor - self.noise_threshold)
         return alphas
 
+    def weigh(self, hidden: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+              chunk_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``hidden`` with its padding zeroed, and its frames' weights (0 on padding); see :meth:`forward`."""
+        batch, frames, _ = hidden.shape
+        if lengths is None:
+            valid = torch.full((batch,), frames, dtype=torch.long, device=hidden.device)
+        else:
+            valid = torch.round(lengths.to(device=hidden.device, dtype=torch.float64) * frames).long()
+        mask = length_mask(valid, frames)
+        # Zero the padding so that neither the convolution nor the integration sees it.
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return hidden, self.predict_alphas(hidden, mask, chunk_size)
+
     def forward(
         self,
         hidden: torch.Tensor,
@@ -608,14 +621,7 @@ class CIF(nn.Module):
         if target_lengths is not None and tuple(target_lengths.shape) != (batch,):
             raise ValueError(f"target_lengths must be [batch] = ({batch},) for hidden {tuple(hidden.shape)}, "
                              f"got {tuple(target_lengths.shape)}")
-        if lengths is None:
-            valid = torch.full((batch,), frames, dtype=torch.long, device=hidden.device)
-        else:
-            valid = torch.round(lengths.to(device=hidden.device, dtype=torch.float64) * frames).long()
-        mask = length_mask(valid, frames)
-        # Zero the padding so that neither the convolution nor the integration sees it.
-        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
-        alphas = self.predict_alphas(hidden, mask, chunk_size)
+        hidden, alphas = self.weigh(hidden, lengths, chunk_size)
         alpha_sum = alphas.sum(dim=1)
 
         if target_lengths is None:

@@ -37,12 +37,20 @@ from hieradist_lobes.losses import length_mask
 
 def sinusoids(length: int, dim: int, device=None, start: int = 0) -> torch.Tensor:
     """Sinusoidal position encodings of positions ``start … start + length − 1``, ``length × dim``."""
-    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)[:, None]
-    rates = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(positions * rates)
-    table[:, 1::2] = torch.cos(positions * rates[: dim // 2])
-    return table
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    return position_encodings(positions, dim)
+
+
+def position_encodings(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encodings ``len(positions) × dim`` (even ``dim``) of float ``positions``: ``sin`` at even
+    indices, ``cos`` at odd; built without in-place writes, so that it also exports to ONNX with the
+    position as an input."""
+    if dim % 2:
+        raise ValueError(f"sinusoidal position encodings need an even size, got {dim}")
+    rates = torch.exp(torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32)
+                      * (-math.log(10000.0) / dim))
+    angles = positions.to(torch.float32)[:, None] * rates
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(positions.shape[0], dim)
 
 
 class DecoderOutput(NamedTuple):

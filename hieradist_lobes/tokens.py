@@ -29,10 +29,7 @@ from speechbrain.utils.checkpoints import register_checkpoint_hooks
 
 from hieradist_lobes.data.phones import PHONES_39
 
-BLANK, BOS, EOS, UNK = "<blank>", "<bos>", "<eos>", "<unk>"
-WORD_BOUNDARY = "_"
-WORDPIECE_CONTINUATION = "##"
-WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
+from hieradist_lobes.text import BLANK, BOS, EOS, UNK, WORD_BOUNDARY, WORD_START, WORDPIECE_CONTINUATION, join_labels
 UNITS = ("phn", "char", "wrd", "wordpiece", "sentencepiece")
 
 
@@ -89,16 +86,7 @@ class LabelTokenizer(CTCTextEncoder):
         >>> pieces.decode_ids(pieces.encode_sequence(["now", "play", "##ing"]))
         'now playing'
         """
-        specials = {BLANK, BOS, EOS}
-        labels = [self.ind2lab[int(i)] for i in ids]
-        labels = [label for label in labels if label not in specials]
-        if self.unit == "char":
-            return "".join(" " if label == WORD_BOUNDARY else label for label in labels).strip()
-        if self.unit == "wordpiece":
-            return " ".join(labels).replace(" " + WORDPIECE_CONTINUATION, "")
-        if self.unit == "sentencepiece":
-            return " ".join("".join(labels).replace(WORD_START, " ").split())
-        return " ".join(labels)
+        return join_labels([self.ind2lab[int(i)] for i in ids], self.unit)
 
     def labels(self) -> List[str]:
         """All labels in index order."""
