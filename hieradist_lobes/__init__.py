@@ -37,9 +37,13 @@ Modules:
 * :mod:`hieradist_lobes.subwords`: SentencePiece units, trained once per
   training set; :mod:`hieradist_lobes.experiment_logs`: TensorBoard logging.
 * :mod:`hieradist_lobes.segmentation`: cutting long recordings at pauses.
+* :mod:`hieradist_lobes.streaming`: streaming CIF recognition (with
+  :mod:`hieradist_lobes.features`, streamed filterbanks); :mod:`hieradist_lobes.onnx_export`
+  and :mod:`hieradist_lobes.onnx_runtime`: ONNX export and a torch-free decoder;
+  :mod:`hieradist_lobes.text`: label sequences to text.
 
 The recipe scripts that drive them are in ``recipes/multi_teacher_kd/`` and
 ``recipes/cif_hieradist/``; the demo (``make demo``) is ``tools/demo.py``.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -35,7 +35,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,30 +51,23 @@ OPSET = 17
 TOLERANCE = 1e-4
 
 
-class CIFEncoderGraph(torch.nn.Module):
-    """Power spectrogram → the CIF model's filterbank, normalisation, encoder and CIF weights."""
+class EncoderGraph(torch.nn.Module):
+    """Power spectrogram → the model's filterbank, normalisation and encoder, then its CIF weights
+    (:class:`~hieradist_lobes.models.CIFModel`: ``(encoded, alphas)``) or its CTC head
+    (:class:`~hieradist_lobes.models.CTCAttentionModel`: ``ctc_logprobs``)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
+        from hieradist_lobes.models import CIFModel
+
         self.model = model
+        self.is_cif = isinstance(model, CIFModel)
 
     def forward(self, spectrogram: torch.Tensor, lengths: torch.Tensor):
         feats = self.model.compute_features.compute_fbanks(spectrogram)
         feats = self.model.normalize(feats, lengths)
-        encoded = self.model.enc(feats, lengths)
-        return self.model.cif.weigh(encoded, lengths)
-
-
-class CTCEncoderGraph(torch.nn.Module):
-    """Power spectrogram → a CTC/attention model's filterbank, normalisation, encoder and CTC head."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, spectrogram: torch.Tensor, lengths: torch.Tensor):
-        feats = self.model.compute_features.compute_fbanks(spectrogram)
-        feats = self.model.normalize(feats, lengths)
+        if self.is_cif:
+            return self.model.cif.weigh(self.model.enc(feats, lengths), lengths)
         return torch.log_softmax(self.model.ctc_lin(self.model.enc(feats)), dim=-1)
 
 
@@ -131,8 +124,10 @@ def _check(path: str, inputs: Dict[str, np.ndarray], expected: Sequence[torch.Te
     """Run the graph in onnxruntime on ``inputs``; every output within :data:`TOLERANCE` of PyTorch's."""
     import onnxruntime
 
+    from hieradist_lobes.onnx_runtime import run_graph
+
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    outputs = session.run(None, inputs)
+    outputs = run_graph(session, inputs)
     for name, got, want in zip(names, outputs, expected):
         want = want.detach().cpu().numpy()
         if got.shape != want.shape or not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
@@ -168,7 +163,7 @@ def export_onnx_folder(model_folder: str, output_folder: str) -> str:
     str
         ``output_folder``.
     """
-    from hieradist_lobes.export import verify_model_folder
+    from hieradist_lobes.export import ModelFolderError, verify_model_folder
 
     verify_model_folder(model_folder, ["hyperparams.yaml"])
     with open(os.path.join(model_folder, "hyperparams.yaml"), encoding="utf-8") as handle:
@@ -177,8 +172,8 @@ def export_onnx_folder(model_folder: str, output_folder: str) -> str:
         return _export_cif(model_folder, output_folder)
     if "hieradist_lobes.models.CTCAttentionModel" in text:
         return _export_ctc(model_folder, output_folder)
-    raise ValueError(f"{model_folder}: neither a CIF nor a CTC/attention model folder of this project "
-                     "(its hyperparams.yaml defines no CIFModel or CTCAttentionModel)")
+    raise ModelFolderError(f"{model_folder}: neither a CIF nor a CTC/attention model folder of this project "
+                           "(its hyperparams.yaml defines no CIFModel or CTCAttentionModel)")
 
 
 def _features_config(model: torch.nn.Module, sample_rate: int) -> Dict[str, object]:
@@ -195,80 +190,69 @@ def _export_cif(model_folder: str, output_folder: str) -> str:
 
     asr = CIFASR.from_hparams(source=model_folder, savedir=model_folder)
     model = asr.mods.model.eval()
-    tokenizer = asr.tokenizer
-    sample_rate = int(asr.hparams.sample_rate)
     decoder = model.dec
     layers, heads = len(decoder.layers), decoder.layers[0].self_attn.num_heads
-    config = {
-        "system": "CIF", "unit": tokenizer.unit, "labels": _labels(tokenizer),
-        "bos_index": tokenizer.get_bos_index(), "eos_index": tokenizer.get_eos_index(),
-        "blank_index": tokenizer.get_blank_index(),
-        "features": _features_config(model, sample_rate),
-        "cif": {"threshold": float(model.cif.threshold), "fire_eps": float(model.cif.fire_eps),
-                "tail_threshold": None if model.cif.tail_threshold is None else float(model.cif.tail_threshold)},
-        "decoder": {"layers": layers, "heads": heads, "head_size": decoder.d_model // heads,
-                    "cif_size": int(model.cif.input_size)},
-    }
-    signals = _check_signals(model_folder, sample_rate)
-    with staged_folder(output_folder) as staging, torch.no_grad():
-        encoder_path = os.path.join(staging, "encoder.onnx")
-        graph = CIFEncoderGraph(model).eval()
-        spectrograms = [power_spectrogram_torch(model.compute_features.compute_STFT, s[None]) for s in signals]
-        ones = torch.ones(1)
-        _export(graph, (spectrograms[0], ones), encoder_path, ["spectrogram", "lengths"], ["encoded", "alphas"],
-                {"spectrogram": {0: "batch", 1: "frames"}, "lengths": {0: "batch"},
-                 "encoded": {0: "batch", 1: "encoder_frames"}, "alphas": {0: "batch", 1: "encoder_frames"}})
-        for spectrogram in spectrograms:  # the other length shows the time axis is not frozen
-            _check(encoder_path, {"spectrogram": spectrogram.numpy(), "lengths": ones.numpy()},
-                   graph(spectrogram, ones), ["encoded", "alphas"])
+    config = {"system": "CIF",
+              "cif": {"threshold": float(model.cif.threshold), "fire_eps": float(model.cif.fire_eps),
+                      "tail_threshold": None if model.cif.tail_threshold is None else float(model.cif.tail_threshold)},
+              "decoder": {"layers": layers, "heads": heads, "head_size": decoder.d_model // heads,
+                          "cif_size": int(model.cif.input_size)}}
 
-        step_path = os.path.join(staging, "decoder_step.onnx")
+    def decoder_step(staging: str) -> None:
+        path = os.path.join(staging, "decoder_step.onnx")
         step = DecoderStepGraph(decoder).eval()
-        dim = int(model.cif.input_size)
         generator = torch.Generator().manual_seed(0)
-        past = torch.randn(layers, 1, heads, 2, decoder.d_model // heads, generator=generator)
-        args = (torch.tensor([tokenizer.get_bos_index()]), torch.randn(1, dim, generator=generator),
-                torch.randn(1, dim, generator=generator), torch.tensor([2.0]), past, past.clone())
+        dim, head_size = int(model.cif.input_size), decoder.d_model // heads
+        cache = [torch.randn(layers, 1, heads, 2, head_size, generator=generator) for _ in range(2)]
+        args = (torch.tensor([asr.tokenizer.get_bos_index()]), torch.randn(1, dim, generator=generator),
+                torch.randn(1, dim, generator=generator), torch.tensor([2.0]), *cache)
         names = ["previous_token", "fired", "previous_fired", "position", "past_keys", "past_values"]
-        _export(step, args, step_path, names, ["logits", "keys", "values"],
+        _export(step, args, path, names, ["logits", "keys", "values"],
                 {"previous_token": {0: "batch"}, "fired": {0: "batch"}, "previous_fired": {0: "batch"},
                  "past_keys": {1: "batch", 3: "steps"}, "past_values": {1: "batch", 3: "steps"},
                  "logits": {0: "batch"}, "keys": {1: "batch", 3: "next_steps"}, "values": {1: "batch", 3: "next_steps"}})
         for steps in (0, 5):  # the first step (an empty cache) and a later one
-            cache = [torch.randn(layers, 1, heads, steps, decoder.d_model // heads, generator=generator)
-                     for _ in range(2)]
+            cache = [torch.randn(layers, 1, heads, steps, head_size, generator=generator) for _ in range(2)]
             check_args = (*args[:3], torch.tensor([float(steps)]), *cache)
-            _check(step_path, {name: value.numpy() for name, value in zip(names, check_args)}, step(*check_args),
+            _check(path, {name: value.numpy() for name, value in zip(names, check_args)}, step(*check_args),
                    ["logits", "keys", "values"])
-        np.save(os.path.join(staging, "stft_window.npy"), _stft_window(model.compute_features.compute_STFT))
-        with open(os.path.join(staging, ONNX_MODEL_FILE), "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=1, ensure_ascii=False)
-    return output_folder
+
+    return _write_export(model_folder, output_folder, model, asr.tokenizer, int(asr.hparams.sample_rate), config,
+                         ["encoded", "alphas"], decoder_step)
 
 
 def _export_ctc(model_folder: str, output_folder: str) -> str:
     from speechbrain.inference.ASR import EncoderDecoderASR
 
     asr = EncoderDecoderASR.from_hparams(source=model_folder, savedir=model_folder)
-    model = asr.mods.model.eval()
-    tokenizer = asr.tokenizer
-    sample_rate = int(asr.hparams.sample_rate)
-    config = {"system": "CTC", "unit": tokenizer.unit, "labels": _labels(tokenizer),
+    return _write_export(model_folder, output_folder, asr.mods.model.eval(), asr.tokenizer,
+                         int(asr.hparams.sample_rate), {"system": "CTC"}, ["ctc_logprobs"])
+
+
+def _write_export(model_folder: str, output_folder: str, model: torch.nn.Module, tokenizer, sample_rate: int,
+                  config: Dict[str, object], output_names: List[str],
+                  more_graphs: Optional[Callable[[str], None]] = None) -> str:
+    """The encoder graph (checked on two recordings), the STFT window, ``onnx_model.json`` and, by
+    ``more_graphs(staging)``, any other graph: all in ``output_folder``, replaced only when complete."""
+    config = {**config, "unit": tokenizer.unit, "labels": _labels(tokenizer),
               "blank_index": tokenizer.get_blank_index(), "bos_index": tokenizer.get_bos_index(),
               "eos_index": tokenizer.get_eos_index(), "features": _features_config(model, sample_rate)}
-    signals = _check_signals(model_folder, sample_rate)
+    stft = model.compute_features.compute_STFT
+    spectrograms = [power_spectrogram_torch(stft, signal[None]) for signal in _check_signals(model_folder, sample_rate)]
+    ones = torch.ones(1)
     with staged_folder(output_folder) as staging, torch.no_grad():
         path = os.path.join(staging, "encoder.onnx")
-        graph = CTCEncoderGraph(model).eval()
-        spectrograms = [power_spectrogram_torch(model.compute_features.compute_STFT, s[None]) for s in signals]
-        ones = torch.ones(1)
-        _export(graph, (spectrograms[0], ones), path, ["spectrogram", "lengths"], ["ctc_logprobs"],
+        graph = EncoderGraph(model).eval()
+        _export(graph, (spectrograms[0], ones), path, ["spectrogram", "lengths"], output_names,
                 {"spectrogram": {0: "batch", 1: "frames"}, "lengths": {0: "batch"},
-                 "ctc_logprobs": {0: "batch", 1: "encoder_frames"}})
-        for spectrogram in spectrograms:
-            _check(path, {"spectrogram": spectrogram.numpy(), "lengths": ones.numpy()}, [graph(spectrogram, ones)],
-                   ["ctc_logprobs"])
-        np.save(os.path.join(staging, "stft_window.npy"), _stft_window(model.compute_features.compute_STFT))
+                 **{name: {0: "batch", 1: "encoder_frames"} for name in output_names}})
+        for spectrogram in spectrograms:  # the second length shows that the time axis is not frozen
+            outputs = graph(spectrogram, ones)
+            _check(path, {"spectrogram": spectrogram.numpy(), "lengths": ones.numpy()},
+                   outputs if isinstance(outputs, tuple) else [outputs], output_names)
+        if more_graphs is not None:
+            more_graphs(staging)
+        np.save(os.path.join(staging, "stft_window.npy"), _stft_window(stft))
         with open(os.path.join(staging, ONNX_MODEL_FILE), "w", encoding="utf-8") as handle:
             json.dump(config, handle, indent=1, ensure_ascii=False)
     return output_folder
@@ -290,4 +274,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hieradist_lobes.cli import run_command
+
+    sys.exit(run_command(main))

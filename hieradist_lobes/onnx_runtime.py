@@ -26,7 +26,7 @@ import numpy as np
 
 from hieradist_lobes.text import join_labels
 
-__all__ = ["ONNXCIFASR", "ONNXCTCASR", "load_onnx_folder", "integrate_and_fire", "power_spectrogram"]
+__all__ = ["ONNXCIFASR", "ONNXCTCASR", "load_onnx_folder", "integrate_and_fire", "power_spectrogram", "run_graph"]
 
 ONNX_MODEL_FILE = "onnx_model.json"
 
@@ -84,10 +84,17 @@ def integrate_and_fire(alphas: np.ndarray, hidden: np.ndarray, threshold: float 
     return np.stack(fired).astype(np.float32)
 
 
+def run_graph(session, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    """``session.run`` with the feeds the graph takes (the export drops an input the model does not
+    read, as the lengths of a model normalised with global statistics)."""
+    names = {graph_input.name for graph_input in session.get_inputs()}
+    return session.run(None, {name: value for name, value in feeds.items() if name in names})
+
+
 class _ONNXModel:
     """What both kinds of export share: the configuration, the STFT, reading audio, the encoder session."""
 
-    def __init__(self, folder: str, config: Dict[str, object]) -> None:
+    def __init__(self, folder: str, config: Dict[str, object], threads: Optional[int] = None) -> None:
         import onnxruntime
 
         self.folder, self.config = folder, config
@@ -97,6 +104,9 @@ class _ONNXModel:
         self.n_fft, self.hop_length = int(features["n_fft"]), int(features["hop_length"])
         self.window = np.load(os.path.join(folder, "stft_window.npy")).astype(np.float64)
         options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
         self._options = options
         self.encoder = onnxruntime.InferenceSession(os.path.join(folder, "encoder.onnx"), options,
                                                     providers=["CPUExecutionProvider"])
@@ -120,6 +130,11 @@ class _ONNXModel:
         """``[1, frames, n_fft/2 + 1]``: the encoder graph's input."""
         return power_spectrogram(signal, self.window, self.n_fft, self.hop_length)[None]
 
+    def run_encoder(self, signal: np.ndarray) -> List[np.ndarray]:
+        """The encoder graph's outputs for one recording."""
+        return run_graph(self.encoder, {"spectrogram": self.spectrogram(signal),
+                                        "lengths": np.ones(1, dtype=np.float32)})
+
     def text(self, tokens: List[int]) -> str:
         return join_labels([self.labels[token] for token in tokens], str(self.config["unit"]))
 
@@ -135,17 +150,16 @@ class ONNXCIFASR(_ONNXModel):
     """A CIF model's export: encoder and CIF weights in onnxruntime, integrate-and-fire in NumPy,
     greedy decoding with one onnxruntime decoder step per fire."""
 
-    def __init__(self, folder: str, config: Dict[str, object]) -> None:
+    def __init__(self, folder: str, config: Dict[str, object], threads: Optional[int] = None) -> None:
         import onnxruntime
 
-        super().__init__(folder, config)
+        super().__init__(folder, config, threads)
         self.decoder = onnxruntime.InferenceSession(os.path.join(folder, "decoder_step.onnx"), self._options,
                                                     providers=["CPUExecutionProvider"])
 
     def encode(self, signal: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """``(encoded [T, d], alphas [T])`` of one recording."""
-        encoded, alphas = self.encoder.run(None, {"spectrogram": self.spectrogram(signal),
-                                                  "lengths": np.ones(1, dtype=np.float32)})
+        encoded, alphas = self.run_encoder(signal)
         return encoded[0], alphas[0]
 
     def fire(self, signal: np.ndarray) -> np.ndarray:
@@ -186,8 +200,7 @@ class ONNXCTCASR(_ONNXModel):
 
     def decode_signal(self, signal: np.ndarray) -> List[int]:
         """Token indices of one recording: best class per frame, repeats merged, blank, bos and eos dropped."""
-        (logprobs,) = self.encoder.run(None, {"spectrogram": self.spectrogram(signal),
-                                              "lengths": np.ones(1, dtype=np.float32)})
+        (logprobs,) = self.run_encoder(signal)
         best = np.argmax(logprobs[0], axis=-1)
         dropped = {int(self.config["blank_index"]), int(self.config["bos_index"]), int(self.config["eos_index"])}
         tokens, previous = [], None
@@ -198,8 +211,9 @@ class ONNXCTCASR(_ONNXModel):
         return tokens
 
 
-def load_onnx_folder(folder: str) -> _ONNXModel:
-    """The runtime of an ONNX export: :class:`ONNXCIFASR` or :class:`ONNXCTCASR`."""
+def load_onnx_folder(folder: str, threads: Optional[int] = None) -> _ONNXModel:
+    """The runtime of an ONNX export: :class:`ONNXCIFASR` or :class:`ONNXCTCASR`
+    (``threads``: onnxruntime's threads per graph; default: its own choice, every core)."""
     path = os.path.join(folder, ONNX_MODEL_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder} is not an ONNX export (no {ONNX_MODEL_FILE}); make one with "
@@ -209,4 +223,4 @@ def load_onnx_folder(folder: str) -> _ONNXModel:
     kinds = {"CIF": ONNXCIFASR, "CTC": ONNXCTCASR}
     if config.get("system") not in kinds:
         raise ValueError(f"{path}: unknown system {config.get('system')!r} (expected CIF or CTC)")
-    return kinds[config["system"]](folder, config)
+    return kinds[config["system"]](folder, config, threads)
