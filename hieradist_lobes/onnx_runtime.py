@@ -57,7 +57,7 @@ def integrate_and_fire(alphas: np.ndarray, hidden: np.ndarray, threshold: float 
     Example
     -------
     >>> fired = integrate_and_fire(np.array([0.4, 0.4, 0.4, 2.0, 0.3]), np.arange(5.0)[:, None], tail_threshold=0.25)
-    >>> np.round(fired[:, 0], 4).tolist()
+    >>> [round(float(value), 4) for value in fired[:, 0]]
     [0.8, 2.8, 3.0, 3.6]
     """
     alphas = np.asarray(alphas, dtype=np.float64)
