@@ -12,14 +12,17 @@ corpus's test utterances, greedily with its decoder alone (the streaming decodin
 * ``streaming`` (per chunk size): the recording fed as a stream in packets of ``--packet_ms``
   (:meth:`CIFASR.transcribe_chunk`), its tokens as they come out.
 
-Token error rates are over the model's units (the PLM's wordpieces of the transcripts, as in
+The stream's final transcript (its second pass at the end: the folder's beam search with CTC
+prefix scores over the stream's fires) is scored too, against the same decoding of each whole
+recording with full context (``offline_final_pass``). Token error rates are over the model's units (the PLM's wordpieces of the transcripts, as in
 training). For streaming, also: how many utterances streamed exactly the tokens of the chunked
 offline decoding, how many lost their final token (their last token differs from it, or is
 missing), and the latency of each correctly recognised word: the audio received when its last
 piece came out, minus the true end of the word (``word_times.json``, from the synthesiser),
 median and 90th percentile, in milliseconds and in chunks. The packets make the latency the
 algorithm's (a chunk's tokens come out as soon as its audio and the 22.5 ms the features look
-ahead have arrived); the computation's own time is given separately as the real-time factor.
+ahead have arrived); the computation's own time is given separately as the real-time factor (final
+pass included) and as the time the end of a stream takes (the last chunk and the final pass).
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
 
     asr = CIFASR.from_hparams(source=args.model_dir, savedir=args.model_dir,
                               overrides={"beam_size": 1, "ctc_weight_decode": 0.0})
+    # The folder's own decoding (beam, CTC weight): the streams' final pass and its offline counterpart.
+    joint = CIFASR.from_hparams(source=args.model_dir, savedir=args.model_dir)
     rows = read_manifest(os.path.join(args.data_folder, "test.csv"))[: args.utterances]
     truth = read_word_times(args.data_folder)
     splitter = PLMSplitter(PLMTokenizer(minilm_path()), "wrd")
@@ -114,33 +119,45 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     shift = asr.frame_shift_seconds()
     left = asr.streaming_config().left_context_size if args.left_chunks is None else args.left_chunks
 
-    def decode_whole(config):
+    def decode_whole(config, model=asr):
         started = time.perf_counter()
-        hyps = [asr.decode_batch(signal[None], torch.ones(1), dynchunktrain_config=config)[0][0] for signal in signals]
+        hyps = [model.decode_batch(signal[None], torch.ones(1), dynchunktrain_config=config)[0][0]
+                for signal in signals]
         return hyps, time.perf_counter() - started
 
+    def rate(hyps):
+        return token_error_rate(references, [[label[t] for t in h] for h in hyps])
+
     offline, offline_seconds = decode_whole(None)
+    offline_joint, _ = decode_whole(None, joint)
     results: Dict[str, object] = {
         "model_dir": args.model_dir, "machine": machine_description(), "threads": args.threads,
         "utterances": len(rows), "audio_seconds": round(audio_seconds, 2), "frame_shift_ms": round(1000 * shift, 1),
         "packet_ms": args.packet_ms, "left_chunks": left, "decoding": "greedy, decoder alone",
-        "offline": {"token_error_rate": token_error_rate(references, [[label[t] for t in h] for h in offline]),
-                    "rtf": round(offline_seconds / audio_seconds, 4)},
+        "offline": {"token_error_rate": rate(offline), "rtf": round(offline_seconds / audio_seconds, 4)},
+        "final_pass": {"beam_size": int(joint.hparams.beam_size),
+                       "ctc_weight_decode": float(joint.hparams.ctc_weight_decode or 0.0)},
+        "offline_final_pass": {"token_error_rate": rate(offline_joint)},
         "chunks": {},
     }
     packet = max(1, int(round(args.packet_ms / 1000.0 * float(asr.hparams.sample_rate))))
     for chunk_size in args.chunk_sizes:
         config = DynChunkTrainConfig(chunk_size, left)
         chunked, _ = decode_whole(config)
-        streamed, latencies_ms, same, lost = [], [], 0, 0
+        chunked_joint, _ = decode_whole(config, joint)
+        streamed, finals, latencies_ms, end_ms, same, same_final, lost = [], [], [], [], 0, 0, 0
         started = time.perf_counter()
         for row, signal, expected in zip(rows, signals, chunked):
-            context = asr.make_streaming_context(config)
+            context = joint.make_streaming_context(config)  # greedy as it streams, the folder's decoding at the end
             for start in range(0, signal.shape[0], packet):
-                asr.transcribe_chunk(context, signal[start:start + packet])
-            asr.transcribe_chunk(context, signal[:0], end_of_stream=True)
+                joint.transcribe_chunk(context, signal[start:start + packet])
+            ending = time.perf_counter()
+            joint.transcribe_chunk(context, signal[:0], end_of_stream=True)
+            end_ms.append(1000.0 * (time.perf_counter() - ending))
             streamed.append(context.tokens)
+            finals.append(context.final_tokens)
             same += context.tokens == expected
+            same_final += context.final_tokens == chunked_joint[len(finals) - 1]
             lost += bool(expected) and context.tokens[-1:] != expected[-1:]
             words = [(word, at, at) for word, at in word_emissions([label[t] for t in context.tokens],
                                                                   context.emitted_at)]
@@ -151,9 +168,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         median, p90 = (statistics.median(latencies_ms) if latencies_ms else None), percentile(latencies_ms, 0.9)
         results["chunks"][str(chunk_size)] = {
             "chunk_ms": round(chunk_ms, 1),
-            "chunked_offline_token_error_rate": token_error_rate(references, [[label[t] for t in h] for h in chunked]),
-            "streaming_token_error_rate": token_error_rate(references, [[label[t] for t in h] for h in streamed]),
+            "chunked_offline_token_error_rate": rate(chunked),
+            "streaming_token_error_rate": rate(streamed),
             "streaming_equals_chunked_offline": f"{same}/{len(rows)}",
+            "final_pass_token_error_rate": rate(finals),
+            "chunked_offline_final_pass_token_error_rate": rate(chunked_joint),
+            "final_pass_equals_chunked_offline": f"{same_final}/{len(rows)}",
             "final_token_lost": lost,
             "words_timed": len(latencies_ms),
             "latency_median_ms": None if median is None else round(median, 1),
@@ -161,10 +181,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
             "latency_median_chunks": None if median is None else round(median / chunk_ms, 2),
             "latency_p90_chunks": None if p90 is None else round(p90 / chunk_ms, 2),
             "streaming_rtf": round(streaming_seconds / audio_seconds, 4),
+            # The end of the stream: the last chunk, the tail fire and the final pass, computed.
+            "end_of_stream_ms_median": round(statistics.median(end_ms), 1),
         }
     largest = results["chunks"][str(max(args.chunk_sizes))]
     offline_rate = results["offline"]["token_error_rate"]
     results["largest_chunk_vs_offline"] = round(largest["streaming_token_error_rate"] / max(offline_rate, 1e-9), 3)
+    results["largest_chunk_final_pass_vs_offline"] = round(
+        largest["final_pass_token_error_rate"] / max(results["offline_final_pass"]["token_error_rate"], 1e-9), 3)
     print(json.dumps(results, indent=2))
     if args.json:
         write_json(args.json, results, indent=2)

@@ -48,7 +48,7 @@ from hieradist_lobes.cif import token_spans
 from hieradist_lobes.export import read_info, verify_model_folder
 from hieradist_lobes.hparams import check_hparams, hparam_rules
 from hieradist_lobes.segmentation import silence_cuts
-from hieradist_lobes.streaming import CIFStreamingContext, make_streaming_context, stream_tokens
+from hieradist_lobes.streaming import CIFStreamingContext, FinalPass, make_streaming_context, stream_tokens
 
 #: Where a token starts: the accumulated CIF weight at ``k + TOKEN_ONSET`` thresholds
 #: (:func:`~hieradist_lobes.cif.token_spans`), chosen on the built-in corpus's validation speakers by
@@ -233,11 +233,30 @@ class CIFASR(Pretrained):
         hop = int(self.mods.model.compute_features.compute_STFT.hop_length)
         return int(config.chunk_size) * self.mods.model.enc.subsampling * hop
 
-    def make_streaming_context(self, dynchunktrain_config: Optional[DynChunkTrainConfig] = None
-                               ) -> CIFStreamingContext:
-        """A blank context for one stream (default: :meth:`streaming_config`)."""
+    def make_streaming_context(self, dynchunktrain_config: Optional[DynChunkTrainConfig] = None,
+                               final_pass: bool = True) -> CIFStreamingContext:
+        """A blank context for one stream (default chunking: :meth:`streaming_config`).
+
+        ``final_pass``: at the end of the stream, decode its fires again with the folder's beam
+        search, CTC weight and LM (when they differ from greedy decoding with the decoder alone):
+        :meth:`final_transcript`.
+        """
         self.mods.model.eval()
-        return make_streaming_context(self.mods.model, dynchunktrain_config or self.streaming_config())
+        beam_size = int(self.hparams.beam_size)
+        ctc_weight = float(getattr(self.hparams, "ctc_weight_decode", 0.0) or 0.0)
+        lm_weight = float(getattr(self.hparams, "lm_weight", 0.0) or 0.0)
+        second = None
+        if final_pass and (beam_size > 1 or ctc_weight or (self.lm is not None and lm_weight)):
+            second = FinalPass(beam_size=beam_size, ctc_weight=ctc_weight,
+                               blank_index=self.tokenizer.get_blank_index(), lm=self.lm, lm_weight=lm_weight)
+        return make_streaming_context(self.mods.model, dynchunktrain_config or self.streaming_config(), second)
+
+    def final_transcript(self, context: CIFStreamingContext) -> str:
+        """The transcript of an ended stream: its final pass (the folder's beam search with CTC prefix
+        scores over all the stream's fires) if it had one, else the streamed text."""
+        if context.final_tokens is None:
+            raise RuntimeError("the stream has not ended: give its last audio with end_of_stream=True first")
+        return self.tokenizer.decode_ids(context.final_tokens)
 
     def transcribe_chunk(self, context: CIFStreamingContext, chunk: torch.Tensor,
                          chunk_len: Optional[torch.Tensor] = None, end_of_stream: bool = False) -> List[str]:

@@ -14,13 +14,19 @@ run chunk by chunk, each stage carrying its state across chunk boundaries:
 
 At the end of the stream the last, shorter chunk is encoded (never dropped),
 and leftover weight ≥ the tail threshold fires the last token
-(:func:`~hieradist_lobes.cif.cif_flush`).  Decoding is greedy, as
+(:func:`~hieradist_lobes.cif.cif_flush`).  The tokens come out greedily, as
 :func:`~hieradist_lobes.cif_decoder.cif_beam_search` with ``beam_size=1``:
 ``<eos>`` may only win at the last fire, which a stream knows only at its
 end, so a fire whose best class is ``<eos>`` holds its best other token until
 the next fire (then it is emitted) or the end (then it was the end).  The
 tokens are those of the same model decoding the whole recording at once with
 the same chunked attention (``CIFASR.decode_batch(..., dynchunktrain_config=...)``).
+
+A :class:`FinalPass` adds a second pass at the end of the stream: the beam
+search over every fire of the stream, with the CTC head's prefix scores (and an
+LM), which need the whole utterance's frames; ``context.final_tokens`` is then
+the whole-file decoding with that beam search under the same chunks, while the
+tokens streamed as they came stay the greedy first pass.
 
 :class:`~hieradist_lobes.inference.CIFASR` wraps this in SpeechBrain's
 streaming interface (``make_streaming_context``, ``transcribe_chunk``,
@@ -36,11 +42,22 @@ import torch
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from hieradist_lobes.cif import CIFState, cif_fire_chunk, cif_flush
-from hieradist_lobes.cif_decoder import DecoderCache
+from hieradist_lobes.cif_decoder import DecoderCache, cif_beam_search
 from hieradist_lobes.conformer import EncoderStreamingContext
 from hieradist_lobes.features import StreamingFbank
 
-__all__ = ["CIFStreamingContext", "make_streaming_context", "stream_tokens"]
+__all__ = ["CIFStreamingContext", "FinalPass", "make_streaming_context", "stream_tokens"]
+
+
+@dataclass
+class FinalPass:
+    """The decoding of the stream's final transcript, at its end (see the module docstring)."""
+
+    beam_size: int = 1
+    ctc_weight: float = 0.0
+    blank_index: int = 0
+    lm: Optional[torch.nn.Module] = None
+    lm_weight: float = 0.0
 
 
 @dataclass
@@ -62,10 +79,18 @@ class CIFStreamingContext:
     emitted_at: List[float] = field(default_factory=list)
     samples: int = 0
     finished: bool = False
+    #: With a final pass: every fire so far and the CTC head's log-probabilities of every frame.
+    final_pass: Optional[FinalPass] = None
+    fired: List[torch.Tensor] = field(default_factory=list)
+    ctc_logprobs: List[torch.Tensor] = field(default_factory=list)
+    #: At the end of the stream: the final pass's tokens (the streamed tokens without a final pass).
+    final_tokens: Optional[List[int]] = None
 
 
-def make_streaming_context(model: torch.nn.Module, config: DynChunkTrainConfig) -> CIFStreamingContext:
-    """A blank context for :func:`stream_tokens` (``model``: a :class:`~hieradist_lobes.models.CIFModel`)."""
+def make_streaming_context(model: torch.nn.Module, config: DynChunkTrainConfig,
+                           final_pass: Optional[FinalPass] = None) -> CIFStreamingContext:
+    """A blank context for :func:`stream_tokens` (``model``: a :class:`~hieradist_lobes.models.CIFModel`);
+    ``final_pass``: decode the final transcript again at the end of the stream."""
     if config is None or config.chunk_size is None or int(config.chunk_size) < 1:
         raise ValueError(f"streaming needs a chunk size of at least 1 encoder frame, got {config}")
     if getattr(model.normalize, "norm_type", "global") != "global":
@@ -74,7 +99,7 @@ def make_streaming_context(model: torch.nn.Module, config: DynChunkTrainConfig) 
             "which a stream does not have until it ends: streaming needs a model trained with global "
             "normalisation and dynamic chunks (e.g. hparams/synth/cif_streaming.yaml)")
     return CIFStreamingContext(config=config, features=StreamingFbank(model.compute_features),
-                               encoder=model.enc.make_streaming_context(config))
+                               encoder=model.enc.make_streaming_context(config), final_pass=final_pass)
 
 
 @torch.no_grad()
@@ -128,6 +153,8 @@ def stream_tokens(model: torch.nn.Module, context: CIFStreamingContext, samples:
         left = context.cif_left if context.cif_left is not None else piece.new_zeros(1, reach, piece.shape[2])
         context.cif_left = torch.cat([left, piece], dim=1)[:, left.shape[1] + piece.shape[1] - reach:]
         fires, context.cif_state = cif_fire_chunk(alphas, piece, context.cif_state, cif.threshold, cif.fire_eps)
+        if context.final_pass is not None:
+            context.ctc_logprobs.append(torch.log_softmax(model.ctc_lin(piece), dim=-1))
         for index in range(int(fires.lengths[0])):
             emitted.extend(_decode_fire(model.dec, context, fires.fired[:, index], bos_index, eos_index, blocked))
     if final:
@@ -138,6 +165,9 @@ def stream_tokens(model: torch.nn.Module, context: CIFStreamingContext, samples:
         # A token still held belonged to the last fire, whose best class was <eos>: the end.
         context.held = None
         context.finished = True
+        context.final_tokens = context.tokens + emitted
+        if context.final_pass is not None and context.fired:
+            context.final_tokens = _final_pass(model, context, bos_index, eos_index, blocked)
     context.tokens.extend(emitted)
     context.emitted_at.extend([arrived] * len(emitted))
     return emitted
@@ -147,6 +177,8 @@ def _decode_fire(decoder: torch.nn.Module, context: CIFStreamingContext, fired: 
                  eos_index: int, blocked: Sequence[int]) -> List[int]:
     """One decoder step for one fire; the tokens this fire makes certain (0, 1 or 2)."""
     emitted = []
+    if context.final_pass is not None:
+        context.fired.append(fired)
     if context.held is not None:
         # Another fire came: the held fire was not the last, so its token stands.
         emitted.append(context.held)
@@ -165,3 +197,17 @@ def _decode_fire(decoder: torch.nn.Module, context: CIFStreamingContext, fired: 
         logprobs[eos_index] = float("-inf")
         context.held = int(logprobs.argmax())
     return emitted
+
+
+def _final_pass(model: torch.nn.Module, context: CIFStreamingContext, bos_index: int, eos_index: int,
+                blocked: Sequence[int]) -> List[int]:
+    """The beam search over every fire of the stream with the CTC head's prefix scores (and the LM),
+    as :meth:`~hieradist_lobes.models.CIFModel.decode` does on the whole file."""
+    final = context.final_pass
+    fired = torch.stack(context.fired, dim=1)  # [1, fires, dim]
+    ctc_logprobs = torch.cat(context.ctc_logprobs, dim=1)
+    return cif_beam_search(model.dec, fired, torch.tensor([fired.shape[1]], device=fired.device), bos_index,
+                           eos_index, beam_size=final.beam_size, blocked=blocked, lm=final.lm,
+                           lm_weight=final.lm_weight, ctc_logprobs=ctc_logprobs,
+                           ctc_lengths=torch.tensor([ctc_logprobs.shape[1]], device=fired.device),
+                           ctc_weight=final.ctc_weight, blank_index=final.blank_index)[0]

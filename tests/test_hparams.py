@@ -137,6 +137,28 @@ def test_aishell1_cif_yaml_is_the_papers_configuration():
     assert features["store_path"].endswith("plm_store") and features["plm_layer"] == -1
 
 
+@pytest.mark.parametrize("yaml, paths", [
+    ("hparams/synth/cif_streaming.yaml", ""),
+    ("hparams/aishell1/cif_streaming.yaml", "data_folder: /corpora/aishell\nplm_path: /models/bert-base-chinese")])
+def test_streaming_overlays_train_with_dynamic_chunks_and_stream_computable_features(yaml, paths):
+    """The base model with chunks drawn per training batch, the streaming chunking for valid and test,
+    features without the per-utterance floor and normalised with global statistics; the full-context
+    YAML keeps the paper's features."""
+    import speechbrain as sb
+    from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+
+    hparams = load_hparams(yaml, paths or None).hparams
+    model = hparams["model"]
+    assert model["compute_features"].top_db is None and model["normalize"].norm_type == "global"
+    sampler = hparams["dynamic_chunk_training"]
+    streaming = DynChunkTrainConfig(hparams["streaming_chunk_size"], hparams["streaming_left_chunks"])
+    assert sampler(sb.Stage.VALID) == streaming == sampler(sb.Stage.TEST)
+    assert hparams["output_folder"].endswith("cif_streaming")
+    full = load_hparams(yaml.replace("cif_streaming", "cif"), paths or None).hparams
+    assert full["model"]["compute_features"].top_db == 80.0 and full["model"]["normalize"].norm_type == "sentence"
+    assert full["dynamic_chunk_training"] is None and full["streaming_chunk_size"] is None
+
+
 def test_aishell1_cif_yaml_is_the_papers_run_as_the_original_code_ran_it():
     """What the fairseq run scripts set (spec: "Checked against the original code")."""
     from hieradist_lobes.schedules import HoldingTriStageLRSchedule

@@ -103,6 +103,32 @@ def test_no_utterance_loses_its_final_token_in_streaming(streaming_model, tiny_c
     assert with_tail >= 1
 
 
+def test_the_final_pass_is_the_whole_file_beam_search_with_ctc_under_the_same_chunks(streaming_model, tiny_corpus):
+    """At the end of a stream, the fires and CTC frames it stored are decoded with the folder's beam
+    and CTC weight: the whole-file decoding with them under the same chunked attention; the tokens
+    streamed as they came stay the greedy pass's."""
+    greedy = load(streaming_model)
+    joint = load(streaming_model, beam_size=3, ctc_weight_decode=0.5)
+    config = joint.streaming_config()
+    for row in evaluation_rows(tiny_corpus):
+        signal = read_audio(row["wav"])
+        context = joint.make_streaming_context()
+        assert context.final_pass is not None
+        joint.transcribe_chunk(context, signal[:5000])
+        with pytest.raises(RuntimeError, match="has not ended"):
+            joint.final_transcript(context)
+        joint.transcribe_chunk(context, signal[5000:], end_of_stream=True)
+        expected = offline(joint, signal, config)
+        assert context.final_tokens == expected, row["ID"]
+        assert joint.final_transcript(context) == joint.tokenizer.decode_ids(expected)
+        assert context.tokens == offline(greedy, signal, config)
+    # Without a final pass (greedy folder, or final_pass=False) the final transcript is the stream's.
+    context = greedy.make_streaming_context()
+    assert context.final_pass is None and joint.make_streaming_context(final_pass=False).final_pass is None
+    greedy.transcribe_chunk(context, signal, end_of_stream=True)
+    assert context.final_tokens == context.tokens
+
+
 def test_transcribe_file_streaming_yields_the_transcript_piece_by_piece(streaming_model, tiny_corpus):
     asr = load(streaming_model)
     row = evaluation_rows(tiny_corpus)[0]
