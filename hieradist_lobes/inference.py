@@ -25,6 +25,15 @@ trained by ``recipes/train_lm.py``::
     CIFASR.from_hparams(source=folder, savedir=folder,
                         overrides={"lm_folder": "results/synth/lm/model", "lm_weight": 0.2})
 
+A model trained with dynamic chunks (``hparams/synth/cif_streaming.yaml``) also
+streams, in SpeechBrain's ``StreamingASR`` interface (:mod:`hieradist_lobes.streaming`)::
+
+    context = asr.make_streaming_context()
+    for samples in pieces_of_audio:
+        print(asr.transcribe_chunk(context, samples)[0], end="")
+    asr.transcribe_chunk(context, torch.zeros(0), end_of_stream=True)
+    asr.final_transcript(context)       # the folder's beam search with CTC scores, at the end
+
 Timestamps come from the CIF weights (:func:`~hieradist_lobes.cif.token_spans`):
 token ``k`` integrates the weight between ``k`` and ``k + 1``; it ends where
 the accumulated weight reaches ``k + 1`` (where it fires) and starts where it
