@@ -255,11 +255,13 @@ def max_pool_time(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     Example
     -------
-    >>> x = torch.tensor([[[1.0], [3.0], [2.0], [-5.0]]])
-    >>> max_pool_time(x, torch.tensor([[False, False, False, True]])).flatten().tolist()
-    [3.0, 2.0]
+    >>> x = torch.tensor([[[1.0], [3.0], [2.0], [-5.0], [7.0]]])
+    >>> max_pool_time(x, torch.tensor([[False, False, False, True, True]])).flatten().tolist()
+    [3.0, 2.0, 0.0]
     """
-    # Padded frames must not win the max: fill them with -inf first.
+    # Padded frames must not win the max: fill them with -inf first. A window of padding only is 0
+    # (found from the mask, not from the -inf: onnxruntime's MaxPool gives the lowest float there).
     x = x.masked_fill(mask.unsqueeze(-1), float("-inf"))
     x = torch.nn.functional.max_pool1d(x.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)
-    return x.masked_fill(torch.isinf(x), 0.0)
+    valid = torch.nn.functional.max_pool1d((~mask).to(x.dtype).unsqueeze(1), 2, ceil_mode=True).transpose(1, 2)
+    return x.masked_fill(valid <= 0, 0.0)

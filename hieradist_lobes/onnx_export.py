@@ -26,7 +26,7 @@ the normalisation included, is the model's own code, traced.
 ``onnx_model.json`` holds what the runtime needs: the labels and their unit,
 the special indices, the STFT's sizes, the CIF threshold, and the decoder's
 shape.  The export checks each graph against PyTorch on the folder's example
-(or a second of noise) before it writes anything.
+and a cut of it (or noise), alone and as a padded batch, before it writes anything.
 """
 
 from __future__ import annotations
@@ -246,9 +246,14 @@ def _write_export(model_folder: str, output_folder: str, model: torch.nn.Module,
         _export(graph, (spectrograms[0], ones), path, ["spectrogram", "lengths"], output_names,
                 {"spectrogram": {0: "batch", 1: "frames"}, "lengths": {0: "batch"},
                  **{name: {0: "batch", 1: "encoder_frames"} for name in output_names}})
-        for spectrogram in spectrograms:  # the second length shows that the time axis is not frozen
-            outputs = graph(spectrogram, ones)
-            _check(path, {"spectrogram": spectrogram.numpy(), "lengths": ones.numpy()},
+        # Each recording alone (the second length shows that the time axis is not frozen), then both
+        # as a padded batch (the padding masks are computed in the graph, not frozen by the trace).
+        frames = [spectrogram.shape[1] for spectrogram in spectrograms]
+        padded = torch.cat([torch.nn.functional.pad(s, (0, 0, 0, max(frames) - s.shape[1])) for s in spectrograms])
+        relative = torch.tensor([count / max(frames) for count in frames])
+        for spectrogram, lengths in [(s, ones) for s in spectrograms] + [(padded, relative)]:
+            outputs = graph(spectrogram, lengths)
+            _check(path, {"spectrogram": spectrogram.numpy(), "lengths": lengths.numpy()},
                    outputs if isinstance(outputs, tuple) else [outputs], output_names)
         if more_graphs is not None:
             more_graphs(staging)

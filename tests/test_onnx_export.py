@@ -64,6 +64,20 @@ def test_cif_export_gives_pytorchs_encoder_weights_fires_and_greedy_transcriptio
         assert onnx.transcribe_file(path) == text, path
         spoken += bool(text)
     assert spoken >= 5  # the comparison is of transcriptions, not of empty strings
+    # A padded batch through the encoder graph: the padding masks follow the lengths given.
+    from speechbrain.utils.data_utils import batch_pad_right
+
+    from hieradist_lobes.onnx_export import EncoderGraph, power_spectrogram_torch
+    from hieradist_lobes.onnx_runtime import run_graph
+
+    batch, lengths = batch_pad_right([read_audio(path) for path in wavs(exported["corpus"])[:4]])
+    assert lengths.min() < 1  # padding
+    spectrogram = power_spectrogram_torch(asr.mods.model.compute_features.compute_STFT, batch)
+    with torch.no_grad():
+        expected = EncoderGraph(asr.mods.model).eval()(spectrogram, lengths)
+    got = run_graph(onnx.encoder, {"spectrogram": spectrogram.numpy(), "lengths": lengths.numpy()})
+    for name, value, want in zip(("encoded", "alphas"), got, expected):
+        np.testing.assert_allclose(value, want.numpy(), atol=1e-4, rtol=1e-4, err_msg=name)
 
 
 def test_student_export_gives_pytorchs_greedy_ctc_transcriptions(exported):
