@@ -13,7 +13,8 @@ utterances are decoded one at a time, audio already in memory, with the same num
 * CTC/attention: PyTorch is the model's ``encode``, CTC head and greedy CTC decoding
   (``ctc_greedy_decode``); onnxruntime is :class:`~hieradist_lobes.onnx_runtime.ONNXCTCASR`.
 
-Each way is timed ``--repeats`` times after one warm-up pass (the median pass counts);
+Each way is timed ``--repeats`` times after one warm-up pass, the two ways' passes alternating (the
+median pass counts);
 ``identical`` counts the utterances whose tokens are the same both ways.
 """
 
@@ -35,21 +36,23 @@ from hieradist_lobes.files import write_json  # noqa: E402
 from hieradist_lobes.threads import machine_description  # noqa: E402
 
 
-def timed(decode: Callable[[torch.Tensor], List[int]], signals: Sequence[torch.Tensor], repeats: int):
-    """The tokens of each signal and the median seconds of ``repeats`` passes (after a warm-up pass)."""
-    tokens = [decode(signal) for signal in signals]
-    passes = []
+def one_pass(decode: Callable[[torch.Tensor], List[int]], signals: Sequence[torch.Tensor]) -> float:
+    started = time.perf_counter()
+    for signal in signals:
+        decode(signal)
+    return time.perf_counter() - started
+
+
+def compare(pytorch: Callable, onnx: Callable, signals, audio_seconds: float, repeats: int) -> Dict:
+    """Both ways' tokens (a warm-up pass each), then ``repeats`` timed passes of each, alternating, so
+    that a machine's drift weighs on both alike; the median pass of each counts."""
+    torch_tokens = [pytorch(signal) for signal in signals]
+    onnx_tokens = [onnx(signal) for signal in signals]
+    torch_passes, onnx_passes = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        for signal in signals:
-            decode(signal)
-        passes.append(time.perf_counter() - started)
-    return tokens, statistics.median(passes)
-
-
-def compare(name: str, pytorch: Callable, onnx: Callable, signals, audio_seconds: float, repeats: int) -> Dict:
-    torch_tokens, torch_seconds = timed(pytorch, signals, repeats)
-    onnx_tokens, onnx_seconds = timed(onnx, signals, repeats)
+        torch_passes.append(one_pass(pytorch, signals))
+        onnx_passes.append(one_pass(onnx, signals))
+    torch_seconds, onnx_seconds = statistics.median(torch_passes), statistics.median(onnx_passes)
     return {"pytorch_rtf": round(torch_seconds / audio_seconds, 4), "onnxruntime_rtf": round(onnx_seconds / audio_seconds, 4),
             "speedup": round(torch_seconds / onnx_seconds, 2),
             "identical": f"{sum(a == b for a, b in zip(torch_tokens, onnx_tokens))}/{len(signals)}"}
@@ -62,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     parser.add_argument("--data_folder", default="data/synth_small")
     parser.add_argument("--onnx_root", default="results/benchmarks/onnx")
     parser.add_argument("--utterances", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -89,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         onnx = load_onnx_folder(export_onnx_folder(args.cif_model, os.path.join(args.onnx_root, "cif")), args.threads)
         rate = float(asr.hparams.sample_rate)
         results["cif"] = {"model_dir": args.cif_model, **compare(
-            "cif", lambda s: asr.decode_batch(s[None], one)[0][0], lambda s: onnx.decode_signal(s.numpy()),
+            lambda s: asr.decode_batch(s[None], one)[0][0], lambda s: onnx.decode_signal(s.numpy()),
             signals, sum(s.shape[0] for s in signals) / rate, args.repeats)}
     if args.student_model:
         student = EncoderDecoderASR.from_hparams(source=args.student_model, savedir=args.student_model)
@@ -105,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
 
         rate = float(student.hparams.sample_rate)
         results["student"] = {"model_dir": args.student_model, **compare(
-            "student", torch_ctc, lambda s: onnx.decode_signal(s.numpy()), signals,
+            torch_ctc, lambda s: onnx.decode_signal(s.numpy()), signals,
             sum(s.shape[0] for s in signals) / rate, args.repeats)}
     print(json.dumps(results, indent=2))
     if args.json:
