@@ -15,7 +15,10 @@ Checks, in order (one line each: PASS, FAIL or SKIP, with seconds and details):
 4. ``teacher_store``: the fp32 teacher's outputs written to an HDF5 store on the GPU;
    ``plm_store``: the PLM features (all-MiniLM-L6-v2 from its wheel) on the GPU.
 5. ``cifasr_decode``: ``CIFASR`` loaded on the GPU transcribes a test file.
-6. ``cif_fwd_bwd``: CIF forward + backward at B32/T600/D512 on the GPU, in ms.
+6. ``cif_streaming``: a streaming CIF model trained on the GPU for a few updates streams three test
+   files on the GPU, in pieces of 1 000 samples; its tokens (and its final pass's) must be those of
+   the whole-file decoding under the same chunks.
+7. ``cif_fwd_bwd``: CIF forward + backward at B32/T600/D512 on the GPU, in ms.
 
 Writes ``gpu_check.json`` (``--output``). On a machine without CUDA every
 check is reported SKIP with the reason and the script exits 0, so that it can
@@ -42,7 +45,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SYSTEMS = ("teacher", "student", "cif", "cif_hieradist")
 CHECKS = ["device_tests", "corpus", "teacher_store", "plm_store",
           *[f"{system}_{precision}" for precision in PRECISIONS for system in SYSTEMS],
-          "cifasr_decode", "cif_fwd_bwd"]
+          "cifasr_decode", "cif_streaming", "cif_fwd_bwd"]
 # A few updates per system: enough to run every loss, the optimiser step and a checkpoint.
 FAST = ["--debug", "--debug_batches=3", "--debug_epochs=1", "--number_of_epochs=1", "--num_workers=0"]
 
@@ -128,6 +131,36 @@ def cif_fwd_bwd_ms(device: str, repeats: int = 20) -> Dict[str, object]:
             times.append(time.perf_counter() - start)
     times.sort()
     return {"median_ms": round(1000 * times[len(times) // 2], 2), "batch": 32, "frames": 600, "dim": 512}
+
+
+def streaming_matches_whole_files(folder: str, wavs: List[str], device: str) -> Dict[str, object]:
+    """Stream each file on ``device`` in pieces of 1 000 samples; the streamed tokens and the final pass's
+    must equal the whole-file decoding (greedy, and the folder's beam with CTC) under the same chunks."""
+    import torch
+    from speechbrain.dataio.dataio import read_audio
+
+    from hieradist_lobes.inference import CIFASR
+
+    greedy = CIFASR.from_hparams(source=folder, savedir=folder, run_opts={"device": device},
+                                 overrides={"beam_size": 1, "ctc_weight_decode": 0.0})
+    joint = CIFASR.from_hparams(source=folder, savedir=folder, run_opts={"device": device},
+                                overrides={"beam_size": 3, "ctc_weight_decode": 0.5})
+    config = joint.streaming_config()
+    tokens = 0
+    for path in wavs:
+        signal = read_audio(path)
+        context = joint.make_streaming_context()
+        for start in range(0, signal.shape[0], 1000):
+            joint.transcribe_chunk(context, signal[start:start + 1000])
+        joint.transcribe_chunk(context, signal[:0], end_of_stream=True)
+        whole = greedy.decode_batch(signal[None], torch.ones(1), dynchunktrain_config=config)[0][0]
+        whole_joint = joint.decode_batch(signal[None], torch.ones(1), dynchunktrain_config=config)[0][0]
+        if context.tokens != whole or context.final_tokens != whole_joint:
+            raise RuntimeError(f"{path}: streamed {context.tokens} / final {context.final_tokens}, whole file "
+                               f"{whole} / {whole_joint}")
+        tokens += len(context.tokens)
+    return {"files": len(wavs), "streamed_tokens": tokens,
+            "weights_on": str(next(joint.mods.parameters()).device)}
 
 
 def main(argv=None) -> int:
@@ -257,6 +290,15 @@ def main(argv=None) -> int:
         return {"weights_on": parameter_device, "transcript_characters": len(text)}
 
     checks.run("cifasr_decode", decode)
+
+    def streaming():
+        from hieradist_lobes.data.manifest import read_manifest
+
+        train("cif_streaming", train_cif, [str(hparams / "cif_streaming.yaml"), *cif_vocabulary])()
+        wavs = [row["wav"] for row in read_manifest(str(corpus / "test.csv"))[:3]]
+        return streaming_matches_whole_files(models["cif_streaming"], wavs, args.device)
+
+    checks.run("cif_streaming", streaming)
     checks.run("cif_fwd_bwd", lambda: cif_fwd_bwd_ms(args.device))
     return finish(checks, summary, args.output)
 
