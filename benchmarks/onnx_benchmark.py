@@ -53,7 +53,8 @@ def compare(pytorch: Callable, onnx: Callable, signals, audio_seconds: float, re
         torch_passes.append(one_pass(pytorch, signals))
         onnx_passes.append(one_pass(onnx, signals))
     torch_seconds, onnx_seconds = statistics.median(torch_passes), statistics.median(onnx_passes)
-    return {"pytorch_rtf": round(torch_seconds / audio_seconds, 4), "onnxruntime_rtf": round(onnx_seconds / audio_seconds, 4),
+    return {"pytorch_rtf": round(torch_seconds / audio_seconds, 4),
+            "onnxruntime_rtf": round(onnx_seconds / audio_seconds, 4),
             "speedup": round(torch_seconds / onnx_seconds, 2),
             "identical": f"{sum(a == b for a, b in zip(torch_tokens, onnx_tokens))}/{len(signals)}"}
 

@@ -14,8 +14,9 @@ corpus's test utterances, greedily with its decoder alone (the streaming decodin
 
 The stream's final transcript (its second pass at the end: the folder's beam search with CTC
 prefix scores over the stream's fires) is scored too, against the same decoding of each whole
-recording with full context (``offline_final_pass``). Token error rates are over the model's units (the PLM's wordpieces of the transcripts, as in
-training). For streaming, also: how many utterances streamed exactly the tokens of the chunked
+recording with full context (``offline_final_pass``) and under the same chunks. Token error rates
+are over the model's units (the PLM's wordpieces of the transcripts, as in training). For
+streaming, also: how many utterances streamed exactly the tokens of the chunked
 offline decoding, how many lost their final token (their last token differs from it, or is
 missing), and the latency of each correctly recognised word: the audio received when its last
 piece came out, minus the true end of the word (``word_times.json``, from the synthesiser),

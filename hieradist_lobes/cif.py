@@ -51,7 +51,8 @@ from torch import nn
 
 from hieradist_lobes.losses import length_mask
 
-__all__ = ["Fires", "CIFState", "cif_fire", "cif_fire_chunk", "cif_flush", "integrate_and_fire", "CIF", "CIFOutput", "quantity_loss", "fire_times"]
+__all__ = ["Fires", "CIFState", "cif_fire", "cif_fire_chunk", "cif_flush", "integrate_and_fire", "CIF", "CIFOutput",
+           "quantity_loss", "fire_times"]
 
 
 class Fires(NamedTuple):

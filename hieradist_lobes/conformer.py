@@ -231,7 +231,8 @@ class PooledConformerEncoder(torch.nn.Module):
             x, context.frontend = context.frontend[:, :chunk], context.frontend[:, chunk:]
             outputs.append(self._stream_chunk(x, context))
         context.finished = final
-        encoded = torch.cat(outputs, dim=1) if outputs else feats.new_zeros(feats.shape[0], 0, self.norm.normalized_shape[0])
+        width = self.norm.normalized_shape[0]
+        encoded = torch.cat(outputs, dim=1) if outputs else feats.new_zeros(feats.shape[0], 0, width)
         context.frames_out += encoded.shape[1]
         return encoded
 

@@ -148,7 +148,8 @@ def _check_signals(folder: str, sample_rate: int) -> List[torch.Tensor]:
             signal = torch.from_numpy(signal.mean(axis=1))
             return [signal, signal[: max(sample_rate // 2, signal.shape[0] * 2 // 3)]]
     generator = torch.Generator().manual_seed(0)
-    return [0.1 * torch.randn(sample_rate * 2, generator=generator), 0.1 * torch.randn(sample_rate, generator=generator)]
+    return [0.1 * torch.randn(sample_rate * 2, generator=generator),
+            0.1 * torch.randn(sample_rate, generator=generator)]
 
 
 def _labels(tokenizer) -> List[str]:
@@ -210,7 +211,8 @@ def _export_cif(model_folder: str, output_folder: str) -> str:
         _export(step, args, path, names, ["logits", "keys", "values"],
                 {"previous_token": {0: "batch"}, "fired": {0: "batch"}, "previous_fired": {0: "batch"},
                  "past_keys": {1: "batch", 3: "steps"}, "past_values": {1: "batch", 3: "steps"},
-                 "logits": {0: "batch"}, "keys": {1: "batch", 3: "next_steps"}, "values": {1: "batch", 3: "next_steps"}})
+                 "logits": {0: "batch"}, "keys": {1: "batch", 3: "next_steps"},
+                 "values": {1: "batch", 3: "next_steps"}})
         for steps in (0, 5):  # the first step (an empty cache) and a later one
             cache = [torch.randn(layers, 1, heads, steps, head_size, generator=generator) for _ in range(2)]
             check_args = (*args[:3], torch.tensor([float(steps)]), *cache)

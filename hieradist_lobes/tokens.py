@@ -29,7 +29,7 @@ from speechbrain.utils.checkpoints import register_checkpoint_hooks
 
 from hieradist_lobes.data.phones import PHONES_39
 
-from hieradist_lobes.text import BLANK, BOS, EOS, UNK, WORD_BOUNDARY, WORD_START, WORDPIECE_CONTINUATION, join_labels
+from hieradist_lobes.text import BLANK, BOS, EOS, UNK, join_labels
 UNITS = ("phn", "char", "wrd", "wordpiece", "sentencepiece")
 
 

@@ -435,7 +435,7 @@ def fire_in_chunks(alphas, hidden, cuts, threshold, tail, eps=1e-4):
         fires, state = cif_fire_chunk(alphas[:, begin:end], hidden[:, begin:end], state, threshold, eps)
         pieces.append(fires)
     pieces.append(cif_flush(state, tail, threshold, eps))
-    batch, dim = hidden.shape[0], hidden.shape[2]
+    batch = hidden.shape[0]
     rows = [[] for _ in range(batch)]
     frames = [[] for _ in range(batch)]
     for piece in pieces:
