@@ -150,9 +150,8 @@ def streaming_matches_whole_files(folder: str, wavs: List[str], device: str) -> 
     for path in wavs:
         signal = read_audio(path)
         context = joint.make_streaming_context()
-        for start in range(0, signal.shape[0], 1000):
-            joint.transcribe_chunk(context, signal[start:start + 1000])
-        joint.transcribe_chunk(context, signal[:0], end_of_stream=True)
+        for _ in joint.transcribe_signal_streaming(signal, context, piece_samples=1000):
+            pass
         whole = greedy.decode_batch(signal[None], torch.ones(1), dynchunktrain_config=config)[0][0]
         whole_joint = joint.decode_batch(signal[None], torch.ones(1), dynchunktrain_config=config)[0][0]
         if context.tokens != whole or context.final_tokens != whole_joint:

@@ -265,16 +265,28 @@ def cif_flush(state: CIFState, tail_threshold: Optional[float] = 0.5, threshold:
     """
     done = torch.floor((state.weight_sum + eps) / threshold)
     tail_weight = state.weight_sum - done * threshold
-    if tail_threshold is None:
-        fires = torch.zeros_like(done, dtype=torch.bool)
-    else:
-        fires = (tail_weight >= tail_threshold) & (tail_weight > 0)
+    fires = _tail_fires(tail_weight, tail_threshold)
     width = int(fires.any())
-    safe_weight = torch.where(fires, tail_weight, torch.ones_like(tail_weight))
-    scale = torch.where(fires, threshold / safe_weight, torch.zeros_like(tail_weight)).to(state.partial.dtype)
+    scale = _tail_scale(fires, tail_weight, threshold).to(state.partial.dtype)
     fired = (state.partial * scale[:, None]).unsqueeze(1)[:, :width]
     frames = torch.where(fires, state.last_active, torch.full_like(state.last_active, -1)).unsqueeze(1)[:, :width]
     return Fires(fired, fires.long(), frames, tail_weight.to(state.partial.dtype))
+
+
+def _tail_fires(tail_weight: torch.Tensor, tail_threshold: Optional[float]) -> torch.Tensor:
+    """Whether the weight left after the last frame fires once more: ``w ≥ tail_threshold`` and ``w > 0``
+    (never with no ``tail_threshold``)."""
+    weight = tail_weight.detach()
+    if tail_threshold is None:
+        return torch.zeros_like(weight, dtype=torch.bool)
+    return (weight >= tail_threshold) & (weight > 0)
+
+
+def _tail_scale(fires: torch.Tensor, tail_weight: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``θ / w`` where the tail fires (the leftover rescaled to a full token), else 0; a safe
+    denominator keeps the gradient of the unused branch finite."""
+    safe_weight = torch.where(fires, tail_weight, torch.ones_like(tail_weight))
+    return torch.where(fires, threshold / safe_weight, torch.zeros_like(tail_weight))
 
 
 def _integrate(alphas: torch.Tensor, hidden: torch.Tensor, threshold: float, tail_threshold: Optional[float],
@@ -315,10 +327,7 @@ def _integrate(alphas: torch.Tensor, hidden: torch.Tensor, threshold: float, tai
     # Leftover after the last frame: w = S_{T-1} - F_{T-1}·θ, held by slot `counts`.
     tail_weight = cum[:, -1] - done[:, -1].to(torch.float64) * threshold
     with torch.no_grad():
-        if tail_threshold is None:
-            tail_fires = torch.zeros(batch, dtype=torch.bool, device=device)
-        else:
-            tail_fires = (tail_weight.detach() >= tail_threshold) & (tail_weight.detach() > 0)
+        tail_fires = _tail_fires(tail_weight, tail_threshold)
         lengths = counts + tail_fires.long()
         # One device sync for both sizes; a stream also keeps the slot of the fire in progress.
         width, total_fires = (int(x) for x in torch.stack([lengths.max(), counts.sum()]).tolist())
@@ -353,10 +362,8 @@ def _integrate(alphas: torch.Tensor, hidden: torch.Tensor, threshold: float, tai
     weight = weight.scatter(0, first, left.reshape(-1))
     weight = weight.scatter(0, last, right.reshape(-1).index_select(0, completing))
     if not streaming:
-        # The tail slot is scaled by θ / w if it fires, else emptied (a safe denominator keeps the
-        # gradient of the unused branch finite).
-        safe_weight = torch.where(tail_fires, tail_weight, torch.ones_like(tail_weight))
-        tail_scale = torch.where(tail_fires, threshold / safe_weight, torch.zeros_like(tail_weight))
+        # The tail slot is scaled by θ / w if it fires, else emptied.
+        tail_scale = _tail_scale(tail_fires, tail_weight, threshold)
         weight = torch.where(is_tail, weight * tail_scale.index_select(0, utterance), weight)
 
     with torch.no_grad():
@@ -552,18 +559,20 @@ class CIF(nn.Module):
             features = out[:, :frames]
         return self._alphas_of(features) * mask.to(hidden.dtype)
 
-    def stream_alphas(self, hidden: torch.Tensor, left: Optional[torch.Tensor]) -> torch.Tensor:
+    def stream_alphas(self, hidden: torch.Tensor, left: Optional[torch.Tensor]
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The weights of one streamed chunk ``hidden`` (``[batch, frames, dim]``), as
         :meth:`predict_alphas` with ``chunk_size`` gives them over the whole stream.
 
-        ``left``: the previous chunk's frames (at least the convolution's reach; None for the first chunk).
+        ``left``: what the previous chunk returned (None for the first chunk). Returns the
+        weights and the left context of the next chunk (the last frames the convolution reaches).
         """
         reach = self.conv.padding[0]
         if left is None:
-            left = hidden.new_zeros(hidden.shape[0], reach, hidden.shape[2])
-        x = torch.cat([left[:, left.shape[1] - reach:], hidden], dim=1).transpose(1, 2)
-        features = F.conv1d(F.pad(x, (0, reach)), self.conv.weight, self.conv.bias).transpose(1, 2)
-        return self._alphas_of(features)
+            left = hidden.new_zeros(hidden.shape[0], reach, hidden.shape[2])  # the zeros before the first frame
+        x = torch.cat([left, hidden], dim=1)
+        features = F.conv1d(F.pad(x.transpose(1, 2), (0, reach)), self.conv.weight, self.conv.bias).transpose(1, 2)
+        return self._alphas_of(features), x[:, x.shape[1] - reach:]
 
     def _alphas_of(self, features: torch.Tensor) -> torch.Tensor:
         """The convolution's output → (ReLU) → dropout → linear → sigmoid (→ FunASR's smoothing)."""

@@ -34,7 +34,7 @@ torch.Size([2, 10, 16])
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -91,9 +91,7 @@ class EncoderStreamingContext:
     features: Optional[torch.Tensor] = None
     #: Front-end outputs waiting for a whole chunk.
     frontend: Optional[torch.Tensor] = None
-    #: Encoder output frames produced so far.
-    frames_out: int = 0
-    finished: bool = field(default=False)
+    finished: bool = False
 
 
 class PooledConformerEncoder(torch.nn.Module):
@@ -231,10 +229,9 @@ class PooledConformerEncoder(torch.nn.Module):
             x, context.frontend = context.frontend[:, :chunk], context.frontend[:, chunk:]
             outputs.append(self._stream_chunk(x, context))
         context.finished = final
-        width = self.norm.normalized_shape[0]
-        encoded = torch.cat(outputs, dim=1) if outputs else feats.new_zeros(feats.shape[0], 0, width)
-        context.frames_out += encoded.shape[1]
-        return encoded
+        if not outputs:
+            return feats.new_zeros(feats.shape[0], 0, self.norm.normalized_shape[0])
+        return torch.cat(outputs, dim=1)
 
     def _stream_chunk(self, x: torch.Tensor, context: EncoderStreamingContext) -> torch.Tensor:
         """One chunk (or the last, shorter one) of front-end outputs through the layers and poolings."""

@@ -42,6 +42,7 @@ import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from hieradist_lobes.errors import ReportedError
+from hieradist_lobes.files import write_text
 
 
 def _not_the_torchvision_notice(record: logging.LogRecord) -> bool:
@@ -489,16 +490,13 @@ def write_experiment_hparams(loaded: LoadedHparams, folder: str) -> None:
     HyperPyYAML overrides cannot replace a base's ``null`` with an overlay's object (as
     ``dynamic_chunk_training`` in a streaming overlay).
     """
-    from hyperpyyaml import resolve_references
     from speechbrain.utils.distributed import if_main_process
 
     if not if_main_process():  # as create_experiment_directory: one process writes the run's files
         return
-    path = os.path.join(folder, "hyperparams.yaml")
     resolved = resolve_references(_merged_yaml(loaded.base_file, loaded.overrides or "")).getvalue()
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(f"# Generated from {os.path.abspath(loaded.files[0])} (base {loaded.base_file}).\n")
-        handle.write(resolved)
+    write_text(os.path.join(folder, "hyperparams.yaml"),
+               f"# Generated from {os.path.abspath(loaded.files[0])} (base {loaded.base_file}).\n{resolved}")
 
 
 def _resolved_values(base_file: str, merged: str):

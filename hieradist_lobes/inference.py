@@ -283,25 +283,35 @@ class CIFASR(Pretrained):
             chunk = chunk.unsqueeze(0)
         if chunk_len is not None:
             chunk = chunk[:, : int(round(float(chunk_len.reshape(-1)[0]) * chunk.shape[1]))]
-        before = self.tokenizer.decode_ids(context.tokens)
-        stream_tokens(self.mods.model, context, chunk, int(self.hparams.sample_rate),
-                      self.tokenizer.get_bos_index(), self.tokenizer.get_eos_index(),
-                      blocked=[self.tokenizer.get_blank_index(), self.tokenizer.get_bos_index()],
-                      final=end_of_stream)
+        emitted = stream_tokens(self.mods.model, context, chunk, int(self.hparams.sample_rate),
+                                self.tokenizer.get_bos_index(), self.tokenizer.get_eos_index(),
+                                blocked=[self.tokenizer.get_blank_index(), self.tokenizer.get_bos_index()],
+                                final=end_of_stream)
+        if not emitted:  # most pieces of audio complete no chunk
+            return [""]
+        before = self.tokenizer.decode_ids(context.tokens[: len(context.tokens) - len(emitted)])
         text = self.tokenizer.decode_ids(context.tokens)
         # Wordpieces may join the previous text ("play" + "##ing"): give what the text gained.
         return [text[len(before):] if text.startswith(before) else text]
+
+    def transcribe_signal_streaming(self, signal: torch.Tensor, context: Optional[CIFStreamingContext] = None,
+                                    piece_samples: Optional[int] = None) -> Iterator[str]:
+        """Feed a recording (``[samples]``) to a stream in pieces of ``piece_samples`` (default: one chunk),
+        then end the stream, yielding the text each piece adds (the last yield is the end's);
+        ``context``: the stream (default: a new one, :meth:`make_streaming_context`), which then holds
+        the tokens, their emission times and the final pass."""
+        context = context if context is not None else self.make_streaming_context()
+        step = int(piece_samples or self.chunk_samples(context.config))
+        for start in range(0, signal.shape[0], step):
+            yield self.transcribe_chunk(context, signal[start:start + step])[0]
+        yield self.transcribe_chunk(context, signal[:0], end_of_stream=True)[0]
 
     def transcribe_file_streaming(self, path: str, dynchunktrain_config: Optional[DynChunkTrainConfig] = None,
                                   **kwargs) -> Iterator[str]:
         """Transcribe a file as a stream, one chunk of audio at a time, yielding the text each chunk adds
         (the last yield is the end of the stream's); ``"".join`` of them is the transcript."""
         signal = self._load_file(path, **kwargs)
-        context = self.make_streaming_context(dynchunktrain_config)
-        step = self.chunk_samples(context.config)
-        for start in range(0, signal.shape[0], step):
-            yield self.transcribe_chunk(context, signal[start:start + step])[0]
-        yield self.transcribe_chunk(context, signal[:0], end_of_stream=True)[0]
+        yield from self.transcribe_signal_streaming(signal, self.make_streaming_context(dynchunktrain_config))
 
 
 def segment_seconds_for(train_median_seconds: float) -> float:

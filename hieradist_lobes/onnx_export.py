@@ -32,7 +32,6 @@ and a cut of it (or noise), alone and as a padded batch, before it writes anythi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
@@ -41,11 +40,11 @@ import numpy as np
 import torch
 
 from hieradist_lobes.cif_decoder import cached_layer_step, position_encodings
-from hieradist_lobes.files import staged_folder
+from hieradist_lobes.files import staged_folder, write_json
+from hieradist_lobes.onnx_runtime import ONNX_MODEL_FILE, run_graph
 
 __all__ = ["export_onnx_folder", "ONNX_MODEL_FILE", "main"]
 
-ONNX_MODEL_FILE = "onnx_model.json"
 OPSET = 17
 #: How far the ONNX graphs may be from PyTorch on the check (encoder outputs, weights, logits).
 TOLERANCE = 1e-4
@@ -124,8 +123,6 @@ def _check(path: str, inputs: Dict[str, np.ndarray], expected: Sequence[torch.Te
     """Run the graph in onnxruntime on ``inputs``; every output within :data:`TOLERANCE` of PyTorch's."""
     import onnxruntime
 
-    from hieradist_lobes.onnx_runtime import run_graph
-
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     outputs = run_graph(session, inputs)
     for name, got, want in zip(names, outputs, expected):
@@ -150,10 +147,6 @@ def _check_signals(folder: str, sample_rate: int) -> List[torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return [0.1 * torch.randn(sample_rate * 2, generator=generator),
             0.1 * torch.randn(sample_rate, generator=generator)]
-
-
-def _labels(tokenizer) -> List[str]:
-    return [tokenizer.ind2lab[index] for index in range(len(tokenizer.ind2lab))]
 
 
 def export_onnx_folder(model_folder: str, output_folder: str) -> str:
@@ -196,8 +189,7 @@ def _export_cif(model_folder: str, output_folder: str) -> str:
     config = {"system": "CIF",
               "cif": {"threshold": float(model.cif.threshold), "fire_eps": float(model.cif.fire_eps),
                       "tail_threshold": None if model.cif.tail_threshold is None else float(model.cif.tail_threshold)},
-              "decoder": {"layers": layers, "heads": heads, "head_size": decoder.d_model // heads,
-                          "cif_size": int(model.cif.input_size)}}
+              "decoder": {"layers": layers, "heads": heads, "head_size": decoder.d_model // heads}}
 
     def decoder_step(staging: str) -> None:
         path = os.path.join(staging, "decoder_step.onnx")
@@ -234,9 +226,10 @@ def _export_ctc(model_folder: str, output_folder: str) -> str:
 def _write_export(model_folder: str, output_folder: str, model: torch.nn.Module, tokenizer, sample_rate: int,
                   config: Dict[str, object], output_names: List[str],
                   more_graphs: Optional[Callable[[str], None]] = None) -> str:
-    """The encoder graph (checked on two recordings), the STFT window, ``onnx_model.json`` and, by
-    ``more_graphs(staging)``, any other graph: all in ``output_folder``, replaced only when complete."""
-    config = {**config, "unit": tokenizer.unit, "labels": _labels(tokenizer),
+    """The encoder graph (checked on two recordings, alone and as a padded batch), the STFT window,
+    ``onnx_model.json`` and, by ``more_graphs(staging)``, any other graph: all in ``output_folder``,
+    replaced only when complete."""
+    config = {**config, "unit": tokenizer.unit, "labels": tokenizer.labels(),
               "blank_index": tokenizer.get_blank_index(), "bos_index": tokenizer.get_bos_index(),
               "eos_index": tokenizer.get_eos_index(), "features": _features_config(model, sample_rate)}
     stft = model.compute_features.compute_STFT
@@ -260,8 +253,7 @@ def _write_export(model_folder: str, output_folder: str, model: torch.nn.Module,
         if more_graphs is not None:
             more_graphs(staging)
         np.save(os.path.join(staging, "stft_window.npy"), _stft_window(stft))
-        with open(os.path.join(staging, ONNX_MODEL_FILE), "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=1, ensure_ascii=False)
+        write_json(os.path.join(staging, ONNX_MODEL_FILE), config, indent=1, ensure_ascii=False)
     return output_folder
 
 

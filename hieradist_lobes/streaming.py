@@ -145,13 +145,10 @@ def stream_tokens(model: torch.nn.Module, context: CIFStreamingContext, samples:
 
     emitted: List[int] = []
     cif = model.cif
-    reach = cif.conv.padding[0]
     chunk = int(context.config.chunk_size)
     for start in range(0, encoded.shape[1], chunk):
         piece = encoded[:, start:start + chunk]
-        alphas = cif.stream_alphas(piece, context.cif_left)
-        left = context.cif_left if context.cif_left is not None else piece.new_zeros(1, reach, piece.shape[2])
-        context.cif_left = torch.cat([left, piece], dim=1)[:, left.shape[1] + piece.shape[1] - reach:]
+        alphas, context.cif_left = cif.stream_alphas(piece, context.cif_left)
         fires, context.cif_state = cif_fire_chunk(alphas, piece, context.cif_state, cif.threshold, cif.fire_eps)
         if context.final_pass is not None:
             context.ctc_logprobs.append(torch.log_softmax(model.ctc_lin(piece), dim=-1))

@@ -41,13 +41,11 @@ def evaluation_rows(tiny_corpus):
     return read_manifest(os.path.join(tiny_corpus, "test.csv")) + read_manifest(os.path.join(tiny_corpus, "valid.csv"))
 
 
-def stream(asr, signal, piece_samples, config=None):
+def stream(asr, signal, piece_samples):
     """Feed ``signal`` in pieces of ``piece_samples``; the tokens and the streamed text."""
-    context = asr.make_streaming_context(config)
-    texts = [asr.transcribe_chunk(context, signal[start:start + piece_samples])[0]
-             for start in range(0, signal.shape[0], piece_samples)]
-    texts.append(asr.transcribe_chunk(context, signal[:0], end_of_stream=True)[0])
-    return context.tokens, "".join(texts)
+    context = asr.make_streaming_context()
+    text = "".join(asr.transcribe_signal_streaming(signal, context, piece_samples))
+    return context.tokens, text
 
 
 def offline(asr, signal, config):
